@@ -1,0 +1,66 @@
+"""All configuration, read from the environment (``BEATFORGE_*``) or a ``.env`` file, in one place.
+
+Settings are built by :func:`get_settings` when an entrypoint asks, never at import time, so
+importing a module never reads the environment and tests can build their own ``Settings``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BEATFORGE_", env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    discord_token: SecretStr | None = None
+    #: Sync slash commands to this guild only (instant) instead of globally (up to an hour).
+    dev_guild_id: int | None = None
+
+    redis_url: str = "redis://localhost:6379/0"
+    queue_name: str = "beatforge:gpu"
+    database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
+    artifact_dir: Path = Path("./data/artifacts")
+
+    default_model: str = "facebook/musicgen-small"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: How often (seconds) the worker asks redis for new jobs; arq's own default is 0.5 s.
+    worker_poll_delay_s: float = Field(default=0.05, gt=0, le=5)
+    job_timeout_s: int = Field(default=1800, ge=10)
+
+    default_duration_s: float = Field(default=15.0, ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    guidance_scale: float = Field(default=3.0, ge=0, le=20)
+    fade_out_s: float = Field(default=0.5, ge=0, le=5)
+
+    #: How often (seconds) the bot looks for progress and finished jobs.
+    watch_interval_s: float = Field(default=1.0, gt=0, le=30)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_sqlite_driver(cls, value: str) -> str:
+        # Users paste plain `sqlite:///...` URLs; the app is async throughout and needs aiosqlite.
+        if value.startswith("sqlite:"):
+            return "sqlite+aiosqlite:" + value.removeprefix("sqlite:")
+        return value
+
+    def resolved_device(self) -> str:
+        """``auto`` means CUDA when the worker has a GPU. Imports torch, so only the worker calls it."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

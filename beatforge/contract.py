@@ -1,0 +1,139 @@
+"""The job contract between the bot and the worker: the only thing both sides must agree on.
+
+Jobs cross redis as JSON (never pickle), so no Python class, least of all a torch exception,
+travels between processes. Every model carries ``schema_version``: a bot and a worker of
+different versions fail loudly on validation instead of misreading each other's fields.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION: Literal[1] = 1
+
+#: arq function name of the generation job; the bot enqueues by name, never by import.
+JOB_GENERATE = "generate_beat"
+#: redis key where the worker publishes a job's progress (JSON of :class:`JobProgress`).
+PROGRESS_KEY = "beatforge:progress:{job_id}"
+#: How long a progress key outlives its last update, so stale keys clean themselves up.
+PROGRESS_TTL_S = 3600
+
+PROMPT_MAX_CHARS = 500
+MIN_DURATION_S = 1.0
+MAX_DURATION_S = 30.0
+MAX_SEED = 2**31 - 1
+
+_MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def clean_prompt(text: str) -> str:
+    """Make user text safe to feed the model and to echo back into Discord.
+
+    Control and format characters are dropped (they confuse tokenizers and can hide text),
+    mentions are defused so echoing the prompt can never ping anyone even if a message
+    forgot its ``allowed_mentions``, and whitespace runs collapse to one space.
+    """
+    kept = "".join(" " if ch in "\t\n\r" else ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch)[0] != "C")
+    kept = _MENTION.sub(lambda m: m.group(0).replace("@", "@\N{ZERO WIDTH SPACE}", 1).replace("<", "‹"), kept)
+    kept = _SPACES.sub(" ", kept).strip()
+    if not kept:
+        raise ValueError("is empty: describe the beat, e.g. 'dark trap, 808s, 140 bpm'")
+    return kept
+
+
+Prompt = Annotated[str, AfterValidator(clean_prompt), Field(max_length=PROMPT_MAX_CHARS)]
+
+
+class ErrorCode(StrEnum):
+    """Why a job failed, as a stable code the bot maps to a user-facing sentence."""
+
+    INVALID_REQUEST = "invalid_request"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    GENERATION_FAILED = "generation_failed"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BeatParams(_Frozen):
+    """What the user asked for, validated before anything slow happens.
+
+    ``seed`` is always set (the bot draws one when the user gives none), so every job can be
+    reproduced from its row. ``model`` None means the worker's configured default.
+    """
+
+    prompt: Prompt
+    duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+
+
+class GenerateRequest(_Frozen):
+    """The payload of :data:`JOB_GENERATE`: a stored job and its parameters."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: int = Field(ge=1)
+    params: BeatParams
+
+
+class JobProgress(_Frozen):
+    """A progress snapshot the worker writes to redis and the bot turns into message edits."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    stage: Literal["loading", "generating", "saving"]
+    done: int = Field(ge=0)
+    total: int = Field(ge=1)
+    eta_s: float | None = Field(default=None, ge=0)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.done / self.total))
+
+
+class JobOutcome(_Frozen):
+    """What a job returns to arq. Failures are data (a code and a sentence), never exceptions."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: int
+    status: Literal[JobStatus.DONE, JobStatus.FAILED]
+    error_code: ErrorCode | None = None
+    message: str | None = None
+    audio_path: str | None = None
+
+
+_FIELD_NAMES = {"duration_s": "duration", "params": "parameters"}
+
+
+def explain(exc: ValidationError) -> str:
+    """One short sentence per problem, in the words of the command's options, for users to read."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(_FIELD_NAMES.get(str(loc), str(loc)) for loc in error["loc"]) or "request"
+        ctx = error.get("ctx", {})
+        match error["type"]:
+            case "too_long" | "string_too_long":
+                message = f"is {len(error['input'])} characters long; the limit is {ctx['max_length']}"
+            case "less_than_equal":
+                message = f"must be at most {ctx['le']}"
+            case "greater_than_equal":
+                message = f"must be at least {ctx['ge']}"
+            case _:
+                message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{field} {message}")
+    return "; ".join(parts)

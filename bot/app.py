@@ -1,0 +1,77 @@
+"""The bot process: discord.py client, queue client and database, and nothing from the ML stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from beatforge.config import Settings
+from beatforge.queue import connect
+from bot.errors import BeatforgeTree
+from storage.artifacts import ArtifactStore
+from storage.db import make_engine, make_sessionmaker, upgrade_locked
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.generate", "bot.cogs.watcher")
+
+
+class Beatforge(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis: ArqRedis,
+        sessions: async_sessionmaker[AsyncSession],
+        sync_commands: bool = True,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=BeatforgeTree,
+            # Prompts are user text echoed back: nothing the bot posts may ever ping anyone.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings, self.redis, self.sessions = settings, redis, sessions
+        self.store = ArtifactStore(settings.artifact_dir)
+        self.sync_commands = sync_commands
+        #: Interactions of jobs this process queued, for edits and follow-ups while their token lives.
+        self.live_interactions: dict[int, discord.Interaction] = {}
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        if not self.sync_commands:
+            return
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("commands synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
+
+
+async def run_bot(settings: Settings) -> int:
+    if settings.discord_token is None:
+        sys.stderr.write("beatforge: set BEATFORGE_DISCORD_TOKEN (see .env.example) to run the bot\n")
+        return 2
+    await asyncio.to_thread(upgrade_locked, settings.database_url)
+    engine = make_engine(settings.database_url)
+    redis = await connect(settings)
+    try:
+        async with Beatforge(settings=settings, redis=redis, sessions=make_sessionmaker(engine)) as bot:
+            await bot.start(settings.discord_token.get_secret_value())
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return 0

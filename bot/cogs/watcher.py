@@ -1,0 +1,169 @@
+"""Keeps Discord in step with the queue: progress edits while jobs run, results when they finish.
+
+The database is the source of truth (what is finished, what is delivered); redis holds the
+volatile progress. Results are posted as a follow-up while the interaction token lives (it
+needs no channel permissions), otherwise as a channel message replying to the status message.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands, tasks
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
+from bot.cogs.generate import queue_position
+from bot.messages import done_status_text, failure_text, progress_text, queued_text, result_text, too_large_text
+from storage import jobs
+from storage.jobs import JobView
+
+if TYPE_CHECKING:
+    from bot.app import Beatforge
+
+log = logging.getLogger(__name__)
+
+#: Discord keeps an interaction token for 15 minutes; stop using it a little before.
+TOKEN_MARGIN = timedelta(minutes=1)
+#: Delivery attempts before a result is given up on (each failure is logged).
+MAX_DELIVERY_ATTEMPTS = 5
+DEFAULT_FILESIZE_LIMIT = 10 * 2**20
+
+
+class JobWatcher(commands.Cog):
+    def __init__(self, bot: Beatforge) -> None:
+        self.bot = bot
+        self.shown: dict[int, str] = {}
+        self.attempts: dict[int, int] = {}
+        self.poll.change_interval(seconds=bot.settings.watch_interval_s)
+
+    async def cog_load(self) -> None:
+        self.poll.start()
+
+    async def cog_unload(self) -> None:
+        self.poll.cancel()
+
+    def _live(self, job_id: int) -> discord.Interaction | None:
+        interaction = self.bot.live_interactions.get(job_id)
+        if interaction is None or discord.utils.utcnow() > interaction.expires_at - TOKEN_MARGIN:
+            return None
+        return interaction
+
+    @tasks.loop(seconds=1.0)
+    async def poll(self) -> None:
+        async with self.bot.sessions() as session:
+            active = await jobs.list_active(session)
+            finished = await jobs.list_undelivered(session)
+        for job in active:
+            await self.refresh(job)
+        for job in finished:
+            if job.status_message_id is None and job.id in self.bot.live_interactions:
+                continue  # /beat is still answering; deliver next tick so its edit cannot overwrite the result
+            await self.deliver(job)
+
+    @poll.error
+    async def _poll_failed(self, error: BaseException) -> None:
+        # tasks.loop stops on an unhandled error; a broken tick must not end progress and delivery for good.
+        log.error("job watcher tick failed; restarting", exc_info=error)
+        self.poll.restart()
+
+    async def _status_text(self, job: JobView) -> str:
+        if job.status is JobStatus.QUEUED:
+            return queued_text(job.id, await queue_position(self.bot, job.id))
+        raw = await self.bot.redis.get(PROGRESS_KEY.format(job_id=job.id))
+        try:
+            progress = JobProgress.model_validate_json(raw) if raw else None
+        except ValidationError:
+            log.warning("unreadable progress record", extra={"job_id": job.id})
+            progress = None
+        return progress_text(job.id, progress)
+
+    async def _edit_status(self, job: JobView, content: str) -> None:
+        interaction = self._live(job.id)
+        if interaction is not None:
+            await interaction.edit_original_response(content=content)
+        elif job.channel_id and job.status_message_id:
+            channel = self.bot.get_partial_messageable(job.channel_id)
+            await channel.get_partial_message(job.status_message_id).edit(content=content)
+        self.shown[job.id] = content
+
+    async def refresh(self, job: JobView) -> None:
+        try:
+            content = await self._status_text(job)
+            if self.shown.get(job.id) != content:
+                await self._edit_status(job, content)
+        except (discord.HTTPException, RedisError) as exc:
+            log.warning("status update failed", extra={"job_id": job.id, "error": repr(exc)})
+
+    def _filesize_limit(self, job: JobView) -> int:
+        interaction = self.bot.live_interactions.get(job.id)
+        if interaction is not None:
+            return interaction.filesize_limit
+        guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
+        return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
+
+    async def _post(self, job: JobView, content: str, file: discord.File | None) -> None:
+        files = [file] if file is not None else []
+        interaction = self._live(job.id)
+        if interaction is not None:
+            try:
+                await interaction.followup.send(content, files=files, wait=True)
+                return
+            except discord.NotFound:
+                log.info("interaction token gone; posting to the channel", extra={"job_id": job.id})
+                for f in files:
+                    f.reset()
+        if job.channel_id is None:
+            raise LookupError(f"job #{job.id} has no channel to deliver to")
+        reference = (
+            discord.MessageReference(
+                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+            if job.status_message_id
+            else None
+        )
+        await self.bot.get_partial_messageable(job.channel_id).send(content, files=files, reference=reference)
+
+    async def deliver(self, job: JobView) -> None:
+        try:
+            if job.status is JobStatus.DONE:
+                await self._deliver_result(job)
+            else:
+                await self._deliver_failure(job)
+        except (discord.HTTPException, OSError, LookupError) as exc:
+            attempts = self.attempts[job.id] = self.attempts.get(job.id, 0) + 1
+            log.warning("delivery failed", extra={"job_id": job.id, "attempt": attempts, "error": repr(exc)})
+            if attempts < MAX_DELIVERY_ATTEMPTS:
+                return
+            log.error("giving up on delivery", extra={"job_id": job.id})
+        async with self.bot.sessions() as session:
+            await jobs.mark_delivered(session, job.id)
+        self.bot.live_interactions.pop(job.id, None)
+        self.shown.pop(job.id, None)
+        self.attempts.pop(job.id, None)
+
+    async def _deliver_result(self, job: JobView) -> None:
+        audio = next((a for a in job.artifacts if a.kind == "audio"), None)
+        if audio is None:
+            raise LookupError(f"job #{job.id} is done but has no audio artifact")
+        path = self.bot.store.resolve(audio.path)
+        limit = self._filesize_limit(job)
+        if audio.bytes > limit:
+            await self._post(job, too_large_text(job, audio.bytes, limit), None)
+        else:
+            await self._post(job, result_text(job), discord.File(path, filename=path.name))
+        await self._edit_status(job, done_status_text(job))
+
+    async def _deliver_failure(self, job: JobView) -> None:
+        text = failure_text(job)
+        if self._live(job.id) is None:
+            await self._post(job, text, None)  # a fresh reply the user will notice, unlike an old message's edit
+        await self._edit_status(job, text)
+
+
+async def setup(bot: Beatforge) -> None:
+    await bot.add_cog(JobWatcher(bot))

@@ -1,0 +1,54 @@
+"""Pure signal helpers (numpy in, numpy out) and the one place audio files are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from generation.errors import AudioParameterError
+
+Samples = npt.NDArray[np.float32]
+
+
+def fit_length(samples: Samples, n_samples: int) -> Samples:
+    """Trim or zero-pad ``samples`` (shape (channels, n)) to exactly ``n_samples`` along time."""
+    if samples.ndim != 2:
+        raise AudioParameterError(f"expected (channels, samples), got shape {samples.shape}")
+    if n_samples < 0:
+        raise AudioParameterError(f"n_samples={n_samples} must be >= 0")
+    have = samples.shape[1]
+    if have >= n_samples:
+        return samples[:, :n_samples]
+    return np.pad(samples, ((0, 0), (0, n_samples - have)))
+
+
+def fade_out(samples: Samples, *, sample_rate: int, seconds: float) -> Samples:
+    """Apply an equal-power (cosine) fade over the last ``seconds``.
+
+    MusicGen often ends on an abrupt cut or a burst of noise; a short fade makes every
+    beat end cleanly. Returns a new array; the input is not modified.
+    """
+    if seconds < 0:
+        raise AudioParameterError(f"fade seconds={seconds} must be >= 0")
+    n = min(samples.shape[-1], round(seconds * sample_rate))
+    out = samples.astype(np.float32, copy=True)
+    if n > 0:
+        ramp = np.cos(np.linspace(0.0, np.pi / 2, n, dtype=np.float32))
+        out[..., -n:] *= ramp
+    return out
+
+
+def peak_normalize(samples: Samples, *, peak: float = 0.98) -> Samples:
+    """Scale so the loudest sample sits at ``peak``; silence is returned unchanged (no divide by zero)."""
+    top = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if top == 0.0 or not np.isfinite(top):
+        return np.nan_to_num(samples).astype(np.float32)
+    return (samples * (peak / top)).astype(np.float32)
+
+
+def write_wav(path: Path, samples: Samples, *, sample_rate: int) -> None:
+    """16-bit PCM WAV: what every DAW and Discord's player open without question."""
+    sf.write(path, samples.T, sample_rate, subtype="PCM_16", format="WAV")

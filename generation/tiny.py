@@ -1,0 +1,100 @@
+"""A tiny randomly-initialised MusicGen, built from configs in code (our ``get_pretrained('debug')``).
+
+No weights can be downloaded in tests or CI, yet the whole pipeline must run through the real
+transformers code. This model has MusicGen's real architecture (T5 text encoder, 4-codebook
+decoder with the delay pattern, EnCodec at 32 kHz / 50 Hz) at a size that decodes hundreds of
+steps per second on a CPU. Its output is noise-like audio, but seed-determined noise.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import (
+    EncodecConfig,
+    EncodecFeatureExtractor,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    MusicgenProcessor,
+    T5Config,
+    T5Tokenizer,
+)
+
+DEBUG_MODEL = "debug"
+_CODEBOOK_SIZE = 64
+_SAMPLE_RATE = 32_000
+
+
+def _tokenizer() -> T5Tokenizer:
+    """A unigram vocabulary of single characters, so any lowercase prompt tokenizes offline."""
+    vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    for ch in string.ascii_lowercase + string.digits + ",.-'!?":
+        vocab += [("▁" + ch, -3.0), (ch, -4.0)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_musicgen(
+    *, audio_channels: int = 1, seed: int = 0
+) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
+    """Build the model and its processor. Same ``seed`` → same weights."""
+    tokenizer = _tokenizer()
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    # 4 codebooks of 6 bits at 50 Hz = 1.2 kbps, so EnCodec's quantizer uses exactly the 4 codebooks the decoder emits.
+    audio = EncodecConfig(
+        sampling_rate=_SAMPLE_RATE,
+        audio_channels=audio_channels,
+        num_filters=4,
+        codebook_size=_CODEBOOK_SIZE,
+        codebook_dim=16,
+        hidden_size=16,
+        upsampling_ratios=[8, 5, 4, 4],
+        num_lstm_layers=1,
+        target_bandwidths=[1.2],
+        normalize=False,
+    )
+    num_codebooks = 4 * audio_channels  # stereo MusicGen interleaves left/right codebooks
+    decoder = MusicgenDecoderConfig(
+        vocab_size=_CODEBOOK_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=64,
+        num_codebooks=num_codebooks,
+        audio_channels=audio_channels,
+        max_position_embeddings=8192,
+        pad_token_id=_CODEBOOK_SIZE,  # like the real checkpoints: pad/start token = codebook size
+        bos_token_id=_CODEBOOK_SIZE,
+    )
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(),
+        audio_encoder=audio.to_dict(),
+        decoder=decoder.to_dict(),
+        decoder_start_token_id=_CODEBOOK_SIZE,
+        pad_token_id=_CODEBOOK_SIZE,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenForConditionalGeneration(config).eval()
+    # A fresh EnCodec has all-zero codebooks: every code would decode to the same sound.
+    for name, buffer in model.audio_encoder.named_buffers():
+        if name.endswith("codebook.embed"):
+            buffer.copy_(torch.randn(buffer.shape, generator=generator))
+    model.generation_config.do_sample = True
+    model.generation_config.guidance_scale = 3.0
+    processor = MusicgenProcessor(
+        feature_extractor=EncodecFeatureExtractor(feature_size=audio_channels, sampling_rate=_SAMPLE_RATE),
+        tokenizer=tokenizer,
+    )
+    return model, processor
+
+
+def save_tiny_musicgen(directory: Path, *, audio_channels: int = 1, seed: int = 0) -> Path:
+    """Write a tiny model in the Hugging Face layout, so tests load it through the real ``from_pretrained`` path."""
+    model, processor = build_tiny_musicgen(audio_channels=audio_channels, seed=seed)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

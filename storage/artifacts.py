@@ -1,0 +1,61 @@
+"""Artifact files on disk: written atomically, addressed by paths relative to one root.
+
+Rows store relative paths so the bot and worker containers can mount the same volume at
+different places, and a half-written file is never visible under its final name (arq may
+run a job twice, "pessimistic execution").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import UnsafeArtifactPath
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    kind: str
+    path: str
+    bytes: int
+    sha256: str
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def resolve(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root):
+            raise UnsafeArtifactPath(f"{relative!r} is outside the artifact directory")
+        return path
+
+    @contextmanager
+    def writing(self, job_id: int, filename: str) -> Iterator[Path]:
+        """Yield a temporary path to write to; on success it is renamed to ``<job_id>/<filename>``."""
+        final = self.resolve(f"{job_id}/{filename}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=final.suffix)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def record(self, job_id: int, filename: str, *, kind: str) -> ArtifactRecord:
+        """Describe a stored file for its database row (size and checksum let anyone verify it later)."""
+        relative = f"{job_id}/{filename}"
+        path = self.resolve(relative)
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return ArtifactRecord(kind=kind, path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest())

@@ -1,0 +1,181 @@
+"""Job rows: keyword-only functions over a session. Transactions stay short and never await Discord or a GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from beatforge.contract import BeatParams, ErrorCode, JobStatus
+from storage.artifacts import ArtifactRecord
+from storage.errors import JobNotFound
+from storage.models import Artifact, Generation, User, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as callers see it: plain data, detached from the session."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    status_message_id: int | None
+    params: BeatParams
+    status: JobStatus
+    resolved_model: str | None
+    error_code: ErrorCode | None
+    error: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    delivered_at: datetime | None
+    artifacts: tuple[ArtifactRecord, ...]
+
+    @property
+    def seconds_taken(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def _view(row: Generation) -> JobView:
+    return JobView(
+        id=row.id,
+        user_id=row.user_id,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        status_message_id=row.status_message_id,
+        params=BeatParams.model_validate(row.params),
+        status=JobStatus(row.status),
+        resolved_model=row.resolved_model,
+        error_code=ErrorCode(row.error_code) if row.error_code else None,
+        error=row.error,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        delivered_at=row.delivered_at,
+        artifacts=tuple(
+            ArtifactRecord(kind=a.kind, path=a.path, bytes=a.bytes, sha256=a.sha256) for a in row.artifacts
+        ),
+    )
+
+
+async def create_job(
+    session: AsyncSession,
+    *,
+    params: BeatParams,
+    user_id: int,
+    user_name: str,
+    guild_id: int | None,
+    channel_id: int | None,
+) -> int:
+    """Record a queued job (and its user, first time seen) and return its id."""
+    async with session.begin():
+        user = await session.get(User, user_id)
+        if user is None:
+            session.add(User(id=user_id, name=user_name[:100]))
+        elif user.name != user_name[:100]:
+            user.name = user_name[:100]
+        row = Generation(
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            prompt=params.prompt,
+            params=params.model_dump(mode="json"),
+            model=params.model,
+            seed=params.seed,
+            duration_s=params.duration_s,
+            status=JobStatus.QUEUED,
+        )
+        session.add(row)
+        await session.flush()
+        return row.id
+
+
+async def get_job(session: AsyncSession, job_id: int) -> JobView:
+    row = await session.scalar(
+        select(Generation).where(Generation.id == job_id).options(selectinload(Generation.artifacts))
+    )
+    if row is None:
+        raise JobNotFound(job_id)
+    return _view(row)
+
+
+async def _update(session: AsyncSession, job_id: int, *conditions: object, **values: object) -> bool:
+    async with session.begin():
+        result = await session.execute(
+            update(Generation).where(Generation.id == job_id, *conditions).values(**values)  # type: ignore[arg-type]
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_status_message(session: AsyncSession, job_id: int, message_id: int) -> None:
+    await _update(session, job_id, status_message_id=message_id)
+
+
+async def mark_running(session: AsyncSession, job_id: int, *, resolved_model: str | None = None) -> bool:
+    """Queued (or re-run after a crash) → running. False if the job is already finished, so a retry is a no-op."""
+    return await _update(
+        session,
+        job_id,
+        Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        status=JobStatus.RUNNING,
+        started_at=utcnow(),
+        resolved_model=resolved_model,
+    )
+
+
+async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> None:
+    """Record the files and finish the job in one transaction; re-running replaces earlier rows (idempotent)."""
+    async with session.begin():
+        row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
+        if row is None:
+            raise JobNotFound(job_id)
+        kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
+        row.artifacts = kept + [Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256) for r in artifacts]
+        row.status = JobStatus.DONE
+        row.finished_at = utcnow()
+        row.error_code = row.error = None
+
+
+async def mark_failed(session: AsyncSession, job_id: int, *, code: ErrorCode, message: str) -> None:
+    await _update(session, job_id, status=JobStatus.FAILED, error_code=code, error=message[:2000], finished_at=utcnow())
+
+
+async def mark_delivered(session: AsyncSession, job_id: int) -> None:
+    await _update(session, job_id, delivered_at=utcnow())
+
+
+async def list_undelivered(session: AsyncSession, *, limit: int = 20) -> list[JobView]:
+    """Finished jobs whose result has not reached Discord yet, oldest first."""
+    rows = await session.scalars(
+        select(Generation)
+        .where(Generation.status.in_([JobStatus.DONE, JobStatus.FAILED]), Generation.delivered_at.is_(None))
+        .order_by(Generation.id)
+        .limit(limit)
+        .options(selectinload(Generation.artifacts))
+    )
+    return [_view(r) for r in rows]
+
+
+async def list_active(session: AsyncSession) -> list[JobView]:
+    """Queued and running jobs that have a status message to keep up to date."""
+    rows = await session.scalars(
+        select(Generation)
+        .where(Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), Generation.status_message_id.is_not(None))
+        .order_by(Generation.id)
+        .options(selectinload(Generation.artifacts))
+    )
+    return [_view(r) for r in rows]
+
+
+async def count_jobs(session: AsyncSession, *, status: JobStatus | None = None) -> int:
+    query = select(func.count()).select_from(Generation)
+    if status is not None:
+        query = query.where(Generation.status == status)
+    return int(await session.scalar(query) or 0)
