@@ -40,19 +40,24 @@ class GeneratedAudio:
 
 
 class _StepHook(StoppingCriteria):
-    """Called by ``generate`` once per decoding step: the one place to report progress and to stop early."""
+    """Called by ``generate`` once per decoding step: the one place to report progress and to stop early.
+
+    Stopping raises instead of returning True: transformers' MusicGen cannot undo its delay
+    pattern on a sequence cut shorter than the number of codebooks, and raising also skips
+    the audio decode of a result nobody wants.
+    """
 
     def __init__(self, total: int, on_progress: ProgressCallback | None, should_stop: StopCheck | None) -> None:
         self.total, self.done = total, 0
         self.on_progress, self.should_stop = on_progress, should_stop
-        self.stopped = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:  # noqa: ARG002
         self.done += 1
+        if self.should_stop is not None and self.should_stop():
+            raise GenerationCancelled(f"generation was cancelled after {self.done} of {self.total} steps")
         if self.on_progress is not None:
             self.on_progress(min(self.done, self.total), self.total)
-        self.stopped = bool(self.should_stop and self.should_stop())
-        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class MusicGenEngine:
@@ -135,8 +140,6 @@ class MusicGenEngine:
             )
         except torch.OutOfMemoryError as exc:
             raise GenerationError("the GPU ran out of memory; try a shorter beat") from exc
-        if hook.stopped:
-            raise GenerationCancelled("generation was cancelled")
         samples = output[0].float().cpu().numpy().astype(np.float32)
         samples = fit_length(np.clip(samples, -1.0, 1.0), round(params.duration_s * self.sample_rate))
         return GeneratedAudio(fade_out(samples, sample_rate=self.sample_rate, seconds=fade_out_s), self.sample_rate)

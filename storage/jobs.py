@@ -1,4 +1,7 @@
-"""Job rows: keyword-only functions over a session. Transactions stay short and never await Discord or a GPU."""
+"""Job rows: keyword-only functions over a session. Transactions stay short and never await Discord or a GPU.
+
+Every write commits before it returns, so a caller can mix reads and writes on one session.
+"""
 
 from __future__ import annotations
 
@@ -75,26 +78,25 @@ async def create_job(
     channel_id: int | None,
 ) -> int:
     """Record a queued job (and its user, first time seen) and return its id."""
-    async with session.begin():
-        user = await session.get(User, user_id)
-        if user is None:
-            session.add(User(id=user_id, name=user_name[:100]))
-        elif user.name != user_name[:100]:
-            user.name = user_name[:100]
-        row = Generation(
-            user_id=user_id,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            prompt=params.prompt,
-            params=params.model_dump(mode="json"),
-            model=params.model,
-            seed=params.seed,
-            duration_s=params.duration_s,
-            status=JobStatus.QUEUED,
-        )
-        session.add(row)
-        await session.flush()
-        return row.id
+    user = await session.get(User, user_id)
+    if user is None:
+        session.add(User(id=user_id, name=user_name[:100]))
+    elif user.name != user_name[:100]:
+        user.name = user_name[:100]
+    row = Generation(
+        user_id=user_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        prompt=params.prompt,
+        params=params.model_dump(mode="json"),
+        model=params.model,
+        seed=params.seed,
+        duration_s=params.duration_s,
+        status=JobStatus.QUEUED,
+    )
+    session.add(row)
+    await session.commit()
+    return row.id
 
 
 async def get_job(session: AsyncSession, job_id: int) -> JobView:
@@ -107,10 +109,10 @@ async def get_job(session: AsyncSession, job_id: int) -> JobView:
 
 
 async def _update(session: AsyncSession, job_id: int, *conditions: object, **values: object) -> bool:
-    async with session.begin():
-        result = await session.execute(
-            update(Generation).where(Generation.id == job_id, *conditions).values(**values)  # type: ignore[arg-type]
-        )
+    result = await session.execute(
+        update(Generation).where(Generation.id == job_id, *conditions).values(**values)  # type: ignore[arg-type]
+    )
+    await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -132,15 +134,15 @@ async def mark_running(session: AsyncSession, job_id: int, *, resolved_model: st
 
 async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> None:
     """Record the files and finish the job in one transaction; re-running replaces earlier rows (idempotent)."""
-    async with session.begin():
-        row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
-        if row is None:
-            raise JobNotFound(job_id)
-        kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
-        row.artifacts = kept + [Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256) for r in artifacts]
-        row.status = JobStatus.DONE
-        row.finished_at = utcnow()
-        row.error_code = row.error = None
+    row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
+    if row is None:
+        raise JobNotFound(job_id)
+    kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
+    row.artifacts = kept + [Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256) for r in artifacts]
+    row.status = JobStatus.DONE
+    row.finished_at = utcnow()
+    row.error_code = row.error = None
+    await session.commit()
 
 
 async def mark_failed(session: AsyncSession, job_id: int, *, code: ErrorCode, message: str) -> None:

@@ -1,0 +1,149 @@
+"""Shared fixtures: a real redis-server, real migrated SQLite files, the tiny MusicGen, and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis as redis_sync
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beatforge.config import Settings
+from beatforge.queue import connect
+from storage.db import make_engine, make_sessionmaker, upgrade_locked
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port for the whole run (never a mock)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis_sync.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis_sync.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    client = redis_sync.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random MusicGen saved in the Hugging Face layout, loaded by the real from_pretrained path."""
+    from generation.tiny import save_tiny_musicgen
+
+    return save_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=None,
+        redis_url=redis_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'beatforge.db'}",
+        artifact_dir=tmp_path / "artifacts",
+        default_model=str(tiny_model_dir),
+        device="cpu",
+        default_duration_s=2.0,
+        watch_interval_s=0.1,
+        worker_poll_delay_s=0.05,
+        log_json=True,
+    )
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory over a file database built by the real Alembic migrations (never create_all)."""
+    await asyncio.to_thread(upgrade_locked, settings.database_url)
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def arq_redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    pool = await connect(settings)
+    yield pool
+    await pool.aclose()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process (``beatforge worker``) see these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEATFORGE_")}
+    for name, value in settings.model_dump(exclude={"discord_token"}).items():
+        if value is not None:
+            env[f"BEATFORGE_{name.upper()}"] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``beatforge worker`` as a separate process, as in production; stopped at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, **overrides: str) -> subprocess.Popen[bytes]:
+        env = settings_env(settings) | {f"BEATFORGE_{k.upper()}": v for k, v in overrides.items()}
+        log = (tmp_path / f"worker-{len(procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beatforge.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(440)

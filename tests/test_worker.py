@@ -1,0 +1,101 @@
+"""The arq job against real redis and SQLite, in-process (burst mode) for speed; test_e2e runs it as a process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import soundfile as sf
+from arq.connections import ArqRedis
+from arq.jobs import Job
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beatforge.config import Settings
+from beatforge.contract import (
+    JOB_GENERATE,
+    PROGRESS_KEY,
+    BeatParams,
+    ErrorCode,
+    GenerateRequest,
+    JobProgress,
+    JobStatus,
+)
+from beatforge.queue import loads
+from generation.worker import create_worker
+from storage import jobs
+from storage.artifacts import ArtifactStore
+
+
+async def _queue(sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, **params: Any) -> int:
+    beat = BeatParams.model_validate({"prompt": "boom bap, 90 bpm", "duration_s": 1.5, "seed": 4, **params})
+    async with sessions() as session:
+        job_id = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+    payload = GenerateRequest(job_id=job_id, params=beat).model_dump(mode="json")
+    await arq_redis.enqueue_job(JOB_GENERATE, payload, _job_id=str(job_id))
+    return job_id
+
+
+async def _run(settings: Settings, arq_redis: ArqRedis) -> None:
+    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+async def test_job_writes_audio_records_it_and_reports_progress(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    job_id = await _queue(sessions, arq_redis)
+    await _run(settings, arq_redis)
+
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    assert job.resolved_model == settings.default_model and job.started_at and job.finished_at
+    (artifact,) = job.artifacts
+    path = ArtifactStore(settings.artifact_dir).resolve(artifact.path)
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.frames) == (32_000, 1, 48_000)
+    assert artifact.bytes == path.stat().st_size and "seed4" in path.name
+
+    progress = JobProgress.model_validate_json(await arq_redis.get(PROGRESS_KEY.format(job_id=job_id)))
+    assert progress.stage == "saving"
+    result = await Job(str(job_id), arq_redis, _deserializer=loads).result(timeout=1)
+    assert result == {"schema_version": 1, "job_id": job_id, "status": "done", "error_code": None, "message": None,
+                      "audio_path": artifact.path}  # fmt: skip
+
+
+async def test_unloadable_model_fails_the_job_with_a_reason(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    job_id = await _queue(sessions, arq_redis, model="/models/not-here")
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.MODEL_UNAVAILABLE
+    assert "/models/not-here" in (job.error or "") and job.artifacts == ()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "phrase"),
+    [
+        (lambda p: p["params"].update(duration_s=500), "duration must be at most 30"),
+        (lambda p: p.update(schema_version=2), "schema_version"),
+        (lambda p: p["params"].update(prompt=""), "prompt is empty"),
+    ],
+)
+async def test_invalid_payload_fails_the_job_without_running_it(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, mutate: Any, phrase: str
+) -> None:
+    beat = BeatParams(prompt="x", duration_s=1, seed=1)
+    async with sessions() as session:
+        job_id = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+    payload = GenerateRequest(job_id=job_id, params=beat).model_dump(mode="json")
+    mutate(payload)
+    await arq_redis.enqueue_job(JOB_GENERATE, payload, _job_id=str(job_id))
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
+    assert phrase in (job.error or "")
