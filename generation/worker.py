@@ -133,8 +133,10 @@ async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
         async with sessions() as session:
             await jobs.mark_done(session, job_id, artifacts=[record])
     except asyncio.CancelledError:
+        # A shutdown (deploy, scale-down): arq re-queues the job, so put the row back in line too.
         stop.set()  # the thread cannot be killed; it checks this flag between decoding steps
-        await asyncio.shield(_fail(sessions, job_id, ErrorCode.CANCELLED, "the job was cancelled"))
+        async with sessions() as session:
+            await asyncio.shield(jobs.requeue(session, job_id))
         raise
     except GenerationError as exc:
         return await _fail(sessions, job_id, exc.code, str(exc))
@@ -157,6 +159,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "max_jobs": 1,
         "job_timeout": settings.job_timeout_s,
         "max_tries": 2,
+        "job_completion_wait": 90,  # on SIGTERM, let the running beat finish (compose: stop_grace_period)
         "poll_delay": settings.worker_poll_delay_s,
         "allow_abort_jobs": True,
         "health_check_interval": 30,

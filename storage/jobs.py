@@ -132,6 +132,11 @@ async def mark_running(session: AsyncSession, job_id: int, *, resolved_model: st
     )
 
 
+async def requeue(session: AsyncSession, job_id: int) -> None:
+    """Running → queued, when a worker stops mid-job and the queue will hand the job out again."""
+    await _update(session, job_id, Generation.status == JobStatus.RUNNING, status=JobStatus.QUEUED, started_at=None)
+
+
 async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> None:
     """Record the files and finish the job in one transaction; re-running replaces earlier rows (idempotent)."""
     row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
