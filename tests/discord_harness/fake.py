@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 from urllib.parse import quote
 
-from aiohttp import hdrs, web
+from aiohttp import BodyPartReader, hdrs, web
 
 from .payloads import (
     DEFAULT_APPLICATION_ID,
@@ -295,7 +295,7 @@ class FakeDiscord:
         match: str | Predicate,
         path_regex: str | None = None,
         *,
-        timeout: float = 2.0,
+        timeout: float = 2.0,  # noqa: ASYNC109 - mirrors asyncio.wait_for; the error lists requests seen
         since: int = 0,
     ) -> RecordedRequest:
         """The first request (index >= ``since``) matching ``(method, path_regex)`` or a predicate.
@@ -505,25 +505,28 @@ class FakeDiscord:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
-        path = request.path
-        if path.startswith(API_PREFIX + "/"):
-            path = path[len(API_PREFIX) :]
-        json_body, files, raw = await self._read_body(request)
+        is_api = request.path.startswith(API_PREFIX + "/")
         recorded = RecordedRequest(
             method=request.method,
-            path=path,
+            path=request.path[len(API_PREFIX) :] if is_api else request.path,
             query=dict(request.query),
             headers=dict(request.headers),
-            json=json_body,
-            files=files,
+            json=None,
+            files=[],
             timestamp=arrived,
-            body=raw,
         )
-        reply = self._injected_reply(recorded)
-        if reply is not None:
-            recorded.injected = True
+        try:
+            recorded.json, recorded.files, recorded.body = await self._read_body(request)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # An unparsable body is a bug in whoever built it; answer 400 (discord.py would retry a 500).
+            self.errors.append(exc)
+            reply: _Reply | None = _error(400, 50109, f"The request body contains invalid JSON: {exc!r}")
         else:
-            reply = self._dispatch(recorded, is_api=request.path.startswith(API_PREFIX + "/"))
+            reply = self._injected_reply(recorded)
+            if reply is not None:
+                recorded.injected = True
+            else:
+                reply = self._dispatch(recorded, is_api=is_api)
         recorded.status = reply.status
         recorded.response = reply.body
         self._record(recorded)
@@ -537,7 +540,7 @@ class FakeDiscord:
             files: list[UploadedFile] = []
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                if not isinstance(part, web.BodyPartReader):
+                if not isinstance(part, BodyPartReader):
                     raise ValueError("nested multipart bodies are not something discord.py sends")
                 content = bytes(await part.read(decode=False))
                 if part.name == "payload_json":
@@ -565,8 +568,12 @@ class FakeDiscord:
         if isinstance(reply.body, bytes):
             return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
         if isinstance(reply.body, str):
-            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+            headers = {"Content-Type": "text/plain", **reply.headers}
+            return web.Response(status=reply.status, body=reply.body.encode(), headers=headers)
+        # Exactly "application/json", no charset: discord.py's json_or_text compares the header
+        # verbatim and treats anything else (aiohttp's json_response adds "; charset=utf-8") as text.
+        headers = {**reply.headers, "Content-Type": "application/json"}
+        return web.Response(status=reply.status, body=json.dumps(reply.body).encode(), headers=headers)
 
     def _dispatch(self, recorded: RecordedRequest, *, is_api: bool) -> _Reply:
         if is_api and not recorded.path.startswith(("/webhooks/", "/interactions/")):
@@ -1060,7 +1067,8 @@ class FakeDiscord:
         guild = self.guilds.get(int(guild_id))
         if guild is None:
             return _error(404, 10004, "Unknown Guild")
-        rest = {k: v for k, v in guild.items() if k not in ("members", "channels", "threads", "presences", "voice_states")}
+        gateway_only = ("members", "channels", "threads", "presences", "voice_states")
+        rest = {k: v for k, v in guild.items() if k not in gateway_only}
         return _Reply(200, rest)
 
     def _get_member(self, recorded: RecordedRequest, guild_id: str, user_id: str) -> _Reply:

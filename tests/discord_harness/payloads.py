@@ -12,6 +12,7 @@ Ids are real-looking snowflakes (timestamp-based) so ``created_at`` and friends 
 from __future__ import annotations
 
 import datetime
+import enum
 import itertools
 import re
 import secrets
@@ -485,8 +486,20 @@ _PY_TYPE_TO_OPTION = (
 )
 
 
+def _unwrap_choice(value: Any) -> Any:
+    """What the Discord client sends for a ``Choice`` or ``Enum`` argument: the choice value; for
+    enums the member's value when it is a str/int (discord.py's value-based choices), else its name
+    (discord.py falls back to name-based choices for other enums)."""
+    if isinstance(value, app_commands.Choice):
+        return value.value
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str | int) else value.name
+    return value
+
+
 def _infer_option_type(name: str, value: Any) -> discord.AppCommandOptionType:
     """Fallback when the command is not in a tree: derive the option type from the Python value."""
+    value = _unwrap_choice(value)
     for py_type, option_type in _PY_TYPE_TO_OPTION:
         if isinstance(value, py_type):
             return option_type
@@ -545,6 +558,7 @@ def _encode_option(
 ) -> dict[str, Any]:
     """Encode one option value as Discord does, adding snowflake-typed values to ``resolved``."""
     t = discord.AppCommandOptionType
+    value = _unwrap_choice(value)
     if option_type is t.string:
         return {"name": name, "type": 3, "value": str(value)}
     if option_type is t.integer:
