@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from beatforge.config import Settings  # noqa: E402
-from beatforge.contract import JOB_GENERATE, BeatParams, GenerateRequest, JobStatus  # noqa: E402
-from beatforge.queue import connect  # noqa: E402
-from generation.tiny import save_tiny_musicgen  # noqa: E402
-from storage import jobs  # noqa: E402
-from storage.db import make_engine, make_sessionmaker, upgrade_locked  # noqa: E402
+from beatforge.config import Settings
+from beatforge.contract import BeatParams, JobStatus
+from beatforge.queue import connect, enqueue_generation
+from generation.tiny import save_tiny_musicgen
+from storage import jobs
+from storage.db import make_engine, make_sessionmaker, upgrade_locked
 
 
 def free_port() -> int:
@@ -59,19 +59,18 @@ async def measure(settings: Settings, n_jobs: int, log_path: Path) -> list[float
             params = BeatParams(prompt="bench beat", duration_s=1.0, seed=i)
             accepted = time.time()
             async with sessions() as session:
-                job_id = await jobs.create_job(
+                job = await jobs.create_job(
                     session, params=params, user_id=1, user_name="bench", guild_id=1, channel_id=1
                 )
-            payload = GenerateRequest(job_id=job_id, params=params).model_dump(mode="json")
-            await redis.enqueue_job(JOB_GENERATE, payload, _job_id=str(job_id))
+            await enqueue_generation(redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
             while True:
                 async with sessions() as session:
-                    job = await jobs.get_job(session, job_id)
+                    job = await jobs.get_job(session, job.id)
                 if job.status in (JobStatus.DONE, JobStatus.FAILED):
                     break
                 await asyncio.sleep(0.01)
             if job.status is JobStatus.FAILED or job.started_at is None:
-                raise RuntimeError(f"job {job_id} failed: {job.error}")
+                raise RuntimeError(f"job {job.id} failed: {job.error}")
             if i:
                 latencies.append(job.started_at.timestamp() - accepted)
     finally:
@@ -105,6 +104,7 @@ def main() -> None:
                     default_model=str(model),
                     device="cpu",
                     worker_poll_delay_s=poll,
+                    queue_name=f"bench:{poll}",
                     log_level="WARNING",
                 )
                 lat = asyncio.run(measure(settings, args.jobs, Path(tmp) / f"worker-{poll}.log"))

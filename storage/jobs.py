@@ -5,6 +5,7 @@ Every write commits before it returns, so a caller can mix reads and writes on o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ class JobView:
     guild_id: int | None
     channel_id: int | None
     status_message_id: int | None
+    queue_job_id: str
     params: BeatParams
     status: JobStatus
     resolved_model: str | None
@@ -53,6 +55,7 @@ def _view(row: Generation) -> JobView:
         guild_id=row.guild_id,
         channel_id=row.channel_id,
         status_message_id=row.status_message_id,
+        queue_job_id=row.queue_job_id or str(row.id),
         params=BeatParams.model_validate(row.params),
         status=JobStatus(row.status),
         resolved_model=row.resolved_model,
@@ -76,8 +79,8 @@ async def create_job(
     user_name: str,
     guild_id: int | None,
     channel_id: int | None,
-) -> int:
-    """Record a queued job (and its user, first time seen) and return its id."""
+) -> JobView:
+    """Record a queued job (and its user, first time seen)."""
     user = await session.get(User, user_id)
     if user is None:
         session.add(User(id=user_id, name=user_name[:100]))
@@ -93,10 +96,13 @@ async def create_job(
         seed=params.seed,
         duration_s=params.duration_s,
         status=JobStatus.QUEUED,
+        artifacts=[],
     )
     session.add(row)
+    await session.flush()
+    row.queue_job_id = f"{row.id}-{secrets.token_hex(4)}"
     await session.commit()
-    return row.id
+    return _view(row)
 
 
 async def get_job(session: AsyncSession, job_id: int) -> JobView:

@@ -62,6 +62,9 @@ class Generation(Base):
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
     #: The bot's "queued…" message; the result replies to it and progress edits it.
     status_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: arq's job id: unique across database resets, unlike ``id``, so a fresh database never
+    #: collides with results a long-lived redis still keeps (arq would silently drop the job).
+    queue_job_id: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     prompt: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)

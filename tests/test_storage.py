@@ -25,7 +25,8 @@ PARAMS = BeatParams(prompt="lofi", duration_s=3, seed=5)
 
 async def _create(sessions: async_sessionmaker[AsyncSession], user_id: int = 42) -> int:
     async with sessions() as session:
-        return await jobs.create_job(session, params=PARAMS, user_id=user_id, user_name="ana", guild_id=1, channel_id=2)
+        job = await jobs.create_job(session, params=PARAMS, user_id=user_id, user_name="ana", guild_id=1, channel_id=2)
+    return job.id
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from beatforge.contract import (
     JobProgress,
     JobStatus,
 )
-from beatforge.queue import loads
+from beatforge.queue import enqueue_generation, loads
 from generation.worker import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
@@ -29,10 +29,9 @@ from storage.artifacts import ArtifactStore
 async def _queue(sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, **params: Any) -> int:
     beat = BeatParams.model_validate({"prompt": "boom bap, 90 bpm", "duration_s": 1.5, "seed": 4, **params})
     async with sessions() as session:
-        job_id = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
-    payload = GenerateRequest(job_id=job_id, params=beat).model_dump(mode="json")
-    await arq_redis.enqueue_job(JOB_GENERATE, payload, _job_id=str(job_id))
-    return job_id
+        job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+    await enqueue_generation(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=beat)
+    return job.id
 
 
 async def _run(settings: Settings, arq_redis: ArqRedis) -> None:
@@ -61,7 +60,7 @@ async def test_job_writes_audio_records_it_and_reports_progress(
 
     progress = JobProgress.model_validate_json(await arq_redis.get(PROGRESS_KEY.format(job_id=job_id)))
     assert progress.stage == "saving"
-    result = await Job(str(job_id), arq_redis, _deserializer=loads).result(timeout=1)
+    result = await Job(job.queue_job_id, arq_redis, _deserializer=loads).result(timeout=1)
     assert result == {"schema_version": 1, "job_id": job_id, "status": "done", "error_code": None, "message": None,
                       "audio_path": artifact.path}  # fmt: skip
 
@@ -90,12 +89,12 @@ async def test_invalid_payload_fails_the_job_without_running_it(
 ) -> None:
     beat = BeatParams(prompt="x", duration_s=1, seed=1)
     async with sessions() as session:
-        job_id = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
-    payload = GenerateRequest(job_id=job_id, params=beat).model_dump(mode="json")
+        job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+    payload = GenerateRequest(job_id=job.id, params=beat).model_dump(mode="json")
     mutate(payload)
-    await arq_redis.enqueue_job(JOB_GENERATE, payload, _job_id=str(job_id))
+    await arq_redis.enqueue_job(JOB_GENERATE, payload, _job_id=job.queue_job_id)
     await _run(settings, arq_redis)
     async with sessions() as session:
-        job = await jobs.get_job(session, job_id)
+        job = await jobs.get_job(session, job.id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
     assert phrase in (job.error or "")

@@ -13,16 +13,15 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from beatforge.contract import (
-    JOB_GENERATE,
     MAX_DURATION_S,
     MAX_SEED,
     MIN_DURATION_S,
     PROMPT_MAX_CHARS,
     BeatParams,
     ErrorCode,
-    GenerateRequest,
     explain,
 )
+from beatforge.queue import QueueError, enqueue_generation
 from bot.errors import UserFacingError
 from bot.messages import queued_text
 from storage import jobs
@@ -33,9 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def queue_position(bot: Beatforge, job_id: int) -> int | None:
+async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
     """1-based place in arq's queue (the running job counts as #1), or None once the worker took it."""
-    rank = await bot.redis.zrank(bot.settings.queue_name, str(job_id))
+    rank = await bot.redis.zrank(bot.settings.queue_name, queue_job_id)
     return None if rank is None else int(rank) + 1
 
 
@@ -77,7 +76,7 @@ class Generate(commands.Cog):
     async def submit(self, interaction: discord.Interaction, params: BeatParams) -> int:
         bot = self.bot
         async with bot.sessions() as session:
-            job_id = await jobs.create_job(
+            job = await jobs.create_job(
                 session,
                 params=params,
                 user_id=interaction.user.id,
@@ -85,17 +84,17 @@ class Generate(commands.Cog):
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
             )
+        job_id = job.id
         bot.live_interactions[job_id] = interaction
-        request = GenerateRequest(job_id=job_id, params=params)
         try:
-            await bot.redis.enqueue_job(JOB_GENERATE, request.model_dump(mode="json"), _job_id=str(job_id))
-            position = await queue_position(bot, job_id)
-        except (RedisError, OSError) as exc:
+            await enqueue_generation(bot.redis, job_id=job_id, queue_job_id=job.queue_job_id, params=params)
+            position = await queue_position(bot, job.queue_job_id)
+        except (QueueError, RedisError) as exc:
             async with bot.sessions() as session:
                 await jobs.mark_failed(session, job_id, code=ErrorCode.INTERNAL, message="the job queue is unreachable")
                 await jobs.mark_delivered(session, job_id)  # the error below is the delivery
             bot.live_interactions.pop(job_id, None)
-            log.error("enqueue failed", extra={"job_id": job_id, "error": repr(exc)})
+            log.error("enqueue failed", extra={"job_id": job_id, "error": str(exc)})
             raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
         message = await interaction.edit_original_response(content=queued_text(job_id, position))
         async with bot.sessions() as session:

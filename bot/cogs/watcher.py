@@ -73,7 +73,7 @@ class JobWatcher(commands.Cog):
 
     async def _status_text(self, job: JobView) -> str:
         if job.status is JobStatus.QUEUED:
-            return queued_text(job.id, await queue_position(self.bot, job.id))
+            return queued_text(job.id, await queue_position(self.bot, job.queue_job_id))
         raw = await self.bot.redis.get(PROGRESS_KEY.format(job_id=job.id))
         try:
             progress = JobProgress.model_validate_json(raw) if raw else None

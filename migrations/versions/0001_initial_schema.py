@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:53:40.158842
+Create Date: 2026-11-22 23:13:13.630190
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("guild_id", sa.BigInteger(), nullable=True),
         sa.Column("channel_id", sa.BigInteger(), nullable=True),
         sa.Column("status_message_id", sa.BigInteger(), nullable=True),
+        sa.Column("queue_job_id", sa.String(length=64), nullable=True),
         sa.Column("prompt", sa.Text(), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("model", sa.String(length=300), nullable=True, comment="requested; None = worker default"),
@@ -49,6 +50,7 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_generations_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generations")),
+        sa.UniqueConstraint("queue_job_id", name=op.f("uq_generations_queue_job_id")),
     )
     with op.batch_alter_table("generations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_generations_status"), ["status"], unique=False)

@@ -141,7 +141,7 @@ async def dispatch_ready(
     guilds: Sequence[Mapping[str, Any]] = (),
     *,
     guild_ready_timeout: float = 0.02,
-    timeout: float = 2.0,  # noqa: ASYNC109 - a bounded wait is the point; callers should not need asyncio.timeout
+    timeout: float = 2.0,
 ) -> None:
     """Run discord.py's real startup sequence: READY, one GUILD_CREATE per guild, then wait until
     ``on_ready`` was dispatched (``bot.is_ready()``) and its listeners (and ``on_guild_available``)
@@ -233,7 +233,7 @@ async def _cancel_discord_tasks() -> None:
 async def settle(
     bot: discord.Client,
     *,
-    timeout: float = 2.0,  # noqa: ASYNC109 - settling is bounded by design; the error names the stuck tasks
+    timeout: float = 2.0,
     raise_on_timeout: bool = True,
 ) -> None:
     """Wait until the tasks discord.py spawned for events, commands, views and modals are done.

@@ -295,7 +295,7 @@ class FakeDiscord:
         match: str | Predicate,
         path_regex: str | None = None,
         *,
-        timeout: float = 2.0,  # noqa: ASYNC109 - mirrors asyncio.wait_for; the error lists requests seen
+        timeout: float = 2.0,
         since: int = 0,
     ) -> RecordedRequest:
         """The first request (index >= ``since``) matching ``(method, path_regex)`` or a predicate.

@@ -1,0 +1,209 @@
+"""The bot through its real discord.py code paths, against the Discord harness, with real redis and SQLite.
+
+The end-to-end tests also run a real `beatforge worker` process, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beatforge.config import Settings
+from beatforge.contract import BeatParams, JobStatus
+from bot.app import Beatforge
+from generation.audio import write_wav
+from storage import jobs
+from storage.artifacts import ArtifactStore
+from storage.jobs import JobView
+from tests.discord_harness import (
+    DEFAULT_CHANNEL_ID,
+    FakeDiscord,
+    RecordedRequest,
+    connected,
+    dispatch_gateway,
+    settle,
+    slash_command_payload,
+)
+
+CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
+ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
+FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
+EPHEMERAL = 64
+
+
+@pytest.fixture
+async def discord_bot(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
+    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
+    async with FakeDiscord() as fake, connected(bot, fake):
+        yield bot, fake
+
+
+def beat(bot: Beatforge, **options: Any) -> dict[str, Any]:
+    return slash_command_payload("beat", options, bot=bot)
+
+
+def edits(fake: FakeDiscord) -> list[str]:
+    return [r.json.get("content") or "" for r in fake.find("PATCH", ORIGINAL)]
+
+
+async def wait_for_edit(fake: FakeDiscord, predicate: Callable[[str], bool], timeout: float) -> RecordedRequest:
+    return await fake.wait_for(
+        lambda r: r.method == "PATCH" and "@original" in r.path and predicate((r.json or {}).get("content") or ""),
+        timeout=timeout,
+    )
+
+
+async def delivered_job(sessions: async_sessionmaker[AsyncSession], job_id: int, timeout: float = 5) -> JobView:
+    """The job once the bot has marked it delivered (which it does right after its last Discord call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with sessions() as session:
+            job = await jobs.get_job(session, job_id)
+        if job.delivered_at is not None:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job #{job_id} was never marked delivered: {job}")
+        await asyncio.sleep(0.05)
+
+
+async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
+    _, fake = discord_bot
+    (sync,) = fake.find("PUT", r"^/applications/\d+/commands$")
+    (command,) = sync.json
+    assert command["name"] == "beat"
+    assert {o["name"]: o.get("max_length") for o in command["options"]}["prompt"] == 500
+    assert command["description"] == "Turn a sentence into a beat."
+
+
+@pytest.mark.slow
+async def test_beat_end_to_end(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    start_worker: Callable[..., Any],
+) -> None:
+    bot, fake = discord_bot
+    start_worker(settings)
+    wall_minus_monotonic = time.time() - time.monotonic()
+    dispatched = time.monotonic()
+    prompt = "dark psychedelic trap, 808s @everyone \x07140 bpm"
+    dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt=prompt, duration=8, seed=1234))
+
+    # Deferred first, at once, before the job row exists (i.e. before any slow work).
+    defer = await fake.wait_for("POST", CALLBACK, timeout=3)
+    assert defer.json["type"] == 5 and defer.index == min(r.index for r in fake.requests if r.timestamp >= dispatched)
+    assert defer.timestamp - dispatched < 1.0
+    queued = await wait_for_edit(fake, lambda c: "queued" in c, timeout=5)
+    assert "#1 in line" in queued.json["content"]
+
+    followup = await fake.wait_for("POST", FOLLOWUP, timeout=90)
+    (upload,) = followup.files
+    audio, rate = sf.read(io.BytesIO(upload.data))
+    assert (rate, len(audio)) == (32_000, 8 * 32_000) and audio.std() > 1e-3
+    content = followup.json["content"]
+    assert "dark psychedelic trap, 808s" in content and "seed `1234`" in content and "8 s" in content
+    assert settings.default_model in content
+    assert "@everyone" not in content  # defused, and pinging is off besides
+    assert followup.json["allowed_mentions"] == {"parse": []}
+    await wait_for_edit(fake, lambda c: c.startswith("✅"), timeout=5)
+
+    shown = edits(fake)
+    assert any("generating…" in c and "%" in c for c in shown), shown  # progress reached the user
+    assert shown.index(queued.json["content"]) < len(shown) - 1
+
+    job = await delivered_job(sessions, 1)
+    assert job.status is JobStatus.DONE
+    assert job.params.seed == 1234 and "\x07" not in job.params.prompt
+    assert defer.timestamp + wall_minus_monotonic <= job.queued_at.timestamp() + 0.05
+    (artifact,) = job.artifacts
+    assert artifact.kind == "audio" and artifact.bytes == len(upload.data)
+
+
+@pytest.mark.slow
+async def test_unloadable_model_is_reported_to_the_user(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    start_worker: Callable[..., Any],
+) -> None:
+    bot, fake = discord_bot
+    start_worker(settings, default_model="/models/missing-musicgen")
+    dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt="lofi", duration=2))
+    failed = await wait_for_edit(fake, lambda c: c.startswith("❌"), timeout=90)
+    assert "model is not available" in failed.json["content"] and "/models/missing-musicgen" in failed.json["content"]
+    assert (await delivered_job(sessions, 1)).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("options", "phrase"),
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"prompt": "\x00\x1b"}, "prompt is empty"),
+        ({"prompt": "x" * 5000}, "prompt is 5000 characters long; the limit is 500"),
+        ({"prompt": "ok", "duration": 0.5}, "duration must be at least 1"),
+        ({"prompt": "ok", "duration": 31}, "duration must be at most 30"),
+        ({"prompt": "ok", "seed": -5}, "seed must be at least 0"),
+    ],
+)
+async def test_bad_input_gets_a_private_explanation_and_queues_nothing(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    options: dict[str, Any],
+    phrase: str,
+) -> None:
+    bot, fake = discord_bot
+    dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, **options))
+    reply = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    assert reply.json["type"] == 4 and reply.json["data"]["flags"] & EPHEMERAL
+    assert phrase in reply.json["data"]["content"]
+    async with sessions() as session:
+        assert await jobs.count_jobs(session) == 0
+    assert await arq_redis.zcard(bot.settings.queue_name) == 0
+
+
+async def _finished_job(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, status_message_id: int | None
+) -> int:
+    """A job the worker has finished, made directly (the delivery path is what is under test)."""
+    params = BeatParams(prompt="ambient <@42> drift", duration_s=1, seed=9)
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=42, user_name="u", guild_id=None, channel_id=DEFAULT_CHANNEL_ID
+        )
+        job_id = job.id
+        if status_message_id:
+            await jobs.set_status_message(session, job_id, status_message_id)
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(job_id, "a.wav") as tmp:
+        write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
+    async with sessions() as session:
+        await jobs.mark_running(session, job_id, resolved_model="tiny")
+        await jobs.mark_done(session, job_id, artifacts=[store.record(job_id, "a.wav", kind="audio")])
+    return job_id
+
+
+async def test_without_a_live_interaction_the_result_goes_to_the_channel(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """After a restart or once the 15-minute token is gone: a channel message replying to the status message."""
+    _, fake = discord_bot
+    job_id = await _finished_job(settings, sessions, status_message_id=555)
+    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    assert post.files[0].filename == "a.wav"
+    assert int(post.json["message_reference"]["message_id"]) == 555
+    assert post.json["allowed_mentions"] == {"parse": []}
+    assert "<@42>" in post.json["content"] and f"Beat #{job_id}" in post.json["content"]
+    await delivered_job(sessions, job_id)
