@@ -175,7 +175,7 @@ async def test_bad_input_gets_a_private_explanation_and_queues_nothing(
 
 
 async def _finished_job(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, status_message_id: int | None
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, status_message_id: int | None, pad: int = 0
 ) -> int:
     """A job the worker has finished, made directly (the delivery path is what is under test)."""
     params = BeatParams(prompt="ambient <@42> drift", duration_s=1, seed=9)
@@ -188,7 +188,7 @@ async def _finished_job(
             await jobs.set_status_message(session, job_id, status_message_id)
     store = ArtifactStore(settings.artifact_dir)
     with store.writing(job_id, "a.wav") as tmp:
-        write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
+        write_wav(tmp, np.zeros((1, 32_000 + pad), np.float32), sample_rate=32_000)
     async with sessions() as session:
         await jobs.mark_running(session, job_id, resolved_model="tiny")
         await jobs.mark_done(session, job_id, artifacts=[store.record(job_id, "a.wav", kind="audio")])
@@ -206,4 +206,49 @@ async def test_without_a_live_interaction_the_result_goes_to_the_channel(
     assert int(post.json["message_reference"]["message_id"]) == 555
     assert post.json["allowed_mentions"] == {"parse": []}
     assert "<@42>" in post.json["content"] and f"Beat #{job_id}" in post.json["content"]
+    await delivered_job(sessions, job_id)
+
+
+async def test_queue_position_counts_the_jobs_ahead(
+    discord_bot: tuple[Beatforge, FakeDiscord], arq_redis: ArqRedis
+) -> None:
+    bot, fake = discord_bot  # no worker: both jobs wait in redis
+    for prompt in ("first beat", "second beat"):
+        dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt=prompt))
+        await settle(bot)
+    assert [c for c in edits(fake) if "queued" in c] == [
+        "⏳ Beat #1 queued — #1 in line",
+        "⏳ Beat #2 queued — #2 in line",
+    ]
+    assert await arq_redis.zcard(bot.settings.queue_name) == 2
+
+
+async def test_followup_refused_falls_back_to_a_channel_message(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Discord answers 404 Unknown Webhook when the token died early: the beat still arrives."""
+    bot, fake = discord_bot
+    dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt="first beat"))
+    await settle(bot)
+    fake.fail_next("POST", FOLLOWUP, 404, {"code": 10015, "message": "Unknown Webhook"})
+    async with sessions() as session:
+        job = await jobs.get_job(session, 1)
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(job.id, "a.wav") as tmp:
+        write_wav(tmp, np.zeros((1, 16_000), np.float32), sample_rate=32_000)
+    async with sessions() as session:
+        await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, "a.wav", kind="audio")])
+    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    assert post.files[0].filename == "a.wav"
+    assert [r.status for r in fake.find("POST", FOLLOWUP)] == [404]
+    await delivered_job(sessions, job.id)
+
+
+async def test_a_file_over_the_upload_limit_is_explained_not_dropped(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, fake = discord_bot
+    job_id = await _finished_job(settings, sessions, status_message_id=None, pad=11 * 2**19)  # 11 MiB of int16
+    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    assert post.files == [] and "11.1 MiB" in post.json["content"] and "10 MiB upload limit" in post.json["content"]
     await delivered_job(sessions, job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -106,17 +107,17 @@ class JobWatcher(commands.Cog):
         guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
         return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
 
-    async def _post(self, job: JobView, content: str, file: discord.File | None) -> None:
-        files = [file] if file is not None else []
+    async def _post(self, job: JobView, content: str, attachment: Path | None) -> None:
+        def files() -> list[discord.File]:  # discord.py closes a File once sent, so each try opens its own
+            return [discord.File(attachment, filename=attachment.name)] if attachment is not None else []
+
         interaction = self._live(job.id)
         if interaction is not None:
             try:
-                await interaction.followup.send(content, files=files, wait=True)
+                await interaction.followup.send(content, files=files(), wait=True)
                 return
             except discord.NotFound:
                 log.info("interaction token gone; posting to the channel", extra={"job_id": job.id})
-                for f in files:
-                    f.reset()
         if job.channel_id is None:
             raise LookupError(f"job #{job.id} has no channel to deliver to")
         reference = (
@@ -126,7 +127,7 @@ class JobWatcher(commands.Cog):
             if job.status_message_id
             else None
         )
-        await self.bot.get_partial_messageable(job.channel_id).send(content, files=files, reference=reference)
+        await self.bot.get_partial_messageable(job.channel_id).send(content, files=files(), reference=reference)
 
     async def deliver(self, job: JobView) -> None:
         try:
@@ -155,7 +156,7 @@ class JobWatcher(commands.Cog):
         if audio.bytes > limit:
             await self._post(job, too_large_text(job, audio.bytes, limit), None)
         else:
-            await self._post(job, result_text(job), discord.File(path, filename=path.name))
+            await self._post(job, result_text(job), path)
         await self._edit_status(job, done_status_text(job))
 
     async def _deliver_failure(self, job: JobView) -> None:
