@@ -13,8 +13,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from beatforge.config import Settings, get_settings
-from beatforge.contract import MAX_SEED, BeatParams, explain
+from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, explain
 from beatforge.log import setup_logging
+from beatforge.presets import MOODS, STYLES
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
@@ -28,7 +29,19 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     gen.add_argument(
         "--model", default=settings.default_model, help="HF id, local directory, or 'debug' (tiny random model)"
     )
+    gen.add_argument("--style", choices=sorted(STYLES), help="style preset blended with the prompt")
+    gen.add_argument("--mood", choices=sorted(MOODS), help="mood preset (tempo, key, register)")
     gen.add_argument("--out", type=Path, default=Path("beat.wav"), help="WAV file to write")
+
+    cover = commands.add_parser("cover", help="draw a cover image in this process")
+    cover.add_argument("prompt", help="the beat's description")
+    cover.add_argument("--style", choices=sorted(STYLES), help="style preset for the look")
+    cover.add_argument("--mood", choices=sorted(MOODS), help="mood preset for the palette")
+    cover.add_argument("--title", help="set this title on the cover")
+    cover.add_argument("--model", default=settings.cover_model, help="HF id, local dir, 'debug', or 'procedural'")
+    cover.add_argument("--size", type=int, default=settings.cover_size, help="pixels, 64-1024, multiple of 8")
+    cover.add_argument("--seed", type=int, default=None)
+    cover.add_argument("--out", type=Path, default=Path("cover.png"), help="PNG file to write")
 
     commands.add_parser("bot", help="run the Discord bot")
     worker = commands.add_parser("worker", help="run the generation worker (arq)")
@@ -46,7 +59,9 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
     seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
     try:
-        params = BeatParams(prompt=args.prompt, duration_s=args.duration, seed=seed, model=args.model)
+        params = BeatParams(
+            prompt=args.prompt, duration_s=args.duration, seed=seed, model=args.model, style=args.style, mood=args.mood
+        )
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
@@ -73,6 +88,41 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cover(args: argparse.Namespace, settings: Settings) -> int:
+    from generation.cover import CoverMaker
+    from generation.errors import GenerationError
+
+    seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
+    mode = "procedural" if args.model == "procedural" else "diffusion"
+    try:
+        params = BeatParams(prompt=args.prompt, duration_s=MIN_DURATION_S, seed=seed, title=args.title)
+        overrides = {"cover_mode": mode, "cover_model": args.model, "cover_size": args.size}
+        cover_settings = Settings.model_validate(settings.model_dump() | overrides)
+    except ValidationError as exc:
+        sys.stderr.write(f"beatforge: {explain(exc)}\n")
+        return 2
+    maker = CoverMaker(cover_settings, device=settings.resolved_device())
+    started = time.perf_counter()
+    try:
+        cover = maker.make(description=params.prompt, seed=seed, style=args.style, mood=args.mood, title=params.title)
+    except GenerationError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cover.image.save(args.out, format="PNG")
+    summary = {
+        "out": str(args.out),
+        "source": cover.source,
+        "model": cover.model,
+        "note": cover.note,
+        "seed": seed,
+        "size": cover.image.size[0],
+        "seconds_taken": round(time.perf_counter() - started, 2),
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from arq.worker import check_health
 
@@ -90,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=settings.log_level, json_lines=settings.log_json)
     if args.command == "generate":
         return _generate(args, settings)
+    if args.command == "cover":
+        return _cover(args, settings)
     if args.command == "worker":
         return _worker(args, settings)
     if args.command == "bot":

@@ -38,6 +38,24 @@ class Settings(BaseSettings):
     guidance_scale: float = Field(default=3.0, ge=0, le=20)
     fade_out_s: float = Field(default=0.5, ge=0, le=5)
 
+    #: diffusion: draw covers with ``cover_model`` (procedural fallback if it cannot load);
+    #: procedural: always the Pillow fallback (CPU-only workers); off: no covers.
+    cover_mode: Literal["diffusion", "procedural", "off"] = "diffusion"
+    #: A few-step model suits covers: sd-turbo draws 512 px in 1-4 steps without guidance.
+    cover_model: str = "stabilityai/sd-turbo"
+    #: Optional LoRA (HF id or local dir) for an album-cover look, fused into the pipeline at load.
+    cover_lora: str | None = None
+    cover_lora_scale: float = Field(default=0.8, ge=0, le=2)
+    cover_size: int = Field(default=512, ge=64, le=1024, multiple_of=8)
+    cover_steps: int = Field(default=4, ge=1, le=50)
+    cover_guidance: float = Field(default=0.0, ge=0, le=20)
+    #: Public servers: withhold flagged images (replaced by the procedural cover). Admins may turn it off.
+    cover_safety_check: bool = True
+    cover_safety_model: str = "CompVis/stable-diffusion-safety-checker"
+    #: Memory savers for GPUs shared with MusicGen.
+    cover_attention_slicing: bool = False
+    cover_cpu_offload: bool = False
+
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
 

@@ -14,10 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from beatforge.presets import MOODS, STYLES, describe_music
+
 SCHEMA_VERSION: Literal[1] = 1
 
-#: arq function name of the generation job; the bot enqueues by name, never by import.
-JOB_GENERATE = "generate_beat"
+#: arq function names; the bot enqueues by name, never by import.
+JOB_GENERATE = "generate_beat"  # audio, then its cover
+JOB_COVER = "draw_cover"  # a new cover for an existing beat
 #: redis key where the worker publishes a job's progress (JSON of :class:`JobProgress`).
 PROGRESS_KEY = "beatforge:progress:{job_id}"
 #: How long a progress key outlives its last update, so stale keys clean themselves up.
@@ -40,7 +43,10 @@ def clean_prompt(text: str) -> str:
     forgot its ``allowed_mentions``, and whitespace runs collapse to one space.
     """
     kept = "".join(" " if ch in "\t\n\r" else ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch)[0] != "C")
-    kept = _MENTION.sub(lambda m: m.group(0).replace("@", "@\N{ZERO WIDTH SPACE}", 1).replace("<", "‹"), kept)
+    # Defused with visible look-alikes, not invisible characters, so cleaning twice changes nothing.
+    kept = _MENTION.sub(
+        lambda m: m.group(0).replace("<", "‹") if m.group(0).startswith("<") else "＠" + m.group(1), kept
+    )
     kept = _SPACES.sub(" ", kept).strip()
     if not kept:
         raise ValueError("is empty: describe the beat, e.g. 'dark trap, 808s, 140 bpm'")
@@ -48,6 +54,20 @@ def clean_prompt(text: str) -> str:
 
 
 Prompt = Annotated[str, AfterValidator(clean_prompt), Field(max_length=PROMPT_MAX_CHARS)]
+TITLE_MAX_CHARS = 80
+
+
+def _known(table: dict[str, object], what: str) -> AfterValidator:
+    def check(key: str | None) -> str | None:
+        if key is not None and key not in table:
+            raise ValueError(f"{key!r} is not a known {what}; choose one of: {', '.join(table)}")
+        return key
+
+    return AfterValidator(check)
+
+
+StyleKey = Annotated[str | None, _known(STYLES, "style")]  # type: ignore[arg-type]
+MoodKey = Annotated[str | None, _known(MOODS, "mood")]  # type: ignore[arg-type]
 
 
 class ErrorCode(StrEnum):
@@ -82,10 +102,19 @@ class BeatParams(_Frozen):
     duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
     seed: int = Field(ge=0, le=MAX_SEED)
     model: str | None = Field(default=None, min_length=1, max_length=300)
+    style: StyleKey = None
+    mood: MoodKey = None
+    #: Set on the cover as typography.
+    title: Annotated[str, AfterValidator(clean_prompt), Field(max_length=TITLE_MAX_CHARS)] | None = None
+
+    @property
+    def music_text(self) -> str:
+        """What MusicGen reads: the user's words plus the preset words."""
+        return describe_music(prompt=self.prompt, style=self.style, mood=self.mood, bpm=None)
 
 
 class GenerateRequest(_Frozen):
-    """The payload of :data:`JOB_GENERATE`: a stored job and its parameters."""
+    """The payload of :data:`JOB_GENERATE` and :data:`JOB_COVER`: a stored job and its parameters."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     job_id: int = Field(ge=1)
@@ -96,7 +125,7 @@ class JobProgress(_Frozen):
     """A progress snapshot the worker writes to redis and the bot turns into message edits."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    stage: Literal["loading", "generating", "saving"]
+    stage: Literal["loading", "generating", "drawing", "saving"]
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)
@@ -117,7 +146,7 @@ class JobOutcome(_Frozen):
     audio_path: str | None = None
 
 
-_FIELD_NAMES = {"duration_s": "duration", "params": "parameters"}
+_FIELD_NAMES = {"duration_s": "duration", "params": "parameters", "cover_size": "size"}
 
 
 def explain(exc: ValidationError) -> str:

@@ -10,7 +10,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.exceptions import RedisError
 
 from beatforge.config import Settings
-from beatforge.contract import JOB_GENERATE, BeatParams, GenerateRequest
+from beatforge.contract import BeatParams, GenerateRequest
 
 
 def dumps(value: Any) -> bytes:
@@ -37,15 +37,15 @@ class QueueError(Exception):
     """The job could not be put on the queue; nothing will run it."""
 
 
-async def enqueue_generation(redis: ArqRedis, *, job_id: int, queue_job_id: str, params: BeatParams) -> None:
-    """Queue a stored job for the worker, by function name and as JSON (see the contract).
+async def enqueue_job(redis: ArqRedis, job_name: str, *, job_id: int, queue_job_id: str, params: BeatParams) -> None:
+    """Queue a stored job for the worker, by function name (``JOB_*``) and as JSON (see the contract).
 
     Raises:
         QueueError: redis is unreachable, or arq already holds this job id (it would drop the job silently).
     """
     payload = GenerateRequest(job_id=job_id, params=params).model_dump(mode="json")
     try:
-        queued = await redis.enqueue_job(JOB_GENERATE, payload, _job_id=queue_job_id)
+        queued = await redis.enqueue_job(job_name, payload, _job_id=queue_job_id)
     except (RedisError, OSError) as exc:
         raise QueueError(f"redis is unreachable: {exc!r}") from exc
     if queued is None:

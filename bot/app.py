@@ -13,6 +13,7 @@ from discord.ext import commands
 from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.errors import BeatforgeTree
+from bot.views import NewCoverButton
 from storage.artifacts import ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
 
@@ -48,6 +49,7 @@ class Beatforge(commands.Bot):
         self.live_interactions: dict[int, discord.Interaction] = {}
 
     async def setup_hook(self) -> None:
+        self.add_dynamic_items(NewCoverButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if not self.sync_commands:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import discord
 
 from beatforge.contract import ErrorCode, JobProgress
+from beatforge.presets import MOODS, STYLES
 from storage.jobs import JobView
 
 _FAILURE_LEAD = {
@@ -16,49 +17,74 @@ _FAILURE_LEAD = {
 }
 
 
+def label(job: JobView) -> str:
+    if job.kind == "cover":
+        return f"New cover #{job.id} for beat #{job.parent_id}"
+    return f"Beat #{job.id}"
+
+
 def quote_prompt(prompt: str, limit: int = 300) -> str:
     text = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
-def queued_text(job_id: int, position: int | None) -> str:
+def queued_text(job: JobView, position: int | None) -> str:
     if position is None:
-        return f"⏳ Beat #{job_id} — starting…"
-    return f"⏳ Beat #{job_id} queued — #{position} in line"
+        return f"⏳ {label(job)} — starting…"
+    return f"⏳ {label(job)} queued — #{position} in line"
 
 
-def progress_text(job_id: int, progress: JobProgress | None) -> str:
+def progress_text(job: JobView, progress: JobProgress | None) -> str:
     if progress is None or progress.stage == "loading":
-        return f"🎛️ Beat #{job_id} — loading the model…"
+        return f"🎛️ {label(job)} — loading the model…"
+    if progress.stage == "drawing":
+        return f"🎨 {label(job)} — drawing the cover…"
     if progress.stage == "saving":
-        return f"💾 Beat #{job_id} — saving…"
+        return f"💾 {label(job)} — saving…"
     eta = f", about {max(1, round(progress.eta_s))} s left" if progress.eta_s is not None else ""
-    return f"🎶 Beat #{job_id} — generating… {progress.percent}%{eta}"
+    return f"🎶 {label(job)} — generating… {progress.percent}%{eta}"
 
 
 def details_line(job: JobView) -> str:
-    parts = [
-        f"model `{job.resolved_model or job.params.model or 'default'}`",
-        f"seed `{job.params.seed}`",
-        f"{job.params.duration_s:g} s",
-    ]
+    p = job.params
+    parts = []
+    if p.style:
+        parts.append(STYLES[p.style].label)
+    if p.mood:
+        parts.append(MOODS[p.mood].label)
+    if job.kind == "cover":
+        parts.append(f"cover seed `{p.seed}`")
+    else:
+        parts += [f"model `{job.resolved_model or p.model or 'default'}`", f"seed `{p.seed}`", f"{p.duration_s:g} s"]
     if job.seconds_taken is not None:
         parts.append(f"made in {job.seconds_taken:.1f} s")
     return " · ".join(parts)
 
 
+def cover_note(job: JobView) -> str | None:
+    cover = next((a for a in job.artifacts if a.kind == "cover"), None)
+    note = (cover.meta or {}).get("note") if cover else None
+    return f"ℹ️ Cover: {note}." if note else None
+
+
 def result_text(job: JobView) -> str:
-    return f"🎵 **Beat #{job.id}** for <@{job.user_id}>\n> {quote_prompt(job.params.prompt)}\n{details_line(job)}"
+    head = "🖼️" if job.kind == "cover" else "🎵"
+    title = f" — *{quote_prompt(job.params.title, 80)}*" if job.params.title else ""
+    lines = [f"{head} **{label(job)}**{title} for <@{job.user_id}>", f"> {quote_prompt(job.params.prompt)}"]
+    lines.append(details_line(job))
+    if note := cover_note(job):
+        lines.append(note)
+    return "\n".join(lines)
 
 
 def done_status_text(job: JobView) -> str:
-    return f"✅ Beat #{job.id} is ready — {details_line(job)}"
+    return f"✅ {label(job)} is ready — {details_line(job)}"
 
 
 def failure_text(job: JobView) -> str:
     lead = _FAILURE_LEAD.get(job.error_code or ErrorCode.INTERNAL, "Generation failed")
     reason = f": {job.error}" if job.error and job.error_code is not ErrorCode.CANCELLED else "."
-    return f"❌ Beat #{job.id} — {lead}{reason}"
+    return f"❌ {label(job)} — {lead}{reason}"
 
 
 def too_large_text(job: JobView, size: int, limit: int) -> str:

@@ -128,7 +128,7 @@ class MusicGenEngine:
         """
         steps = self.decoding_steps(params.duration_s)
         hook = _StepHook(steps, on_progress, should_stop)
-        inputs = self.processor(text=[params.prompt], padding=True, return_tensors="pt").to(self.device)
+        inputs = self.processor(text=[params.music_text], padding=True, return_tensors="pt").to(self.device)
         torch.manual_seed(params.seed)  # one job at a time per engine (max_jobs=1), so the global stream is ours
         try:
             output = self.model.generate(

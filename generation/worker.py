@@ -9,6 +9,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from arq import Worker, func
@@ -17,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import (
+    JOB_COVER,
     JOB_GENERATE,
     PROGRESS_KEY,
     PROGRESS_TTL_S,
+    BeatParams,
     ErrorCode,
     GenerateRequest,
     JobOutcome,
@@ -29,10 +33,11 @@ from beatforge.contract import (
 )
 from beatforge.queue import SERIALIZERS, redis_settings
 from generation.audio import write_wav
+from generation.cover import Cover, CoverMaker
 from generation.errors import GenerationError, ModelUnavailable
 from generation.models import ModelCache
 from storage import jobs
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
 
 log = logging.getLogger(__name__)
@@ -70,12 +75,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = make_engine(settings.database_url)
     ctx["sessions"] = make_sessionmaker(ctx["engine"])
     ctx["store"] = ArtifactStore(settings.artifact_dir)
-    ctx["models"] = cache = ModelCache(device=settings.resolved_device(), default=settings.default_model)
+    device = settings.resolved_device()
+    ctx["models"] = cache = ModelCache(device=device, default=settings.default_model)
+    ctx["covers"] = covers = CoverMaker(settings, device=device)
     try:
         await asyncio.to_thread(cache.get, None)
     except ModelUnavailable as exc:
         # Stay up and fail each job with the reason: a crash-looping worker leaves users' jobs hanging.
         log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
+    await asyncio.to_thread(covers.warm_up)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -92,10 +100,56 @@ async def _fail(
     return JobOutcome(job_id=job_id, status=JobStatus.FAILED, error_code=code, message=message).model_dump(mode="json")
 
 
-async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Generate one beat. Every failure is recorded on the job row and returned as data, never raised."""
+@dataclass
+class JobRun:
+    """What a job body gets: its request, a progress channel, a stop flag, and where to put files."""
+
+    ctx: dict[str, Any]
+    request: GenerateRequest
+    progress: ProgressPublisher
+    stop: threading.Event
+    artifacts: list[ArtifactRecord]
+
+    @property
+    def params(self) -> BeatParams:
+        return self.request.params
+
+    async def mark_running(self, resolved_model: str) -> bool:
+        async with self.ctx["sessions"]() as session:
+            return await jobs.mark_running(session, self.request.job_id, resolved_model=resolved_model)
+
+    async def save_cover(self, cover: Cover) -> None:
+        store: ArtifactStore = self.ctx["store"]
+        filename = f"cover-{self.request.job_id}-seed{self.params.seed}.png"
+        with store.writing(self.request.job_id, filename) as tmp:
+            await asyncio.to_thread(cover.image.save, tmp, format="PNG", optimize=True)
+        meta = {"source": cover.source, "model": cover.model, "note": cover.note}
+        self.artifacts.append(store.record(self.request.job_id, filename, kind="cover", meta=meta))
+
+    async def draw_cover(self) -> None:
+        covers: CoverMaker = self.ctx["covers"]
+        if not covers.enabled:
+            return
+        await self.progress.publish(JobProgress(stage="drawing", done=0, total=1))
+        p = self.params
+        cover = await asyncio.to_thread(
+            covers.make,
+            description=p.prompt,
+            seed=p.seed,
+            style=p.style,
+            mood=p.mood,
+            title=p.title,
+            should_stop=self.stop.is_set,
+        )
+        await self.save_cover(cover)
+
+
+JobBody = Callable[[JobRun], Awaitable[bool]]
+
+
+async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, Any]:
+    """Validate, run ``body``, record the outcome. Every failure lands on the job row as data, never raised."""
     sessions: async_sessionmaker[AsyncSession] = ctx["sessions"]
-    settings: Settings = ctx["settings"]
     try:
         request = GenerateRequest.model_validate(payload)
     except ValidationError as exc:
@@ -106,35 +160,19 @@ async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
         log.error("unroutable job payload", extra={"reason": reason})
         return {"status": "failed", "error_code": ErrorCode.INVALID_REQUEST.value, "message": reason}
 
-    job_id, params = request.job_id, request.params
-    publisher = ProgressPublisher(ctx, job_id, asyncio.get_running_loop())
-    stop = threading.Event()
+    job_id = request.job_id
+    run = JobRun(ctx, request, ProgressPublisher(ctx, job_id, asyncio.get_running_loop()), threading.Event(), [])
     try:
-        await publisher.publish(JobProgress(stage="loading", done=0, total=1))
-        engine = await asyncio.to_thread(ctx["models"].get, params.model)
+        await run.progress.publish(JobProgress(stage="loading", done=0, total=1))
+        if not await body(run):
+            log.info("job already finished, skipping re-run", extra={"job_id": job_id})
+            return JobOutcome(job_id=job_id, status=JobStatus.DONE).model_dump(mode="json")
+        await run.progress.publish(JobProgress(stage="saving", done=1, total=1))
         async with sessions() as session:
-            if not await jobs.mark_running(session, job_id, resolved_model=engine.name):
-                log.info("job already finished, skipping re-run", extra={"job_id": job_id})
-                return JobOutcome(job_id=job_id, status=JobStatus.DONE).model_dump(mode="json")
-        audio = await asyncio.to_thread(
-            engine.generate,
-            params,
-            guidance_scale=settings.guidance_scale,
-            fade_out_s=settings.fade_out_s,
-            on_progress=publisher.on_step,
-            should_stop=stop.is_set,
-        )
-        await publisher.publish(JobProgress(stage="saving", done=1, total=1))
-        store: ArtifactStore = ctx["store"]
-        filename = f"beatforge-{job_id}-seed{params.seed}.wav"
-        with store.writing(job_id, filename) as tmp:
-            await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
-        record = store.record(job_id, filename, kind="audio")
-        async with sessions() as session:
-            await jobs.mark_done(session, job_id, artifacts=[record])
+            await jobs.mark_done(session, job_id, artifacts=run.artifacts)
     except asyncio.CancelledError:
         # A shutdown (deploy, scale-down): arq re-queues the job, so put the row back in line too.
-        stop.set()  # the thread cannot be killed; it checks this flag between decoding steps
+        run.stop.set()  # the thread cannot be killed; it checks this flag between steps
         async with sessions() as session:
             await asyncio.shield(jobs.requeue(session, job_id))
         raise
@@ -143,14 +181,59 @@ async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
     except Exception as exc:  # the job row must never stay "running" forever, whatever broke
         log.exception("job crashed", extra={"job_id": job_id})
         return await _fail(sessions, job_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__})")
-    log.info("job done", extra={"job_id": job_id, "audio_s": round(audio.duration_s, 2), "model": engine.name})
-    return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=record.path).model_dump(mode="json")
+    log.info("job done", extra={"job_id": job_id, "artifacts": [a.path for a in run.artifacts]})
+    audio = next((a.path for a in run.artifacts if a.kind == "audio"), None)
+    return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=audio).model_dump(mode="json")
+
+
+async def _beat(run: JobRun) -> bool:
+    settings: Settings = run.ctx["settings"]
+    engine = await asyncio.to_thread(run.ctx["models"].get, run.params.model)
+    if not await run.mark_running(engine.name):
+        return False
+    audio = await asyncio.to_thread(
+        engine.generate,
+        run.params,
+        guidance_scale=settings.guidance_scale,
+        fade_out_s=settings.fade_out_s,
+        on_progress=run.progress.on_step,
+        should_stop=run.stop.is_set,
+    )
+    store: ArtifactStore = run.ctx["store"]
+    job_id = run.request.job_id
+    filename = f"beatforge-{job_id}-seed{run.params.seed}.wav"
+    with store.writing(job_id, filename) as tmp:
+        await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
+    meta = {"model": engine.name, "sample_rate": audio.sample_rate, "channels": int(audio.samples.shape[0])}
+    run.artifacts.append(store.record(job_id, filename, kind="audio", meta=meta))
+    await run.draw_cover()
+    return True
+
+
+async def _cover(run: JobRun) -> bool:
+    settings: Settings = run.ctx["settings"]
+    label = settings.cover_model if settings.cover_mode == "diffusion" else "procedural"
+    if not await run.mark_running(label):
+        return False
+    await run.draw_cover()
+    return True
+
+
+async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Generate one beat and its cover."""
+    return await _run(ctx, payload, _beat)
+
+
+async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Draw a new cover for an existing beat (the payload carries its description, style, mood and a new seed)."""
+    return await _run(ctx, payload, _cover)
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq settings sized for one GPU: one job at a time, few retries, frequent health checks."""
     return {
-        "functions": [func(generate_beat, name=JOB_GENERATE)],  # the bot enqueues by this name
+        # the bot enqueues by these names
+        "functions": [func(generate_beat, name=JOB_GENERATE), func(draw_cover, name=JOB_COVER)],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
         "on_startup": startup,

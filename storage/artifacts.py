@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage.errors import UnsafeArtifactPath
 
@@ -24,6 +25,7 @@ class ArtifactRecord:
     path: str
     bytes: int
     sha256: str
+    meta: dict[str, Any] | None = None
 
 
 class ArtifactStore:
@@ -50,7 +52,7 @@ class ArtifactStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def record(self, job_id: int, filename: str, *, kind: str) -> ArtifactRecord:
+    def record(self, job_id: int, filename: str, *, kind: str, meta: dict[str, Any] | None = None) -> ArtifactRecord:
         """Describe a stored file for its database row (size and checksum let anyone verify it later)."""
         relative = f"{job_id}/{filename}"
         path = self.resolve(relative)
@@ -58,4 +60,4 @@ class ArtifactStore:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        return ArtifactRecord(kind=kind, path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest())
+        return ArtifactRecord(kind=kind, path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest(), meta=meta)

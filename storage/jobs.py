@@ -25,6 +25,8 @@ class JobView:
     """A job as callers see it: plain data, detached from the session."""
 
     id: int
+    kind: str
+    parent_id: int | None
     user_id: int
     guild_id: int | None
     channel_id: int | None
@@ -51,6 +53,8 @@ class JobView:
 def _view(row: Generation) -> JobView:
     return JobView(
         id=row.id,
+        kind=row.kind,
+        parent_id=row.parent_id,
         user_id=row.user_id,
         guild_id=row.guild_id,
         channel_id=row.channel_id,
@@ -66,7 +70,7 @@ def _view(row: Generation) -> JobView:
         finished_at=row.finished_at,
         delivered_at=row.delivered_at,
         artifacts=tuple(
-            ArtifactRecord(kind=a.kind, path=a.path, bytes=a.bytes, sha256=a.sha256) for a in row.artifacts
+            ArtifactRecord(kind=a.kind, path=a.path, bytes=a.bytes, sha256=a.sha256, meta=a.meta) for a in row.artifacts
         ),
     )
 
@@ -79,6 +83,8 @@ async def create_job(
     user_name: str,
     guild_id: int | None,
     channel_id: int | None,
+    kind: str = "beat",
+    parent_id: int | None = None,
 ) -> JobView:
     """Record a queued job (and its user, first time seen)."""
     user = await session.get(User, user_id)
@@ -87,6 +93,8 @@ async def create_job(
     elif user.name != user_name[:100]:
         user.name = user_name[:100]
     row = Generation(
+        kind=kind,
+        parent_id=parent_id,
         user_id=user_id,
         guild_id=guild_id,
         channel_id=channel_id,
@@ -149,7 +157,9 @@ async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[A
     if row is None:
         raise JobNotFound(job_id)
     kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
-    row.artifacts = kept + [Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256) for r in artifacts]
+    row.artifacts = kept + [
+        Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256, meta=r.meta) for r in artifacts
+    ]
     row.status = JobStatus.DONE
     row.finished_at = utcnow()
     row.error_code = row.error = None

@@ -57,6 +57,10 @@ class Generation(Base):
     __tablename__ = "generations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: beat (audio + cover) or cover (a redrawn cover for ``parent_id``); later: loop, midi, ...
+    kind: Mapped[str] = mapped_column(String(16), default="beat", server_default="beat")
+    #: What this job was made from (a re-roll's or a new cover's original).
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -96,6 +100,8 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(String(500), comment="relative to the artifact directory")
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    #: What a user should know about the file, e.g. a cover's source ("diffusion"/"procedural") and why.
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     generation: Mapped[Generation] = relationship(back_populates="artifacts")

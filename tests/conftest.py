@@ -88,6 +88,10 @@ def settings(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Settings:
         default_model=str(tiny_model_dir),
         device="cpu",
         default_duration_s=2.0,
+        cover_mode="diffusion",
+        cover_model="debug",  # the tiny random diffusers pipeline
+        cover_safety_model="debug",
+        cover_size=64,
         watch_interval_s=0.1,
         worker_poll_delay_s=0.05,
         log_json=True,

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, JobStatus
+from beatforge.presets import STYLES
 from bot.app import Beatforge
 from generation.audio import write_wav
 from storage import jobs
@@ -26,8 +28,10 @@ from storage.artifacts import ArtifactStore
 from storage.jobs import JobView
 from tests.discord_harness import (
     DEFAULT_CHANNEL_ID,
+    DEFAULT_GUILD_ID,
     FakeDiscord,
     RecordedRequest,
+    component_payload,
     connected,
     dispatch_gateway,
     settle,
@@ -51,6 +55,10 @@ async def discord_bot(
 
 def beat(bot: Beatforge, **options: Any) -> dict[str, Any]:
     return slash_command_payload("beat", options, bot=bot)
+
+
+def custom_ids(message: dict[str, Any]) -> list[str]:
+    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
 
 
 def edits(fake: FakeDiscord) -> list[str]:
@@ -80,10 +88,13 @@ async def delivered_job(sessions: async_sessionmaker[AsyncSession], job_id: int,
 async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
     _, fake = discord_bot
     (sync,) = fake.find("PUT", r"^/applications/\d+/commands$")
-    (command,) = sync.json
-    assert command["name"] == "beat"
-    assert {o["name"]: o.get("max_length") for o in command["options"]}["prompt"] == 500
-    assert command["description"] == "Turn a sentence into a beat."
+    commands = {c["name"]: c for c in sync.json}
+    assert set(commands) == {"beat", "cover"}
+    options = {o["name"]: o for o in commands["beat"]["options"]}
+    assert options["prompt"]["max_length"] == 500 and options["prompt"]["required"]
+    assert [c["value"] for c in options["style"]["choices"]] == list(STYLES)
+    assert [c["value"] for c in options["mood"]["choices"]] == ["happy", "tense", "sad", "calm"]
+    assert commands["beat"]["description"] == "Turn a sentence into a beat, with cover art."
 
 
 @pytest.mark.slow
@@ -108,7 +119,10 @@ async def test_beat_end_to_end(
     assert "#1 in line" in queued.json["content"]
 
     followup = await fake.wait_for("POST", FOLLOWUP, timeout=90)
-    (upload,) = followup.files
+    upload, cover = followup.files
+    assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
+    assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
+    assert custom_ids(followup.json) == ["bf:cover:1"]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 8 * 32_000) and audio.std() > 1e-3
     content = followup.json["content"]
@@ -126,8 +140,9 @@ async def test_beat_end_to_end(
     assert job.status is JobStatus.DONE
     assert job.params.seed == 1234 and "\x07" not in job.params.prompt
     assert defer.timestamp + wall_minus_monotonic <= job.queued_at.timestamp() + 0.05
-    (artifact,) = job.artifacts
+    artifact, cover_artifact = job.artifacts
     assert artifact.kind == "audio" and artifact.bytes == len(upload.data)
+    assert cover_artifact.kind == "cover" and cover_artifact.bytes == len(cover.data)
 
 
 @pytest.mark.slow
@@ -175,13 +190,23 @@ async def test_bad_input_gets_a_private_explanation_and_queues_nothing(
 
 
 async def _finished_job(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, status_message_id: int | None, pad: int = 0
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    status_message_id: int | None,
+    pad: int = 0,
+    user_id: int = 42,
 ) -> int:
     """A job the worker has finished, made directly (the delivery path is what is under test)."""
     params = BeatParams(prompt="ambient <@42> drift", duration_s=1, seed=9)
     async with sessions() as session:
         job = await jobs.create_job(
-            session, params=params, user_id=42, user_name="u", guild_id=None, channel_id=DEFAULT_CHANNEL_ID
+            session,
+            params=params,
+            user_id=user_id,
+            user_name="u",
+            guild_id=DEFAULT_GUILD_ID,
+            channel_id=DEFAULT_CHANNEL_ID,
         )
         job_id = job.id
         if status_message_id:
@@ -252,3 +277,83 @@ async def test_a_file_over_the_upload_limit_is_explained_not_dropped(
     post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
     assert post.files == [] and "11.1 MiB" in post.json["content"] and "10 MiB upload limit" in post.json["content"]
     await delivered_job(sessions, job_id)
+
+
+async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+) -> None:
+    bot, fake = discord_bot
+    owner = 42
+    beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
+    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    assert custom_ids(posted.json) == [f"bf:cover:{beat_id}"]
+    message = fake.messages[int(posted.response["id"])]
+
+    # Someone else (no Manage Server) is refused privately, and nothing is queued.
+    dispatch_gateway(
+        bot, "INTERACTION_CREATE", component_payload(f"bf:cover:{beat_id}", message=message, user_id=7, permissions=0)
+    )
+    refusal = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    assert refusal.json["data"]["flags"] & EPHEMERAL and "only they or an admin" in refusal.json["data"]["content"]
+
+    # The owner gets a queued cover job that remembers its beat.
+    dispatch_gateway(
+        bot, "INTERACTION_CREATE", component_payload(f"bf:cover:{beat_id}", message=message, user_id=owner)
+    )
+    await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
+    async with sessions() as session:
+        cover_job = await jobs.get_job(session, beat_id + 1)
+    assert (cover_job.kind, cover_job.parent_id, cover_job.status) == ("cover", beat_id, JobStatus.QUEUED)
+    assert cover_job.params.prompt == "ambient ‹@42> drift" and cover_job.params.seed != 9
+    assert await arq_redis.zcard(settings.queue_name) == 1
+    assert "New cover #2 for beat #1 queued" in edits(fake)[-1]
+
+
+async def test_cover_command_for_an_unknown_beat_is_refused_privately(
+    discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bot, fake = discord_bot
+    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("cover", {"beat": 99}, bot=bot))
+    reply = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    assert reply.json["data"]["flags"] & EPHEMERAL and "no beat #99" in reply.json["data"]["content"]
+    async with sessions() as session:
+        assert await jobs.count_jobs(session) == 0
+
+
+async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, fake = discord_bot
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    params = BeatParams(prompt="ambient drift", duration_s=1, seed=10)
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=42, user_name="u", guild_id=None, channel_id=DEFAULT_CHANNEL_ID,
+            kind="cover", parent_id=beat_id,
+        )  # fmt: skip
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(job.id, "cover.png") as tmp:
+        Image.new("RGB", (64, 64), "purple").save(tmp, format="PNG")
+    note = {
+        "source": "procedural",
+        "model": None,
+        "note": "the cover model is not available; this is the fallback cover",
+    }
+    async with sessions() as session:
+        await jobs.mark_running(session, job.id, resolved_model="procedural")
+        await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, "cover.png", kind="cover", meta=note)])
+    post = await fake.wait_for(
+        lambda r: (
+            r.method == "POST" and r.path.endswith("/messages") and "New cover" in (r.json or {}).get("content", "")
+        ),
+        timeout=5,
+    )
+    assert [f.filename for f in post.files] == ["cover.png"]
+    assert "fallback cover" in post.json["content"] and f"for beat #{beat_id}" in post.json["content"]
+    assert custom_ids(post.json) == [f"bf:cover:{beat_id}"]  # the button redraws the beat's cover again

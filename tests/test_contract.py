@@ -53,12 +53,13 @@ def test_unknown_fields_are_refused_rather_than_ignored() -> None:
     [
         ("  dark   trap \n\n 808s ", "dark trap 808s"),
         ("bell\x07 and\u202e override\u200b", "bell and override"),
-        ("ping @everyone and @here", "ping @\u200beveryone and @\u200bhere"),
-        ("hi <@123> <@&456> <#789>", "hi ‹@\u200b123> ‹@\u200b&456> ‹#789>"),
+        ("ping @everyone and @HERE", "ping ＠everyone and ＠HERE"),
+        ("hi <@123> <@!5> <@&456> <#789>", "hi ‹@123> ‹@!5> ‹@&456> ‹#789>"),
     ],
 )
 def test_clean_prompt(raw: str, expected: str) -> None:
     assert clean_prompt(raw) == expected
+    assert clean_prompt(expected) == expected  # idempotent: follow-up jobs re-validate stored prompts
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,12 @@ import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import (
+    JOB_COVER,
     JOB_GENERATE,
     PROGRESS_KEY,
     BeatParams,
@@ -20,7 +22,7 @@ from beatforge.contract import (
     JobProgress,
     JobStatus,
 )
-from beatforge.queue import enqueue_generation, loads
+from beatforge.queue import enqueue_job, loads
 from generation.worker import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
@@ -30,7 +32,7 @@ async def _queue(sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
     beat = BeatParams.model_validate({"prompt": "boom bap, 90 bpm", "duration_s": 1.5, "seed": 4, **params})
     async with sessions() as session:
         job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
-    await enqueue_generation(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=beat)
+    await enqueue_job(arq_redis, JOB_GENERATE, job_id=job.id, queue_job_id=job.queue_job_id, params=beat)
     return job.id
 
 
@@ -52,7 +54,11 @@ async def test_job_writes_audio_records_it_and_reports_progress(
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
     assert job.resolved_model == settings.default_model and job.started_at and job.finished_at
-    (artifact,) = job.artifacts
+    artifact, cover = job.artifacts
+    assert (artifact.kind, cover.kind) == ("audio", "cover")
+    assert cover.meta == {"source": "diffusion", "model": "debug", "note": None}
+    with Image.open(ArtifactStore(settings.artifact_dir).resolve(cover.path)) as image:
+        assert image.size == (64, 64)
     path = ArtifactStore(settings.artifact_dir).resolve(artifact.path)
     info = sf.info(path)
     assert (info.samplerate, info.channels, info.frames) == (32_000, 1, 48_000)
@@ -98,3 +104,28 @@ async def test_invalid_payload_fails_the_job_without_running_it(
         job = await jobs.get_job(session, job.id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
     assert phrase in (job.error or "")
+
+
+async def test_cover_job_draws_a_new_cover_for_a_beat(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    beat = BeatParams(prompt="lofi rain", duration_s=1, seed=5, style="lofi", title="Rainy Day")
+    async with sessions() as session:
+        parent = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+        job = await jobs.create_job(
+            session,
+            params=beat.model_copy(update={"seed": 77}),
+            user_id=1,
+            user_name="u",
+            guild_id=None,
+            channel_id=None,
+            kind="cover",
+            parent_id=parent.id,
+        )
+    await enqueue_job(arq_redis, JOB_COVER, job_id=job.id, queue_job_id=job.queue_job_id, params=job.params)
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        done = await jobs.get_job(session, job.id)
+    assert done.status is JobStatus.DONE and done.parent_id == parent.id
+    (cover,) = done.artifacts
+    assert cover.kind == "cover" and cover.path.endswith("seed77.png")

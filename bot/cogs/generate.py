@@ -1,4 +1,4 @@
-"""/beat: validate, defer within Discord's 3 seconds, record, enqueue, and say where the job stands."""
+"""/beat and /cover: validate, defer within Discord's 3 seconds, record, enqueue, say where the job stands."""
 
 from __future__ import annotations
 
@@ -13,23 +13,31 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from beatforge.contract import (
+    JOB_COVER,
+    JOB_GENERATE,
     MAX_DURATION_S,
     MAX_SEED,
     MIN_DURATION_S,
     PROMPT_MAX_CHARS,
+    TITLE_MAX_CHARS,
     BeatParams,
     ErrorCode,
     explain,
 )
-from beatforge.queue import QueueError, enqueue_generation
+from beatforge.presets import MOODS, STYLES
+from beatforge.queue import QueueError, enqueue_job
 from bot.errors import UserFacingError
 from bot.messages import queued_text
 from storage import jobs
+from storage.errors import JobNotFound
 
 if TYPE_CHECKING:
     from bot.app import Beatforge
 
 log = logging.getLogger(__name__)
+
+STYLE_CHOICES = [app_commands.Choice(name=s.label, value=s.key) for s in STYLES.values()]
+MOOD_CHOICES = [app_commands.Choice(name=m.label, value=m.key) for m in MOODS.values()]
 
 
 async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
@@ -38,42 +46,106 @@ async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
     return None if rank is None else int(rank) + 1
 
 
+def _params(**fields: object) -> BeatParams:
+    try:
+        return BeatParams.model_validate(fields)
+    except ValidationError as exc:
+        raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
+
+
 class Generate(commands.Cog):
     def __init__(self, bot: Beatforge) -> None:
         self.bot = bot
 
-    def build_params(self, prompt: str, duration: float | None, seed: int | None) -> BeatParams:
-        try:
-            return BeatParams(
-                prompt=prompt,
-                duration_s=self.bot.settings.default_duration_s if duration is None else duration,
-                seed=random.randint(0, MAX_SEED) if seed is None else seed,
-            )
-        except ValidationError as exc:
-            raise UserFacingError(f"Can't make that beat: {explain(exc)}.") from exc
-
     @app_commands.command(name="beat")
     @app_commands.guild_only()
+    @app_commands.choices(style=STYLE_CHOICES, mood=MOOD_CHOICES)
     async def beat(
         self,
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
+        style: str | None = None,
+        mood: str | None = None,
         duration: app_commands.Range[float, MIN_DURATION_S, MAX_DURATION_S] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        title: app_commands.Range[str, 1, TITLE_MAX_CHARS] | None = None,
     ) -> None:
-        """Turn a sentence into a beat.
+        """Turn a sentence into a beat, with cover art.
 
         Args:
             prompt: What it should sound like, e.g. "dark psychedelic trap, 808s, 140 bpm".
+            style: A style preset blended with your words.
+            mood: A mood preset (sets tempo, key and register words).
             duration: Length in seconds (1-30, default 15).
             seed: Same seed + prompt + model = the same beat. Leave empty for a surprise.
+            title: A title to set on the cover.
         """
-        # Discord enforces the ranges in its own client only; a crafted payload reaches us unchecked.
-        params = self.build_params(prompt, duration, seed)
+        # Discord enforces ranges and choices in its own client only; a crafted payload reaches us unchecked.
+        params = _params(
+            prompt=prompt,
+            style=style,
+            mood=mood,
+            title=title,
+            duration_s=self.bot.settings.default_duration_s if duration is None else duration,
+            seed=random.randint(0, MAX_SEED) if seed is None else seed,
+        )
         await interaction.response.defer(thinking=True)
-        await self.submit(interaction, params)
+        await self.submit(interaction, params, job_name=JOB_GENERATE)
 
-    async def submit(self, interaction: discord.Interaction, params: BeatParams) -> int:
+    @app_commands.command(name="cover")
+    @app_commands.guild_only()
+    @app_commands.choices(style=STYLE_CHOICES, mood=MOOD_CHOICES)
+    async def cover(
+        self,
+        interaction: discord.Interaction,
+        beat: app_commands.Range[int, 1],
+        style: str | None = None,
+        mood: str | None = None,
+    ) -> None:
+        """Draw a new cover for one of your beats, without regenerating the audio.
+
+        Args:
+            beat: The beat's number (shown as "Beat #N").
+            style: Another style preset for the look (default: the beat's own).
+            mood: Another mood preset for the palette (default: the beat's own).
+        """
+        await self.redraw_cover(interaction, beat, style=style, mood=mood)
+
+    async def redraw_cover(
+        self, interaction: discord.Interaction, beat_id: int, *, style: str | None = None, mood: str | None = None
+    ) -> None:
+        async with self.bot.sessions() as session:
+            try:
+                original = await jobs.get_job(session, beat_id)
+            except JobNotFound as exc:
+                raise UserFacingError(f"There is no beat #{beat_id}.") from exc
+        if original.kind != "beat" or original.guild_id != interaction.guild_id:
+            raise UserFacingError(f"There is no beat #{beat_id} on this server.")
+        member = interaction.user
+        is_admin = isinstance(member, discord.Member) and member.guild_permissions.manage_guild
+        if original.user_id != member.id and not is_admin:
+            raise UserFacingError(f"Beat #{beat_id} is <@{original.user_id}>'s; only they or an admin can redraw it.")
+        p = original.params
+        params = _params(
+            prompt=p.prompt,
+            duration_s=p.duration_s,
+            title=p.title,
+            style=style or p.style,
+            mood=mood or p.mood,
+            seed=random.randint(0, MAX_SEED),
+        )
+        await interaction.response.defer(thinking=True)
+        await self.submit(interaction, params, job_name=JOB_COVER, kind="cover", parent_id=original.id)
+
+    async def submit(
+        self,
+        interaction: discord.Interaction,
+        params: BeatParams,
+        *,
+        job_name: str,
+        kind: str = "beat",
+        parent_id: int | None = None,
+    ) -> int:
         bot = self.bot
         async with bot.sessions() as session:
             job = await jobs.create_job(
@@ -83,24 +155,25 @@ class Generate(commands.Cog):
                 user_name=interaction.user.name,
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
+                kind=kind,
+                parent_id=parent_id,
             )
-        job_id = job.id
-        bot.live_interactions[job_id] = interaction
+        bot.live_interactions[job.id] = interaction
         try:
-            await enqueue_generation(bot.redis, job_id=job_id, queue_job_id=job.queue_job_id, params=params)
+            await enqueue_job(bot.redis, job_name, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
             position = await queue_position(bot, job.queue_job_id)
         except (QueueError, RedisError) as exc:
             async with bot.sessions() as session:
-                await jobs.mark_failed(session, job_id, code=ErrorCode.INTERNAL, message="the job queue is unreachable")
-                await jobs.mark_delivered(session, job_id)  # the error below is the delivery
-            bot.live_interactions.pop(job_id, None)
-            log.error("enqueue failed", extra={"job_id": job_id, "error": str(exc)})
+                await jobs.mark_failed(session, job.id, code=ErrorCode.INTERNAL, message="the job queue is unreachable")
+                await jobs.mark_delivered(session, job.id)  # the error below is the delivery
+            bot.live_interactions.pop(job.id, None)
+            log.error("enqueue failed", extra={"job_id": job.id, "error": str(exc)})
             raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
-        message = await interaction.edit_original_response(content=queued_text(job_id, position))
+        message = await interaction.edit_original_response(content=queued_text(job, position))
         async with bot.sessions() as session:
-            await jobs.set_status_message(session, job_id, message.id)
-        log.info("job queued", extra={"job_id": job_id, "user_id": interaction.user.id, "position": position})
-        return job_id
+            await jobs.set_status_message(session, job.id, message.id)
+        log.info("job queued", extra={"job_id": job.id, "kind": kind, "user_id": interaction.user.id})
+        return job.id
 
 
 async def setup(bot: Beatforge) -> None:

@@ -8,9 +8,10 @@ needs no channel permissions), otherwise as a channel message replying to the st
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands, tasks
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
 from bot.cogs.generate import queue_position
 from bot.messages import done_status_text, failure_text, progress_text, queued_text, result_text, too_large_text
+from bot.views import result_view
 from storage import jobs
 from storage.jobs import JobView
 
@@ -74,14 +76,14 @@ class JobWatcher(commands.Cog):
 
     async def _status_text(self, job: JobView) -> str:
         if job.status is JobStatus.QUEUED:
-            return queued_text(job.id, await queue_position(self.bot, job.queue_job_id))
+            return queued_text(job, await queue_position(self.bot, job.queue_job_id))
         raw = await self.bot.redis.get(PROGRESS_KEY.format(job_id=job.id))
         try:
             progress = JobProgress.model_validate_json(raw) if raw else None
         except ValidationError:
             log.warning("unreadable progress record", extra={"job_id": job.id})
             progress = None
-        return progress_text(job.id, progress)
+        return progress_text(job, progress)
 
     async def _edit_status(self, job: JobView, content: str) -> None:
         interaction = self._live(job.id)
@@ -107,14 +109,25 @@ class JobWatcher(commands.Cog):
         guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
         return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
 
-    async def _post(self, job: JobView, content: str, attachment: Path | None) -> None:
+    async def _post(
+        self,
+        job: JobView,
+        content: str,
+        attachments: Sequence[Path] = (),
+        *,
+        embed: discord.Embed | None = None,
+        view: discord.ui.View | None = None,
+    ) -> None:
         def files() -> list[discord.File]:  # discord.py closes a File once sent, so each try opens its own
-            return [discord.File(attachment, filename=attachment.name)] if attachment is not None else []
+            return [discord.File(path, filename=path.name) for path in attachments]
 
+        extras: dict[str, Any] = {"embed": embed} if embed is not None else {}
+        if view is not None:
+            extras["view"] = view
         interaction = self._live(job.id)
         if interaction is not None:
             try:
-                await interaction.followup.send(content, files=files(), wait=True)
+                await interaction.followup.send(content, files=files(), wait=True, **extras)
                 return
             except discord.NotFound:
                 log.info("interaction token gone; posting to the channel", extra={"job_id": job.id})
@@ -127,7 +140,8 @@ class JobWatcher(commands.Cog):
             if job.status_message_id
             else None
         )
-        await self.bot.get_partial_messageable(job.channel_id).send(content, files=files(), reference=reference)
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        await channel.send(content, files=files(), reference=reference, **extras)
 
     async def deliver(self, job: JobView) -> None:
         try:
@@ -148,21 +162,31 @@ class JobWatcher(commands.Cog):
         self.attempts.pop(job.id, None)
 
     async def _deliver_result(self, job: JobView) -> None:
-        audio = next((a for a in job.artifacts if a.kind == "audio"), None)
-        if audio is None:
+        by_kind = {a.kind: a for a in job.artifacts}
+        if job.kind == "beat" and "audio" not in by_kind:
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
-        path = self.bot.store.resolve(audio.path)
+        audio, cover = by_kind.get("audio"), by_kind.get("cover")
         limit = self._filesize_limit(job)
-        if audio.bytes > limit:
-            await self._post(job, too_large_text(job, audio.bytes, limit), None)
-        else:
-            await self._post(job, result_text(job), path)
+        attachments: list[Path] = []
+        content = result_text(job)
+        if audio is not None:
+            if audio.bytes > limit:
+                content = too_large_text(job, audio.bytes, limit)
+            else:
+                attachments.append(self.bot.store.resolve(audio.path))
+        embed = None
+        if cover is not None and cover.bytes <= limit:
+            cover_path = self.bot.store.resolve(cover.path)
+            attachments.append(cover_path)
+            embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{cover_path.name}")
+        beat_id = job.parent_id if job.kind == "cover" and job.parent_id else job.id
+        await self._post(job, content, attachments, embed=embed, view=result_view(beat_id))
         await self._edit_status(job, done_status_text(job))
 
     async def _deliver_failure(self, job: JobView) -> None:
         text = failure_text(job)
         if self._live(job.id) is None:
-            await self._post(job, text, None)  # a fresh reply the user will notice, unlike an old message's edit
+            await self._post(job, text)  # a fresh reply the user will notice, unlike an old message's edit
         await self._edit_status(job, text)
 
 
