@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobStatus
+from beatforge.contract import JOB_GENERATE, BeatParams, JobStatus
 from beatforge.queue import connect, enqueue_job
 from generation.tiny import save_tiny_musicgen
 from storage import jobs
