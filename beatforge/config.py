@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     cover_attention_slicing: bool = False
     cover_cpu_offload: bool = False
 
+    #: Optional LLM (any OpenAI-compatible server) that writes cover prompts: e.g.
+    #: https://api.openai.com/v1, or http://localhost:11434/v1 for a local Ollama.
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=20.0, gt=0, le=300)
+
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
 

@@ -7,6 +7,7 @@ cover, and the result says which kind it got and why.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,9 +21,10 @@ import torch
 from PIL import Image
 
 from beatforge.config import Settings
+from beatforge.llm import ChatClient, LLMError
 from beatforge.presets import MOODS
 from generation.cover_art import draw_title, procedural_cover
-from generation.cover_prompt import build_cover_prompt
+from generation.cover_prompt import CoverPrompt, build_cover_prompt, write_cover_prompt
 from generation.errors import GenerationCancelled, GenerationError, ModelUnavailable
 from generation.tiny import DEBUG_MODEL
 
@@ -38,6 +40,8 @@ class Cover:
     source: Literal["diffusion", "procedural"]
     model: str | None
     note: str | None = None  # why the fallback was used, shown to the user
+    prompt: str | None = None  # what the diffusion model was asked, stored so a cover can be reproduced
+    prompt_source: Literal["template", "llm"] | None = None
 
 
 def _source(name: str) -> str:
@@ -166,6 +170,7 @@ class CoverMaker:
 
     def __init__(self, settings: Settings, *, device: str) -> None:
         self.settings, self.device = settings, device
+        self.llm = ChatClient.from_settings(settings)
         self._diffusion: DiffusionCover | None = None
         self._safety: SafetyCheck | None = None
         self._unavailable: str | None = None
@@ -217,7 +222,7 @@ class CoverMaker:
         models = self._models() if s.cover_mode == "diffusion" else None
         if models is not None:
             diffusion, safety = models
-            spec = build_cover_prompt(description=description, style=style, mood=mood)
+            spec, prompt_source = self._prompt(description=description, style=style, mood=mood)
             try:
                 image = diffusion.render(
                     spec.prompt,
@@ -238,7 +243,7 @@ class CoverMaker:
                     note = "the drawn cover was withheld by the safety check; this is the fallback cover"
                     log.info("cover flagged by the safety check", extra={"model": diffusion.name})
                 else:
-                    cover = Cover(image, "diffusion", diffusion.name)
+                    cover = Cover(image, "diffusion", diffusion.name, prompt=spec.prompt, prompt_source=prompt_source)
         elif s.cover_mode == "diffusion":
             note = "the cover model is not available; this is the fallback cover"
         if cover is None:
@@ -246,5 +251,15 @@ class CoverMaker:
             image = procedural_cover(description=description, palette=palette, seed=seed, size=s.cover_size)
             cover = Cover(image, "procedural", None, note)
         if title and title.strip():
-            cover = Cover(draw_title(cover.image, title), cover.source, cover.model, cover.note)
+            cover = dataclasses.replace(cover, image=draw_title(cover.image, title))
         return cover
+
+    def _prompt(
+        self, *, description: str, style: str | None, mood: str | None
+    ) -> tuple[CoverPrompt, Literal["template", "llm"]]:
+        if self.llm is not None:
+            try:
+                return write_cover_prompt(self.llm, description=description, style=style, mood=mood), "llm"
+            except LLMError as exc:
+                log.warning("LLM cover prompt failed; using the template", extra={"reason": str(exc)})
+        return build_cover_prompt(description=description, style=style, mood=mood), "template"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from beatforge.llm import ChatClient, clean_llm_text
 from beatforge.presets import MOODS, STYLES
 
 #: Diffusion models love to scribble fake lettering on "album covers"; the title is set by us instead.
@@ -40,3 +41,28 @@ def build_cover_prompt(*, description: str, style: str | None = None, mood: str 
     if text:
         parts.append(f"inspired by: {text}")
     return CoverPrompt(prompt=", ".join(parts), negative=NEGATIVE_PROMPT)
+
+
+_LLM_SYSTEM = (
+    "You write prompts for an image model that paints album covers. Answer with ONE line of at most "
+    "40 words describing only what is seen: subject, setting, colours, lighting, art style. "
+    "Never ask for text, letters, logos or real people's faces. No quotes, no preamble."
+)
+
+
+def write_cover_prompt(
+    client: ChatClient, *, description: str, style: str | None = None, mood: str | None = None
+) -> CoverPrompt:
+    """Let the LLM turn the beat's description into a scene; the template's negative prompt still applies.
+
+    Raises:
+        LLMError: the LLM failed or answered something unusable (callers fall back to the template).
+    """
+    brief = [f"Beat description: {description}"]
+    if style:
+        brief.append(f"Style: {STYLES[style].label} ({STYLES[style].visual})")
+    if mood:
+        brief.append(f"Mood: {MOODS[mood].label} ({MOODS[mood].visual})")
+    answer = client.complete(system=_LLM_SYSTEM, user="\n".join(brief), max_tokens=120)
+    scene = clean_llm_text(answer, max_chars=400)
+    return CoverPrompt(prompt=f"{_BASE}, {scene}", negative=NEGATIVE_PROMPT)

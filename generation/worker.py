@@ -123,7 +123,13 @@ class JobRun:
         filename = f"cover-{self.request.job_id}-seed{self.params.seed}.png"
         with store.writing(self.request.job_id, filename) as tmp:
             await asyncio.to_thread(cover.image.save, tmp, format="PNG", optimize=True)
-        meta = {"source": cover.source, "model": cover.model, "note": cover.note}
+        meta = {
+            "source": cover.source,
+            "model": cover.model,
+            "note": cover.note,
+            "prompt": cover.prompt,
+            "prompt_source": cover.prompt_source,
+        }
         self.artifacts.append(store.record(self.request.job_id, filename, kind="cover", meta=meta))
 
     async def draw_cover(self) -> None:

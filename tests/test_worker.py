@@ -56,7 +56,13 @@ async def test_job_writes_audio_records_it_and_reports_progress(
     assert job.resolved_model == settings.default_model and job.started_at and job.finished_at
     artifact, cover = job.artifacts
     assert (artifact.kind, cover.kind) == ("audio", "cover")
-    assert cover.meta == {"source": "diffusion", "model": "debug", "note": None}
+    assert cover.meta is not None
+    assert (cover.meta["source"], cover.meta["model"], cover.meta["prompt_source"]) == (
+        "diffusion",
+        "debug",
+        "template",
+    )
+    assert cover.meta["prompt"].startswith("square album cover art") and cover.meta["note"] is None
     with Image.open(ArtifactStore(settings.artifact_dir).resolve(cover.path)) as image:
         assert image.size == (64, 64)
     path = ArtifactStore(settings.artifact_dir).resolve(artifact.path)
