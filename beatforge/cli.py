@@ -38,7 +38,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     cover.add_argument("--style", choices=sorted(STYLES), help="style preset for the look")
     cover.add_argument("--mood", choices=sorted(MOODS), help="mood preset for the palette")
     cover.add_argument("--title", help="set this title on the cover")
-    cover.add_argument("--model", default=settings.cover_model, help="HF id, local dir, 'debug', or 'procedural'")
+    cover.add_argument(
+        "--model", default=settings.cover_model, help="HF id, local dir, 'debug' (tiny random), or 'procedural'"
+    )
     cover.add_argument("--size", type=int, default=settings.cover_size, help="pixels, 64-1024, multiple of 8")
     cover.add_argument("--seed", type=int, default=None)
     cover.add_argument("--out", type=Path, default=Path("cover.png"), help="PNG file to write")
@@ -97,6 +99,8 @@ def _cover(args: argparse.Namespace, settings: Settings) -> int:
     try:
         params = BeatParams(prompt=args.prompt, duration_s=MIN_DURATION_S, seed=seed, title=args.title)
         overrides = {"cover_mode": mode, "cover_model": args.model, "cover_size": args.size}
+        if args.model == "debug":  # the tiny random pipeline gets the tiny random safety checker
+            overrides["cover_safety_model"] = "debug"
         cover_settings = Settings.model_validate(settings.model_dump() | overrides)
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")

@@ -245,7 +245,7 @@ class CoverMaker:
                 else:
                     cover = Cover(image, "diffusion", diffusion.name, prompt=spec.prompt, prompt_source=prompt_source)
         elif s.cover_mode == "diffusion":
-            note = "the cover model is not available; this is the fallback cover"
+            note = "the cover model (or its safety check) is not available; this is the fallback cover"
         if cover is None:
             palette = MOODS[mood].palette if mood else _NEUTRAL_PALETTE
             image = procedural_cover(description=description, palette=palette, seed=seed, size=s.cover_size)

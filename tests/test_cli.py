@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from PIL import Image
 from sqlalchemy import create_engine, inspect
 
 from beatforge.cli import main
@@ -51,3 +53,17 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.Monke
 def test_bot_without_a_token_says_what_to_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bot"]) == 2
     assert "BEATFORGE_DISCORD_TOKEN" in capsys.readouterr().err
+
+
+def test_cover_with_the_tiny_pipeline_and_the_fallback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "covers" / "c.png"
+    base = ["cover", "lofi rain", "--style", "lofi", "--mood", "calm", "--title", "Rainy Day", "--size", "64"]
+    assert main([*base, "--model", "debug", "--seed", "1", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["source"], summary["model"], summary["seed"]) == ("diffusion", "debug", 1)
+    with Image.open(out) as image:
+        assert image.size == (64, 64)
+    assert main([*base, "--model", "procedural", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "procedural"
+    assert main([*base[:-1], "63", "--model", "procedural", "--out", str(out)]) == 2
+    assert "size" in capsys.readouterr().err
