@@ -110,3 +110,32 @@ def test_cancel_between_denoising_steps() -> None:
     maker = CoverMaker(_settings(cover_safety_check=False, cover_steps=4), device="cpu")
     with pytest.raises(GenerationCancelled):
         maker.make(description="x", seed=1, should_stop=lambda: True)
+
+
+def test_an_album_cover_lora_is_fused_at_load(tmp_path: Path) -> None:
+    """A LoRA for the tiny UNet, written in diffusers' layout, changes what the pipeline draws."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from generation.tiny_cover import build_tiny_sd_pipeline
+
+    pipe = build_tiny_sd_pipeline()
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, param in pipe.unet.named_parameters():
+            if "lora_B" in name:  # zero-initialised by peft: a no-op adapter would prove nothing
+                param.normal_(0, 0.5)
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+
+    args = {"negative": "", "seed": 1, "size": 64, "steps": 2, "guidance": 0.0}
+    plain = DiffusionCover.load("debug", device="cpu").render("lofi", **args)
+    styled = DiffusionCover.load("debug", device="cpu", lora=str(tmp_path / "lora"), lora_scale=1.0).render(
+        "lofi", **args
+    )
+    off = DiffusionCover.load("debug", device="cpu", lora=str(tmp_path / "lora"), lora_scale=0.0).render("lofi", **args)
+    as_int = [np.asarray(x, dtype=np.int16) for x in (plain, styled, off)]
+    assert np.abs(as_int[0] - as_int[1]).mean() > 2
+    assert np.abs(as_int[0] - as_int[2]).max() <= 1  # scale 0 fuses nothing
+    with pytest.raises(ModelUnavailable, match="could not be loaded"):
+        DiffusionCover.load("debug", device="cpu", lora=str(tmp_path / "missing-lora"))
