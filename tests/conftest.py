@@ -23,6 +23,7 @@ from beatforge.queue import connect
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.chat_server"]
 
 
 def _free_port() -> int:
