@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = Field(default=20.0, gt=0, le=300)
 
+    #: Optional S3-compatible copy of loops and their metadata (None = off). Credentials come only
+    #: from the AWS_* environment / boto3's usual chain, never from here.
+    s3_bucket: str | None = None
+    s3_prefix: str = "beatforge"
+    s3_endpoint_url: str | None = None  # None = AWS; e.g. http://minio:9000
+    s3_region: str | None = None
+
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
 

@@ -12,7 +12,7 @@ import unicodedata
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from beatforge.presets import MOODS, STYLES, describe_music
 
@@ -21,6 +21,7 @@ SCHEMA_VERSION: Literal[1] = 1
 #: arq function names; the bot enqueues by name, never by import.
 JOB_GENERATE = "generate_beat"  # audio, then its cover
 JOB_COVER = "draw_cover"  # a new cover for an existing beat
+JOB_LOOP = "cut_loop"  # a seamless loop cut from an existing beat
 #: redis key where the worker publishes a job's progress (JSON of :class:`JobProgress`).
 PROGRESS_KEY = "beatforge:progress:{job_id}"
 #: How long a progress key outlives its last update, so stale keys clean themselves up.
@@ -91,6 +92,32 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+LOOP_MIN_S, LOOP_MAX_S = 1.0, 128.0
+POWER_OF_TWO_BARS = (1, 2, 4, 8, 16)
+
+
+class LoopParams(_Frozen):
+    """How to cut a loop: a whole number of bars, either given or chosen to fit a duration range."""
+
+    bars: int | None = Field(default=None, ge=1, le=64)
+    min_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
+    max_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
+    #: The tempo asked for: steers generation, and with ``stretch`` the loop is time-stretched to it exactly.
+    target_bpm: float | None = Field(default=None, ge=40, le=300)
+    stretch: bool = False
+    format: AudioFormat = "wav"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoopParams:
+        lo, hi = self.min_duration_s, self.max_duration_s
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_duration ({lo:g} s) is longer than max_duration ({hi:g} s)")
+        if self.stretch and self.target_bpm is None:
+            raise ValueError("stretching needs a target bpm")
+        return self
+
+
 class BeatParams(_Frozen):
     """What the user asked for, validated before anything slow happens.
 
@@ -106,11 +133,15 @@ class BeatParams(_Frozen):
     mood: MoodKey = None
     #: Set on the cover as typography.
     title: Annotated[str, AfterValidator(clean_prompt), Field(max_length=TITLE_MAX_CHARS)] | None = None
+    #: Target tempo, written into the model's prompt (and the loop's target).
+    bpm: int | None = Field(default=None, ge=40, le=300)
+    #: Set when the job should end in a seamless loop (``/loop``, the Loop button).
+    loop: LoopParams | None = None
 
     @property
     def music_text(self) -> str:
         """What MusicGen reads: the user's words plus the preset words."""
-        return describe_music(prompt=self.prompt, style=self.style, mood=self.mood, bpm=None)
+        return describe_music(prompt=self.prompt, style=self.style, mood=self.mood, bpm=self.bpm)
 
 
 class GenerateRequest(_Frozen):
@@ -146,14 +177,21 @@ class JobOutcome(_Frozen):
     audio_path: str | None = None
 
 
-_FIELD_NAMES = {"duration_s": "duration", "params": "parameters", "cover_size": "size"}
+_FIELD_NAMES = {
+    "duration_s": "duration",
+    "params": "parameters",
+    "cover_size": "size",
+    "min_duration_s": "min_duration",
+    "max_duration_s": "max_duration",
+    "target_bpm": "bpm",
+}
 
 
 def explain(exc: ValidationError) -> str:
     """One short sentence per problem, in the words of the command's options, for users to read."""
     parts = []
     for error in exc.errors():
-        field = ".".join(_FIELD_NAMES.get(str(loc), str(loc)) for loc in error["loc"]) or "request"
+        field = ".".join(_FIELD_NAMES.get(str(loc), str(loc)) for loc in error["loc"])
         ctx = error.get("ctx", {})
         match error["type"]:
             case "too_long" | "string_too_long":
@@ -164,5 +202,5 @@ def explain(exc: ValidationError) -> str:
                 message = f"must be at least {ctx['ge']}"
             case _:
                 message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{field} {message}")
+        parts.append(f"{field} {message}" if field else message)
     return "; ".join(parts)
