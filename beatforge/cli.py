@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from beatforge.cli_loop import add_loop_arguments, run_auto, run_loop
 from beatforge.config import Settings, get_settings
 from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, explain
 from beatforge.log import setup_logging
@@ -44,6 +45,16 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     cover.add_argument("--size", type=int, default=settings.cover_size, help="pixels, 64-1024, multiple of 8")
     cover.add_argument("--seed", type=int, default=None)
     cover.add_argument("--out", type=Path, default=Path("cover.png"), help="PNG file to write")
+
+    loop = commands.add_parser("loop", help="generate (or cut from a file) a seamless loop at a target BPM")
+    loop.add_argument("prompt", nargs="?", help="what the loop should sound like")
+    loop.add_argument("--input", type=Path, help="cut a loop from this audio file instead of generating one")
+    add_loop_arguments(loop, settings)
+
+    auto = commands.add_parser("auto", help="fill a folder with loops for a use case (LLM-written prompts)")
+    auto.add_argument("--use-case", required=True, help="e.g. 'Background music for RPG levels'")
+    auto.add_argument("--count", type=int, default=10, help="how many loops (1-500)")
+    add_loop_arguments(auto, settings)
 
     commands.add_parser("bot", help="run the Discord bot")
     worker = commands.add_parser("worker", help="run the generation worker (arq)")
@@ -146,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args, settings)
     if args.command == "cover":
         return _cover(args, settings)
+    if args.command == "loop":
+        return run_loop(args, settings)
+    if args.command == "auto":
+        return run_auto(args, settings)
     if args.command == "worker":
         return _worker(args, settings)
     if args.command == "bot":

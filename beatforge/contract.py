@@ -108,6 +108,20 @@ class LoopParams(_Frozen):
     stretch: bool = False
     format: AudioFormat = "wav"
 
+    def generation_seconds(self, bpm: int | None) -> float:
+        """How much audio to generate so this loop fits, within MusicGen's window.
+
+        The loop needs room around it: a bar of lead-in for the downbeat search, and the seam's tail.
+        """
+        margin = 4.0
+        if self.bars and bpm:
+            wanted = self.bars * 4 * 60 / bpm + margin
+        elif self.max_duration_s:
+            wanted = self.max_duration_s + margin
+        else:
+            wanted = MAX_DURATION_S
+        return min(MAX_DURATION_S, max(MIN_DURATION_S, wanted))
+
     @model_validator(mode="after")
     def _consistent(self) -> LoopParams:
         lo, hi = self.min_duration_s, self.max_duration_s
@@ -156,7 +170,7 @@ class JobProgress(_Frozen):
     """A progress snapshot the worker writes to redis and the bot turns into message edits."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    stage: Literal["loading", "generating", "drawing", "saving"]
+    stage: Literal["loading", "generating", "looping", "drawing", "saving"]
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)

@@ -13,7 +13,7 @@ from discord.ext import commands
 from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.errors import BeatforgeTree
-from bot.views import NewCoverButton
+from bot.views import JobButton
 from storage.artifacts import ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
 
@@ -47,9 +47,11 @@ class Beatforge(commands.Bot):
         self.sync_commands = sync_commands
         #: Interactions of jobs this process queued, for edits and follow-ups while their token lives.
         self.live_interactions: dict[int, discord.Interaction] = {}
+        #: The text each job's status message shows now, so unchanged progress costs no API call.
+        self.status_shown: dict[int, str] = {}
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(NewCoverButton)
+        self.add_dynamic_items(JobButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if not self.sync_commands:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 
 from beatforge.contract import ErrorCode, JobProgress
@@ -20,7 +22,14 @@ _FAILURE_LEAD = {
 def label(job: JobView) -> str:
     if job.kind == "cover":
         return f"New cover #{job.id} for beat #{job.parent_id}"
+    if job.kind == "loop":
+        return f"Loop #{job.id} of beat #{job.parent_id}"
     return f"Beat #{job.id}"
+
+
+def _meta(job: JobView, kind: str) -> dict[str, Any]:
+    artifact = next((a for a in job.artifacts if a.kind == kind), None)
+    return dict(artifact.meta or {}) if artifact is not None else {}
 
 
 def quote_prompt(prompt: str, limit: int = 300) -> str:
@@ -37,6 +46,8 @@ def queued_text(job: JobView, position: int | None) -> str:
 def progress_text(job: JobView, progress: JobProgress | None) -> str:
     if progress is None or progress.stage == "loading":
         return f"🎛️ {label(job)} — loading the model…"
+    if progress.stage == "looping":
+        return f"➰ {label(job)} — cutting the loop…"
     if progress.stage == "drawing":
         return f"🎨 {label(job)} — drawing the cover…"
     if progress.stage == "saving":
@@ -54,26 +65,40 @@ def details_line(job: JobView) -> str:
         parts.append(MOODS[p.mood].label)
     if job.kind == "cover":
         parts.append(f"cover seed `{p.seed}`")
-    else:
+    elif job.kind == "beat":
         parts += [f"model `{job.resolved_model or p.model or 'default'}`", f"seed `{p.seed}`", f"{p.duration_s:g} s"]
+        audio = _meta(job, "audio")
+        parts += [f"{audio['bpm']:.0f} bpm"] if audio.get("bpm") else []
+        parts += [str(audio["key"])] if audio.get("key") else []
     if job.seconds_taken is not None:
         parts.append(f"made in {job.seconds_taken:.1f} s")
     return " · ".join(parts)
 
 
 def cover_note(job: JobView) -> str | None:
-    cover = next((a for a in job.artifacts if a.kind == "cover"), None)
-    note = (cover.meta or {}).get("note") if cover else None
+    note = _meta(job, "cover").get("note")
     return f"ℹ️ Cover: {note}." if note else None
 
 
+def loop_line(job: JobView) -> str | None:
+    loop = _meta(job, "loop")
+    if loop:
+        stretched = " (stretched)" if loop.get("stretched") else ""
+        line = (
+            f"➰ Loop: {loop['bars']} bars · {loop['bpm']:.1f} bpm{stretched} · {loop['key']['label']} · "
+            f"seam score {loop['seam_score']:.2f} (1.0 = as smooth as the music)"
+        )
+        return line + (f"\n⚠️ Not uploaded to S3: {loop['s3_error']}" if loop.get("s3_error") else "")
+    error = _meta(job, "audio").get("loop_error")
+    return f"➰ No loop: {error}." if error else None
+
+
 def result_text(job: JobView) -> str:
-    head = "🖼️" if job.kind == "cover" else "🎵"
+    head = {"cover": "🖼️", "loop": "➰"}.get(job.kind, "🎵")
     title = f" — *{quote_prompt(job.params.title, 80)}*" if job.params.title else ""
     lines = [f"{head} **{label(job)}**{title} for <@{job.user_id}>", f"> {quote_prompt(job.params.prompt)}"]
     lines.append(details_line(job))
-    if note := cover_note(job):
-        lines.append(note)
+    lines += [extra for extra in (loop_line(job), cover_note(job)) if extra]
     return "\n".join(lines)
 
 
@@ -87,8 +112,8 @@ def failure_text(job: JobView) -> str:
     return f"❌ {label(job)} — {lead}{reason}"
 
 
-def too_large_text(job: JobView, size: int, limit: int) -> str:
+def too_large_text(name: str, size: int, limit: int) -> str:
     return (
-        f"{result_text(job)}\n⚠️ The audio file is {size / 2**20:.1f} MiB, over this server's "
-        f"{limit / 2**20:.0f} MiB upload limit, so it could not be attached."
+        f"⚠️ {name} is {size / 2**20:.1f} MiB, over this server's {limit / 2**20:.0f} MiB upload limit, "
+        "so it could not be attached."
     )

@@ -1,5 +1,5 @@
-"""Buttons on results. DynamicItems parse their job id back out of the custom_id, so they keep working
-after a restart and after any time, with no state held in the bot."""
+"""Buttons on results. Each button's custom_id names its action and job (``bf:loop:12``), so buttons
+keep working after a restart and after any time, with no state held in the bot."""
 
 from __future__ import annotations
 
@@ -14,32 +14,46 @@ if TYPE_CHECKING:
     from bot.app import Beatforge
     from bot.cogs.generate import Generate
 
+#: action → (label, emoji, Generate method taking (interaction, beat_id)); order is the order shown.
+ACTIONS: dict[str, tuple[str, str, str]] = {
+    "loop": ("Loop", "➰", "make_loop"),
+    "cover": ("New cover", "🖼️", "redraw_cover"),
+}
 
-class NewCoverButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"bf:cover:(?P<job_id>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="New cover", emoji="🖼️", style=discord.ButtonStyle.secondary, custom_id=f"bf:cover:{job_id}"
-            )
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"bf:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>\d+)"
+):
+    def __init__(self, action: str, job_id: int) -> None:
+        label, emoji, _ = ACTIONS[action]
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=label, emoji=emoji, style=discord.ButtonStyle.secondary, custom_id=f"bf:{action}:{job_id}"
         )
-        self.job_id = job_id
+        super().__init__(button)
+        self.action, self.job_id = action, job_id
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /  # noqa: ARG003
-    ) -> NewCoverButton:
-        return cls(int(match["job_id"]))
+        cls,
+        interaction: discord.Interaction,  # noqa: ARG003
+        item: discord.ui.Item[Any],  # noqa: ARG003
+        match: re.Match[str],
+        /,
+    ) -> JobButton:
+        return cls(match["action"], int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: Beatforge = interaction.client  # type: ignore[assignment]
         generate: Generate = bot.get_cog("Generate")  # type: ignore[assignment]
         try:
-            await generate.redraw_cover(interaction, self.job_id)
+            await getattr(generate, ACTIONS[self.action][2])(interaction, self.job_id)
         except UserFacingError as exc:  # components bypass the command tree's error handler
             await reply_privately(interaction, f"⚠️ {exc}")
 
 
-def result_view(job_id: int) -> discord.ui.View:
+def result_view(beat_id: int) -> discord.ui.View:
+    """The buttons under a result, acting on ``beat_id``."""
     view = discord.ui.View(timeout=None)
-    view.add_item(NewCoverButton(job_id))
+    for action in ACTIONS:
+        view.add_item(JobButton(action, beat_id))
     return view

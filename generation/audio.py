@@ -49,6 +49,21 @@ def peak_normalize(samples: Samples, *, peak: float = 0.98) -> Samples:
     return (samples * (peak / top)).astype(np.float32)
 
 
+def read_audio(path: Path) -> tuple[Samples, int]:
+    """Any file libsndfile reads (wav, flac, ogg, mp3) as float32 (channels, n) and its sample rate.
+
+    Raises:
+        AudioParameterError: the file is empty, corrupt or not audio.
+    """
+    try:
+        data, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioParameterError(f"{path.name} is not a readable audio file ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioParameterError(f"{path.name} contains no audio")
+    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
 def write_wav(path: Path, samples: Samples, *, sample_rate: int) -> None:
     """16-bit PCM WAV: what every DAW and Discord's player open without question."""
     sf.write(path, samples.T, sample_rate, subtype="PCM_16", format="WAV")

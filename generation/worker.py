@@ -21,6 +21,7 @@ from beatforge.config import Settings
 from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
+    JOB_LOOP,
     PROGRESS_KEY,
     PROGRESS_TTL_S,
     BeatParams,
@@ -29,16 +30,20 @@ from beatforge.contract import (
     JobOutcome,
     JobProgress,
     JobStatus,
+    LoopParams,
     explain,
 )
 from beatforge.queue import SERIALIZERS, redis_settings
-from generation.audio import write_wav
+from generation.audio import Samples, read_audio, write_wav
 from generation.cover import Cover, CoverMaker
-from generation.errors import GenerationError, ModelUnavailable
+from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
+from generation.loop_export import analyse, cut_loop, safe_stem
 from generation.models import ModelCache
 from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
+from storage.errors import StorageError
+from storage.s3 import s3_target, upload_files
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,33 @@ class JobRun:
         )
         await self.save_cover(cover)
 
+    async def cut_loop(self, samples: Samples, sample_rate: int, *, model: str | None) -> None:
+        loop = self.params.loop or LoopParams()
+        await self.progress.publish(JobProgress(stage="looping", done=0, total=1))
+        store: ArtifactStore = self.ctx["store"]
+        job_id = self.request.job_id
+        files = await asyncio.to_thread(
+            cut_loop,
+            samples,
+            sample_rate=sample_rate,
+            params=self.params,
+            loop=loop,
+            model=model,
+            out_dir=store.resolve(str(job_id)),
+            stem=f"loop-{job_id}-{safe_stem(self.params.prompt, limit=24)}",
+        )
+        paths = [files.audio] + ([files.metadata] if files.metadata else [])
+        info = dict(files.info)
+        target = s3_target(self.ctx["settings"])
+        if target is not None:
+            try:
+                info["s3_keys"] = await asyncio.to_thread(upload_files, target, paths, key_prefix=f"loops/{job_id}")
+            except StorageError as exc:  # the loop exists locally; say why it is not in the bucket
+                info["s3_error"] = str(exc)
+        self.artifacts.append(store.record(job_id, files.audio.name, kind="loop", meta=info))
+        if files.metadata is not None:
+            self.artifacts.append(store.record(job_id, files.metadata.name, kind="metadata"))
+
 
 JobBody = Callable[[JobRun], Awaitable[bool]]
 
@@ -205,14 +237,43 @@ async def _beat(run: JobRun) -> bool:
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
     )
+    bpm_hint = float(run.params.bpm) if run.params.bpm else None
+    analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
     store: ArtifactStore = run.ctx["store"]
     job_id = run.request.job_id
-    filename = f"beatforge-{job_id}-seed{run.params.seed}.wav"
+    tag = f"-{analysis.tag()}" if analysis.tag() else ""
+    filename = f"beatforge-{job_id}{tag}-seed{run.params.seed}.wav"
     with store.writing(job_id, filename) as tmp:
         await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
-    meta = {"model": engine.name, "sample_rate": audio.sample_rate, "channels": int(audio.samples.shape[0])}
-    run.artifacts.append(store.record(job_id, filename, kind="audio", meta=meta))
+    meta: dict[str, Any] = {
+        "model": engine.name,
+        "sample_rate": audio.sample_rate,
+        "channels": int(audio.samples.shape[0]),
+        **analysis.to_metadata(),
+    }
+    if run.params.loop is not None:
+        try:
+            await run.cut_loop(audio.samples, audio.sample_rate, model=engine.name)
+        except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
+            meta["loop_error"] = str(exc)
+    run.artifacts.insert(0, store.record(job_id, filename, kind="audio", meta=meta))
     await run.draw_cover()
+    return True
+
+
+async def _loop(run: JobRun) -> bool:
+    """Cut a loop from the job's parent beat (the Loop button)."""
+    async with run.ctx["sessions"]() as session:
+        job = await jobs.get_job(session, run.request.job_id)
+        parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
+    audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
+    if parent is None or audio is None:
+        raise AudioParameterError(f"job #{run.request.job_id} has no finished beat to loop")
+    if not await run.mark_running(parent.resolved_model or "loop"):
+        return False
+    store: ArtifactStore = run.ctx["store"]
+    samples, sample_rate = await asyncio.to_thread(read_audio, store.resolve(audio.path))
+    await run.cut_loop(samples, sample_rate, model=parent.resolved_model)
     return True
 
 
@@ -230,6 +291,11 @@ async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
     return await _run(ctx, payload, _beat)
 
 
+async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Cut a seamless loop from an existing beat."""
+    return await _run(ctx, payload, _loop)
+
+
 async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Draw a new cover for an existing beat (the payload carries its description, style, mood and a new seed)."""
     return await _run(ctx, payload, _cover)
@@ -239,7 +305,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq settings sized for one GPU: one job at a time, few retries, frequent health checks."""
     return {
         # the bot enqueues by these names
-        "functions": [func(generate_beat, name=JOB_GENERATE), func(draw_cover, name=JOB_COVER)],
+        "functions": [
+            func(generate_beat, name=JOB_GENERATE),
+            func(draw_cover, name=JOB_COVER),
+            func(cut_loop_job, name=JOB_LOOP),
+        ],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
         "on_startup": startup,

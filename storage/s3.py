@@ -19,6 +19,7 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from beatforge.config import Settings
 from storage.errors import StorageError
 
 #: Explicit types for what beatforge writes, so players and browsers get them right whatever the
@@ -168,3 +169,15 @@ def _reason(exc: Exception) -> str:
         code, message = error.get("Code", "?"), error.get("Message", "")
         return f"{code}: {message}" if message else str(code)
     return str(exc)
+
+
+def s3_target(settings: Settings) -> S3Target | None:
+    """The configured bucket, or None when S3 uploads are off (the default)."""
+    if not settings.s3_bucket:
+        return None
+    return S3Target(
+        bucket=settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )

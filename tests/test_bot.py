@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +20,7 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobStatus
+from beatforge.contract import BeatParams, JobStatus, LoopParams
 from beatforge.presets import STYLES
 from bot.app import Beatforge
 from generation.audio import write_wav
@@ -89,7 +90,7 @@ async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, Fak
     _, fake = discord_bot
     (sync,) = fake.find("PUT", r"^/applications/\d+/commands$")
     commands = {c["name"]: c for c in sync.json}
-    assert set(commands) == {"beat", "cover"}
+    assert set(commands) == {"beat", "loop", "cover"}
     options = {o["name"]: o for o in commands["beat"]["options"]}
     assert options["prompt"]["max_length"] == 500 and options["prompt"]["required"]
     assert [c["value"] for c in options["style"]["choices"]] == list(STYLES)
@@ -122,7 +123,7 @@ async def test_beat_end_to_end(
     upload, cover = followup.files
     assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
     assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
-    assert custom_ids(followup.json) == ["bf:cover:1"]
+    assert custom_ids(followup.json) == ["bf:loop:1", "bf:cover:1"]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 8 * 32_000) and audio.std() > 1e-3
     content = followup.json["content"]
@@ -289,7 +290,7 @@ async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
     owner = 42
     beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
     posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
-    assert custom_ids(posted.json) == [f"bf:cover:{beat_id}"]
+    assert custom_ids(posted.json) == [f"bf:loop:{beat_id}", f"bf:cover:{beat_id}"]
     message = fake.messages[int(posted.response["id"])]
 
     # Someone else (no Manage Server) is refused privately, and nothing is queued.
@@ -356,4 +357,71 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
     )
     assert [f.filename for f in post.files] == ["cover.png"]
     assert "fallback cover" in post.json["content"] and f"for beat #{beat_id}" in post.json["content"]
-    assert custom_ids(post.json) == [f"bf:cover:{beat_id}"]  # the button redraws the beat's cover again
+    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:cover:{beat_id}"]  # buttons act on the beat
+
+
+async def test_loop_command_queues_a_beat_that_ends_in_a_loop(
+    discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    bot, fake = discord_bot
+    payload = slash_command_payload("loop", {"prompt": "lofi piano", "bpm": 90, "bars": 4, "format": "mp3"}, bot=bot)
+    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
+    async with sessions() as session:
+        job = await jobs.get_job(session, 1)
+    loop = job.params.loop
+    assert job.kind == "beat" and job.params.bpm == 90 and "90 bpm" in job.params.music_text
+    assert loop is not None and (loop.bars, loop.target_bpm, loop.format) == (4, 90, "mp3")
+    assert job.params.duration_s == pytest.approx(4 * 4 * 60 / 90 + 4)  # room around the bars
+
+
+async def test_loop_button_cuts_a_loop_of_the_beat(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+) -> None:
+    bot, fake = discord_bot
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    message = fake.messages[int(posted.response["id"])]
+    dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(f"bf:loop:{beat_id}", message=message, user_id=42))
+    await wait_for_edit(fake, lambda c: "Loop #2 of beat #1 queued" in c, timeout=3)
+    async with sessions() as session:
+        job = await jobs.get_job(session, beat_id + 1)
+    assert (job.kind, job.parent_id) == ("loop", beat_id) and job.params.loop is not None
+    assert await arq_redis.zcard(settings.queue_name) == 1
+
+
+async def test_a_finished_loop_posts_the_loop_and_its_metadata(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, fake = discord_bot
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    params = BeatParams(prompt="ambient drift", duration_s=1, seed=10, loop=LoopParams(bars=2))
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=42, user_name="u", guild_id=DEFAULT_GUILD_ID, channel_id=DEFAULT_CHANNEL_ID,
+            kind="loop", parent_id=beat_id,
+        )  # fmt: skip
+    store = ArtifactStore(settings.artifact_dir)
+    info = {"bars": 2, "bpm": 120.0, "stretched": False, "seam_score": 1.04, "key": {"label": "A minor"}}
+    with store.writing(job.id, "loop.wav") as tmp:
+        write_wav(tmp, np.zeros((1, 64_000), np.float32), sample_rate=32_000)
+    with store.writing(job.id, "loop.json") as tmp:
+        tmp.write_text(json.dumps(info))
+    async with sessions() as session:
+        await jobs.mark_running(session, job.id, resolved_model="tiny")
+        records = [
+            store.record(job.id, "loop.wav", kind="loop", meta=info),
+            store.record(job.id, "loop.json", kind="metadata"),
+        ]
+        await jobs.mark_done(session, job.id, artifacts=records)
+    post = await fake.wait_for(
+        lambda r: r.method == "POST" and r.path.endswith("/messages") and "Loop #" in (r.json or {}).get("content", ""),
+        timeout=5,
+    )
+    assert [f.filename for f in post.files] == ["loop.wav", "loop.json"]
+    assert "2 bars · 120.0 bpm · A minor · seam score 1.04" in post.json["content"]
+    assert f"of beat #{beat_id}" in post.json["content"]

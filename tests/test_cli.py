@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -11,6 +12,8 @@ from sqlalchemy import create_engine, inspect
 
 from beatforge.cli import main
 from beatforge.config import get_settings
+from generation.audio import write_wav
+from tests.synth import render_beat
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +70,46 @@ def test_cover_with_the_tiny_pipeline_and_the_fallback(tmp_path: Path, capsys: p
     assert json.loads(capsys.readouterr().out)["source"] == "procedural"
     assert main([*base[:-1], "63", "--model", "procedural", "--out", str(out)]) == 2
     assert "size" in capsys.readouterr().err
+
+
+def test_loop_from_an_audio_file_writes_loop_and_metadata(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rng: np.random.Generator
+) -> None:
+    render = render_beat(bpm=100, bars=5, rng=rng)
+    source = tmp_path / "mybeat.wav"
+    write_wav(source, render.samples, sample_rate=render.sample_rate)
+    args = ["loop", "--input", str(source), "--bars", "2", "--format", "mp3", "--out", str(tmp_path / "out")]
+    assert main([*args, "--prefix", "drums"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["bars"] == 2 and abs(summary["bpm"] - 100) < 1
+    assert Path(summary["file"]).name.startswith("drums-seed0-2bars-100bpm") and summary["file"].endswith(".mp3")
+    metadata = json.loads(Path(summary["metadata"]).read_text())
+    assert metadata["format"] == "mp3" and metadata["bars"] == 2 and metadata["file"] == Path(summary["file"]).name
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "phrase"),
+    [
+        (["loop", "x", "--input", "a.wav"], 2, "either a PROMPT"),
+        (["loop"], 2, "either a PROMPT"),
+        (["loop", "x", "--min-duration", "20", "--max-duration", "10"], 2, "longer than max_duration"),
+        (["loop", "x", "--stretch"], 2, "needs a target bpm"),
+        (["loop", "--input", "missing.wav"], 1, "not a readable audio file"),
+    ],
+)
+def test_loop_refuses_bad_requests(args: list[str], code: int, phrase: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == code
+    assert phrase in capsys.readouterr().err
+
+
+def test_auto_without_an_llm_uses_templates_and_reports_each_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny model makes noise, which has no beat to loop: every take says so, and nothing stops the batch."""
+    args = ["auto", "--use-case", "RPG town music", "--count", "2", "--model", "debug", "--out", str(tmp_path)]
+    assert main([*args, "--seed", "5", "--bpm", "90", "--bars", "1"]) == 1
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert [line["n"] for line in lines] == [1, 2] and all(line["prompt_source"] == "templates" for line in lines)
+    assert all("rpg town music" in line["prompt"] and line["error"] for line in lines)
+    assert "no LLM is configured" in out.err and "0 of 2 loops" in out.err

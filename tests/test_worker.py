@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import numpy as np
 import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
@@ -15,17 +17,21 @@ from beatforge.config import Settings
 from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
+    JOB_LOOP,
     PROGRESS_KEY,
     BeatParams,
     ErrorCode,
     GenerateRequest,
     JobProgress,
     JobStatus,
+    LoopParams,
 )
 from beatforge.queue import enqueue_job, loads
+from generation.audio import write_wav
 from generation.worker import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
+from tests.synth import render_beat
 
 
 async def _queue(sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, **params: Any) -> int:
@@ -135,3 +141,78 @@ async def test_cover_job_draws_a_new_cover_for_a_beat(
     assert done.status is JobStatus.DONE and done.parent_id == parent.id
     (cover,) = done.artifacts
     assert cover.kind == "cover" and cover.path.endswith("seed77.png")
+
+
+async def _finished_beat(settings: Settings, sessions: async_sessionmaker[AsyncSession], samples: Any) -> int:
+    """A finished beat whose audio is a synthetic drum render (a known tempo), as if the worker had made it."""
+    beat = BeatParams(prompt="boom bap drums", duration_s=10, seed=3)
+    async with sessions() as session:
+        job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(job.id, "beat.wav") as tmp:
+        write_wav(tmp, samples, sample_rate=32_000)
+    async with sessions() as session:
+        await jobs.mark_running(session, job.id, resolved_model="tiny")
+        await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, "beat.wav", kind="audio")])
+    return job.id
+
+
+async def _queue_loop(
+    sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, parent_id: int, loop: LoopParams
+) -> int:
+    params = BeatParams(prompt="boom bap drums", duration_s=10, seed=3, loop=loop)
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None,
+            kind="loop", parent_id=parent_id,
+        )  # fmt: skip
+    await enqueue_job(arq_redis, JOB_LOOP, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+    return job.id
+
+
+async def test_loop_job_cuts_whole_bars_with_metadata(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, rng: np.random.Generator
+) -> None:
+    render = render_beat(bpm=120, bars=6, jitter_ms=3, rng=rng)
+    parent = await _finished_beat(settings, sessions, render.samples)
+    job_id = await _queue_loop(sessions, arq_redis, parent, LoopParams(bars=4, format="flac"))
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    loop, metadata = job.artifacts
+    assert (loop.kind, metadata.kind) == ("loop", "metadata")
+    store = ArtifactStore(settings.artifact_dir)
+    info = sf.info(store.resolve(loop.path))
+    assert info.format == "FLAC" and abs(info.frames / 32_000 - 4 * 4 * 60 / 120) < 0.02
+    assert "4bars-120bpm" in loop.path
+    written = json.loads(store.resolve(metadata.path).read_text())
+    assert written == loop.meta
+    assert written["bars"] == 4 and abs(written["bpm_detected"] - 120) < 1.2 and written["seed"] == 3
+    assert written["seam_score"] < 2 and written["end_sample"] > written["start_sample"]
+
+
+async def test_loop_of_audio_without_a_beat_fails_clearly(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    parent = await _finished_beat(settings, sessions, np.zeros((1, 32_000 * 5), np.float32))
+    job_id = await _queue_loop(sessions, arq_redis, parent, LoopParams())
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
+    assert "silent" in (job.error or "").lower() and job.artifacts == ()
+
+
+async def test_a_beat_without_a_steady_pulse_is_delivered_with_the_reason_it_has_no_loop(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    """The tiny model makes noise: the loop cannot be cut, but the user still gets the beat, and why."""
+    job_id = await _queue(sessions, arq_redis, bpm=120, loop=LoopParams(bars=1).model_dump())
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE
+    audio = job.artifacts[0]
+    assert audio.kind == "audio" and "loop" not in [a.kind for a in job.artifacts]
+    assert audio.meta is not None and audio.meta["loop_error"] and audio.meta["bpm"] is None

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
+    JOB_LOOP,
     MAX_DURATION_S,
     MAX_SEED,
     MIN_DURATION_S,
@@ -22,6 +23,8 @@ from beatforge.contract import (
     TITLE_MAX_CHARS,
     BeatParams,
     ErrorCode,
+    JobStatus,
+    LoopParams,
     explain,
 )
 from beatforge.presets import MOODS, STYLES
@@ -30,6 +33,7 @@ from bot.errors import UserFacingError
 from bot.messages import queued_text
 from storage import jobs
 from storage.errors import JobNotFound
+from storage.jobs import JobView
 
 if TYPE_CHECKING:
     from bot.app import Beatforge
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STYLE_CHOICES = [app_commands.Choice(name=s.label, value=s.key) for s in STYLES.values()]
 MOOD_CHOICES = [app_commands.Choice(name=m.label, value=m.key) for m in MOODS.values()]
+FORMAT_CHOICES = [app_commands.Choice(name=f, value=f) for f in ("wav", "flac", "ogg", "mp3")]
 
 
 async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
@@ -92,6 +97,49 @@ class Generate(commands.Cog):
         await interaction.response.defer(thinking=True)
         await self.submit(interaction, params, job_name=JOB_GENERATE)
 
+    @app_commands.command(name="loop")
+    @app_commands.guild_only()
+    @app_commands.choices(style=STYLE_CHOICES, mood=MOOD_CHOICES, format=FORMAT_CHOICES)
+    async def loop(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
+        bpm: app_commands.Range[int, 40, 300],
+        bars: app_commands.Range[int, 1, 16] | None = None,
+        style: str | None = None,
+        mood: str | None = None,
+        format: str = "wav",
+        stretch: bool = False,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    ) -> None:
+        """A seamless loop at your tempo: whole bars, cut on downbeats, ready to drag into a DAW.
+
+        Args:
+            prompt: What it should sound like, e.g. "lofi piano with vinyl crackle".
+            bpm: Target tempo in beats per minute.
+            bars: Exact number of bars (default: the longest power of two that fits: 1, 2, 4, 8, 16).
+            style: A style preset blended with your words.
+            mood: A mood preset.
+            format: File format: wav, flac, ogg or mp3.
+            stretch: Time-stretch the loop to exactly this bpm.
+            seed: Same seed + prompt = the same loop.
+        """
+        try:
+            loop = LoopParams(bars=bars, target_bpm=bpm, stretch=stretch, format=format)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
+        params = _params(
+            prompt=prompt,
+            style=style,
+            mood=mood,
+            bpm=bpm,
+            loop=loop,
+            duration_s=loop.generation_seconds(bpm),
+            seed=random.randint(0, MAX_SEED) if seed is None else seed,
+        )
+        await interaction.response.defer(thinking=True)
+        await self.submit(interaction, params, job_name=JOB_GENERATE)
+
     @app_commands.command(name="cover")
     @app_commands.guild_only()
     @app_commands.choices(style=STYLE_CHOICES, mood=MOOD_CHOICES)
@@ -111,9 +159,8 @@ class Generate(commands.Cog):
         """
         await self.redraw_cover(interaction, beat, style=style, mood=mood)
 
-    async def redraw_cover(
-        self, interaction: discord.Interaction, beat_id: int, *, style: str | None = None, mood: str | None = None
-    ) -> None:
+    async def _own_beat(self, interaction: discord.Interaction, beat_id: int) -> JobView:
+        """The beat, if it exists on this server and the user may work on it (its maker, or Manage Server)."""
         async with self.bot.sessions() as session:
             try:
                 original = await jobs.get_job(session, beat_id)
@@ -124,7 +171,13 @@ class Generate(commands.Cog):
         member = interaction.user
         is_admin = isinstance(member, discord.Member) and member.guild_permissions.manage_guild
         if original.user_id != member.id and not is_admin:
-            raise UserFacingError(f"Beat #{beat_id} is <@{original.user_id}>'s; only they or an admin can redraw it.")
+            raise UserFacingError(f"Beat #{beat_id} is <@{original.user_id}>'s; only they or an admin can do that.")
+        return original
+
+    async def redraw_cover(
+        self, interaction: discord.Interaction, beat_id: int, *, style: str | None = None, mood: str | None = None
+    ) -> None:
+        original = await self._own_beat(interaction, beat_id)
         p = original.params
         params = _params(
             prompt=p.prompt,
@@ -136,6 +189,16 @@ class Generate(commands.Cog):
         )
         await interaction.response.defer(thinking=True)
         await self.submit(interaction, params, job_name=JOB_COVER, kind="cover", parent_id=original.id)
+
+    async def make_loop(self, interaction: discord.Interaction, beat_id: int) -> None:
+        original = await self._own_beat(interaction, beat_id)
+        if original.status is not JobStatus.DONE:
+            raise UserFacingError(f"Beat #{beat_id} is not finished yet.")
+        p = original.params
+        loop = p.loop or LoopParams(target_bpm=p.bpm)
+        params = p.model_copy(update={"loop": loop})
+        await interaction.response.defer(thinking=True)
+        await self.submit(interaction, params, job_name=JOB_LOOP, kind="loop", parent_id=original.id)
 
     async def submit(
         self,
@@ -169,7 +232,9 @@ class Generate(commands.Cog):
             bot.live_interactions.pop(job.id, None)
             log.error("enqueue failed", extra={"job_id": job.id, "error": str(exc)})
             raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
-        message = await interaction.edit_original_response(content=queued_text(job, position))
+        content = queued_text(job, position)
+        message = await interaction.edit_original_response(content=content)
+        bot.status_shown[job.id] = content
         async with bot.sessions() as session:
             await jobs.set_status_message(session, job.id, message.id)
         log.info("job queued", extra={"job_id": job.id, "kind": kind, "user_id": interaction.user.id})

@@ -35,12 +35,13 @@ TOKEN_MARGIN = timedelta(minutes=1)
 #: Delivery attempts before a result is given up on (each failure is logged).
 MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
+#: What a result message carries, in this order (Discord allows 10 attachments).
+ATTACHED_KINDS = ("audio", "loop", "metadata", "cover")
 
 
 class JobWatcher(commands.Cog):
     def __init__(self, bot: Beatforge) -> None:
         self.bot = bot
-        self.shown: dict[int, str] = {}
         self.attempts: dict[int, int] = {}
         self.poll.change_interval(seconds=bot.settings.watch_interval_s)
 
@@ -92,12 +93,12 @@ class JobWatcher(commands.Cog):
         elif job.channel_id and job.status_message_id:
             channel = self.bot.get_partial_messageable(job.channel_id)
             await channel.get_partial_message(job.status_message_id).edit(content=content)
-        self.shown[job.id] = content
+        self.bot.status_shown[job.id] = content
 
     async def refresh(self, job: JobView) -> None:
         try:
             content = await self._status_text(job)
-            if self.shown.get(job.id) != content:
+            if self.bot.status_shown.get(job.id) != content:
                 await self._edit_status(job, content)
         except (discord.HTTPException, RedisError) as exc:
             log.warning("status update failed", extra={"job_id": job.id, "error": repr(exc)})
@@ -158,29 +159,28 @@ class JobWatcher(commands.Cog):
         async with self.bot.sessions() as session:
             await jobs.mark_delivered(session, job.id)
         self.bot.live_interactions.pop(job.id, None)
-        self.shown.pop(job.id, None)
+        self.bot.status_shown.pop(job.id, None)
         self.attempts.pop(job.id, None)
 
     async def _deliver_result(self, job: JobView) -> None:
         by_kind = {a.kind: a for a in job.artifacts}
         if job.kind == "beat" and "audio" not in by_kind:
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
-        audio, cover = by_kind.get("audio"), by_kind.get("cover")
         limit = self._filesize_limit(job)
-        attachments: list[Path] = []
-        content = result_text(job)
-        if audio is not None:
-            if audio.bytes > limit:
-                content = too_large_text(job, audio.bytes, limit)
-            else:
-                attachments.append(self.bot.store.resolve(audio.path))
-        embed = None
-        if cover is not None and cover.bytes <= limit:
-            cover_path = self.bot.store.resolve(cover.path)
-            attachments.append(cover_path)
-            embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{cover_path.name}")
-        beat_id = job.parent_id if job.kind == "cover" and job.parent_id else job.id
-        await self._post(job, content, attachments, embed=embed, view=result_view(beat_id))
+        lines, attachments, embed = [result_text(job)], [], None
+        for kind in ATTACHED_KINDS:
+            artifact = by_kind.get(kind)
+            if artifact is None:
+                continue
+            path = self.bot.store.resolve(artifact.path)
+            if artifact.bytes > limit:
+                lines.append(too_large_text(path.name, artifact.bytes, limit))
+                continue
+            attachments.append(path)
+            if kind == "cover":
+                embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{path.name}")
+        beat_id = job.parent_id if job.kind != "beat" and job.parent_id else job.id
+        await self._post(job, "\n".join(lines), attachments, embed=embed, view=result_view(beat_id))
         await self._edit_status(job, done_status_text(job))
 
     async def _deliver_failure(self, job: JobView) -> None:
