@@ -38,6 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The tiny tokenizer is byte-level, so every prompt is "truncated to 77 tokens": don't print that per image.
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
@@ -153,16 +156,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(draw: Callable[[int], Any], n_images: int, device: str) -> list[float]:
-    """One warm-up image (not counted), then ``n_images`` timed ones with seeds 0..n-1."""
-    draw(n_images)
-    seconds = []
+def interleaved(rows: dict[str, Callable[[int], object]], n_images: int, device: str) -> dict[str, list[float]]:
+    """Seconds per image for each row: one warm-up image each (not counted), then seeds 0..n-1.
+
+    Image by image, row after row, so that a busy spell on a shared machine slows every row, not one.
+    """
+    for draw in rows.values():
+        draw(n_images)
+    seconds: dict[str, list[float]] = {label: [] for label in rows}
     for seed in range(n_images):
-        sync(device)
-        started = time.perf_counter()
-        draw(seed)
-        sync(device)
-        seconds.append(time.perf_counter() - started)
+        for label, draw in rows.items():
+            sync(device)
+            started = time.perf_counter()
+            draw(seed)
+            sync(device)
+            seconds[label].append(time.perf_counter() - started)
     return seconds
 
 
@@ -203,8 +211,7 @@ def main() -> None:
     fallback = CoverMaker(settings.model_copy(update={"cover_mode": "procedural"}), device=args.device)
 
     spec = build_cover_prompt(description=DESCRIPTION, style=STYLE, mood=MOOD)
-    baseline_images: list[Image.Image] = []
-    beatforge_images: list[Image.Image] = []
+    latest: dict[str, Image.Image] = {}  # the last image each kind drew, for the rows that time a part on it
 
     def baseline(seed: int) -> None:
         result = diffusion.pipeline(
@@ -216,13 +223,13 @@ def main() -> None:
             guidance_scale=BASELINE_GUIDANCE,
             generator=torch.Generator(device="cpu").manual_seed(seed),
         )
-        baseline_images.append(result.images[0])
+        latest["baseline"] = result.images[0]
 
     def beatforge(seed: int) -> None:
         cover = maker.make(description=DESCRIPTION, seed=seed, style=STYLE, mood=MOOD, title=TITLE)
         if cover.source != "diffusion":
             raise SystemExit(f"beatforge fell back to a procedural cover, timing the wrong thing: {cover.note}")
-        beatforge_images.append(cover.image)
+        latest["beatforge"] = cover.image
 
     def procedural(seed: int) -> None:
         cover = fallback.make(description=DESCRIPTION, seed=seed, style=STYLE, mood=MOOD, title=TITLE)
@@ -230,31 +237,27 @@ def main() -> None:
             raise SystemExit("the procedural row drew something else")
 
     s = settings
-    rows: list[tuple[str, list[float]]] = [
-        (
-            f"baseline: diffusers defaults ({BASELINE_STEPS} steps, cfg {BASELINE_GUIDANCE:g}, neg.)",
-            timed(baseline, args.images, args.device),
-        ),
-        (
-            f"beatforge ({s.cover_steps} steps, cfg {s.cover_guidance:g}, safety, title)",
-            timed(beatforge, args.images, args.device),
-        ),
-        ("  of which: safety check", timed(lambda i: safety.flagged(beatforge_images[i]), args.images, args.device)),
-        ("  of which: title typography", timed(lambda i: draw_title(baseline_images[i], TITLE), args.images, "cpu")),
-        ("procedural fallback (+ title)", timed(procedural, args.images, "cpu")),
-    ]
+    rows: dict[str, Callable[[int], object]] = {
+        f"baseline: diffusers defaults ({BASELINE_STEPS} steps, cfg {BASELINE_GUIDANCE:g} + negative)": baseline,
+        f"beatforge CoverMaker ({s.cover_steps} steps, cfg {s.cover_guidance:g}, safety, title)": beatforge,
+        "  of which: safety check": lambda _seed: safety.flagged(latest["beatforge"]),
+        "  of which: title typography": lambda _seed: draw_title(latest["baseline"], TITLE),
+        "procedural fallback (+ title)": procedural,
+    }
+    seconds = interleaved(rows, args.images, args.device)
 
-    dtype = diffusion.pipeline.unet.dtype
-    print(f"machine: {machine(args.device, dtype)}")
-    title = f"cover time per image ({args.arch}, {size} px)"
-    print(f"{title:50} {'median':>10} {'worst':>10} {'images':>6} {'vs base':>8}")
-    base_median = statistics.median(rows[0][1])
-    for label, seconds in rows:
-        median = statistics.median(seconds)
-        print(
-            f"{label:50} {median * 1000:8.1f}ms {max(seconds) * 1000:8.1f}ms {len(seconds):6d} "
-            f"{median / base_median:7.3f}x"
-        )
+    print(f"machine: {machine(args.device, diffusion.pipeline.unet.dtype)}")
+    header = f"cover time per image ({args.arch}, {size} px)"
+    print(f"{header:62} {'median':>10} {'worst':>10} {'images':>6} {'speed-up':>9}")
+    base = statistics.median(seconds[next(iter(seconds))])
+    whole = 0.0
+    for label, times in seconds.items():
+        median = statistics.median(times)
+        if label.startswith("  of which"):  # a part of the row above: its share of it
+            ratio = f"({median / whole:.1%})"
+        else:
+            whole, ratio = median, f"{base / median:.1f}x"
+        print(f"{label:62} {median * 1000:8.1f}ms {max(times) * 1000:8.1f}ms {len(times):6d} {ratio:>9}")
 
 
 if __name__ == "__main__":
