@@ -425,3 +425,17 @@ async def test_a_finished_loop_posts_the_loop_and_its_metadata(
     assert [f.filename for f in post.files] == ["loop.wav", "loop.json"]
     assert "2 bars · 120.0 bpm · A minor · seam score 1.04" in post.json["content"]
     assert f"of beat #{beat_id}" in post.json["content"]
+
+
+async def test_loop_with_impossible_durations_is_refused_privately(
+    discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bot, fake = discord_bot
+    options = {"prompt": "lofi", "bpm": 90, "min_duration": 20.0, "max_duration": 10.0}
+    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("loop", options, bot=bot))
+    reply = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    assert reply.json["data"]["flags"] & EPHEMERAL
+    assert "min_duration (20 s) is longer than max_duration (10 s)" in reply.json["data"]["content"]
+    async with sessions() as session:
+        assert await jobs.count_jobs(session) == 0

@@ -16,6 +16,8 @@ from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
     JOB_LOOP,
+    LOOP_MAX_S,
+    LOOP_MIN_S,
     MAX_DURATION_S,
     MAX_SEED,
     MIN_DURATION_S,
@@ -106,6 +108,8 @@ class Generate(commands.Cog):
         prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
         bpm: app_commands.Range[int, 40, 300],
         bars: app_commands.Range[int, 1, 16] | None = None,
+        min_duration: app_commands.Range[float, LOOP_MIN_S, LOOP_MAX_S] | None = None,
+        max_duration: app_commands.Range[float, LOOP_MIN_S, LOOP_MAX_S] | None = None,
         style: str | None = None,
         mood: str | None = None,
         format: str = "wav",
@@ -118,6 +122,8 @@ class Generate(commands.Cog):
             prompt: What it should sound like, e.g. "lofi piano with vinyl crackle".
             bpm: Target tempo in beats per minute.
             bars: Exact number of bars (default: the longest power of two that fits: 1, 2, 4, 8, 16).
+            min_duration: Shortest acceptable loop in seconds (instead of bars).
+            max_duration: Longest acceptable loop in seconds (instead of bars).
             style: A style preset blended with your words.
             mood: A mood preset.
             format: File format: wav, flac, ogg or mp3.
@@ -125,7 +131,14 @@ class Generate(commands.Cog):
             seed: Same seed + prompt = the same loop.
         """
         try:
-            loop = LoopParams(bars=bars, target_bpm=bpm, stretch=stretch, format=format)  # type: ignore[arg-type]
+            loop = LoopParams(
+                bars=bars,
+                min_duration_s=min_duration,
+                max_duration_s=max_duration,
+                target_bpm=bpm,
+                stretch=stretch,
+                format=format,  # type: ignore[arg-type]
+            )
         except ValidationError as exc:
             raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
         params = _params(
