@@ -56,6 +56,15 @@ def analyse(samples: Samples, *, sample_rate: int, bpm_hint: float | None = None
     return BeatAnalysis(bpm=tempo.bpm if tempo else None, key=key.label if key else None)
 
 
+def warm_up() -> None:
+    """Run the analysis once on a click track: librosa compiles its numba kernels on first use
+    (seconds), which must happen at worker start-up, not inside a user's job."""
+    sample_rate = 22_050
+    clicks = np.zeros(sample_rate * 4, np.float32)
+    clicks[:: sample_rate // 2] = 1.0
+    analyse(clicks[None, :], sample_rate=sample_rate)
+
+
 def safe_stem(text: str, *, limit: int = 40) -> str:
     """A file-name-safe slug of user text (prompts become prefixes)."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

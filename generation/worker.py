@@ -38,6 +38,7 @@ from generation.audio import Samples, read_audio, write_wav
 from generation.cover import Cover, CoverMaker
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
 from generation.loop_export import analyse, cut_loop, safe_stem
+from generation.loop_export import warm_up as warm_up_analysis
 from generation.models import ModelCache
 from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
@@ -89,6 +90,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         # Stay up and fail each job with the reason: a crash-looping worker leaves users' jobs hanging.
         log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
     await asyncio.to_thread(covers.warm_up)
+    await asyncio.to_thread(warm_up_analysis)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
