@@ -21,6 +21,7 @@ from botocore.config import Config
 
 from storage.errors import StorageError
 from storage.s3 import S3ConfigError, S3Target, UploadFailed, content_type_for, make_client, upload_files
+from tests.conftest import stop_process
 
 REGION = "us-east-1"
 
@@ -52,12 +53,7 @@ def s3_endpoint() -> Iterator[str]:
                 pytest.fail("moto.server did not start (is moto[server] installed?)")
             time.sleep(0.05)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout=5)
 
 
 @pytest.fixture(autouse=True)
