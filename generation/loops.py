@@ -43,6 +43,7 @@ HINT_TOLERANCE = 1.08  # a bpm hint picks an octave candidate within 8 % of it
 SEAM_RANGE_DB = 60.0  # seam_score ignores what is more than this far below the loop's loudest
 SEAM_CONTEXT_S = 1.0  # seam_score compares the seam with the moments whose preceding this-long context is closest
 SEAM_MIN_S = 0.5  # shortest loop seam_score rates
+SHORTLIST = 3  # make_loop scores this many candidate cuts in full
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Krumhansl-Kessler probe-tone profiles, C major / C minor
@@ -105,8 +106,9 @@ class LoopResult:
         bpm: the loop's tempo: ``bpm_detected``, or the target when ``stretched``.
         bars: whole bars in the loop.
         beats_per_bar: beats in one bar.
-        start_sample: first input sample of the loop (on a downbeat, just before its transient).
-        end_sample: one past the last input sample (``start_sample`` + the bar length at ``bpm_detected``).
+        start_sample: first input sample of the loop (on a downbeat, just before its attack); for a stretched
+            loop, the input sample its first sample was stretched from.
+        end_sample: ``start_sample`` + the loop's length at ``bpm_detected``, in input samples (exclusive).
         seam_score: :func:`seam_score` of ``samples`` (1.0: the seam is as smooth as the music; higher is worse).
         key: detected key of the looped audio.
         stretched: whether the loop was time-stretched to a target tempo.
@@ -222,7 +224,6 @@ def _check_not_silent(mono: npt.NDArray[np.floating]) -> None:
 class _Analysis:
     """Onset envelopes of the mono mix at ANALYSIS_SR / HOP (frame i is at i * HOP / ANALYSIS_SR seconds)."""
 
-    db: npt.NDArray[np.float32]  # (128, frames) log-mel power, dB re the maximum
     env: npt.NDArray[np.float32]  # all bands: beats
     env_low: npt.NDArray[np.float32]  # bands below 2 kHz: which metrical level is the beat
     env_kick: npt.NDArray[np.float32]  # bands below 150 Hz: which beat is the downbeat
@@ -240,7 +241,6 @@ def _analyse(mono: npt.NDArray[np.float32], sr: int) -> _Analysis:
         return librosa.onset.onset_strength(S=spec, sr=ANALYSIS_SR, hop_length=HOP, n_fft=N_FFT)
 
     return _Analysis(
-        db=db,
         env=onsets(db),
         env_low=onsets(db[centres < 2000]),
         # linear amplitude, not dB: a kick adds a lot of low-frequency energy; a snare only a little, which in dB
@@ -306,6 +306,8 @@ def _tempo(
         period, phase = _fit_grid(an.env, near_hint[0])
     else:
         preferred = sorted(c for c in candidates if PREFERRED_BPM[0] <= c <= PREFERRED_BPM[1])
+        if not preferred:
+            raise AudioParameterError(f"no reliable tempo: librosa's estimate {coarse:.1f} bpm has no octave in 70-180")
         # one or two candidates (the range spans 1.4 octaves). With two, the faster grid is the beat if the
         # low-band onsets on its off-beats are at least half as strong as on its on-beats (kick/snare on every
         # beat); otherwise its off-beats are subdivisions (hats) and the slower grid is the beat.
@@ -434,16 +436,16 @@ def detect_key(y: npt.NDArray[np.floating], *, sr: int) -> KeyInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _seam_filters(sr: int) -> tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _seam_filters(sr: int) -> tuple[int, npt.NDArray[np.float64]]:
+    """seam_score's frame length (the power of two nearest 23 ms, at least 512) and its 40-band mel filters."""
     n_fft = 1 << max(9, round(math.log2(0.023 * sr)))
-    mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=40, dtype=np.float64)
-    return n_fft, np.hanning(n_fft + 1)[:-1], mel
+    return n_fft, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=40, dtype=np.float64)
 
 
 def _circular_frames(m: npt.NDArray[np.float64], step: int, sr: int) -> tuple[npt.NDArray[np.float64], ...]:
     """Mel power (40, frames) and mean-square level (frames,) of Hann frames centred every ``step`` samples from
     sample 0, with the audio wrapping around (frames = n // step)."""
-    n_fft, _, mel = _seam_filters(sr)
+    n_fft, mel = _seam_filters(sr)
     ext = np.concatenate([m[len(m) - n_fft // 2 :], m, m[: n_fft // 2]])
     spec = np.abs(librosa.stft(ext, n_fft=n_fft, hop_length=step, center=False)[:, : len(m) // step]) ** 2
     # Parseval: the windowed frame's mean square from its one-sided spectrum
@@ -452,31 +454,31 @@ def _circular_frames(m: npt.NDArray[np.float64], step: int, sr: int) -> tuple[np
 
 
 def seam_score(loop: npt.NDArray[np.floating], *, sr: int) -> float:
-    """How audible a loop's seam is, relative to how the music itself changes at the same kind of moment.
+    """How much a loop's seam changes the sound, relative to how the music itself changes at the same kind of moment.
 
-    Definition. The loop's mono mix is played circularly (back to back with itself) and analysed with Hann
-    frames of ``N`` samples (the power of two nearest 23 ms, at least 512), centred every ``N / 16`` samples
-    with frame 0 centred on the seam. Per frame: ``L_t`` = 40-band mel power spectrum in dB and ``R_t`` = RMS
-    level in dB, both floored 60 dB below the loop's loudest (``SEAM_RANGE_DB``). The change into frame ``t``
-    is spectral flux plus RMS jump against the frame a quarter of a frame (``N / 4``) earlier, in dB::
+    Definition. The loop's mono mix is played circularly (back to back with itself, seam at sample 0) and cut
+    into Hann frames of ``N`` samples (the power of two nearest 23 ms, at least 512), one centred every
+    ``N / 16`` samples from the seam on. Per frame ``t``: ``L_t``, the 40-band mel power spectrum in dB, and
+    ``R_t``, the frame's RMS level in dB, both floored 60 dB below the loop's loudest (``SEAM_RANGE_DB``). The
+    change into frame ``t`` is the spectral flux plus the RMS jump against the frame ``N / 4`` earlier::
 
-        c_t = mean_over_bands |L_t - L_{t-4}| + |R_t - R_{t-4}|
+        c_t = mean over bands |L_t - L_(t-4)| + |R_t - R_(t-4)|          (dB)
 
-    and ``g_p`` is the largest ``c_t`` among the frame pairs in which a frame overlaps the instant at frame
-    ``p``'s centre (``t`` in ``p-7 .. p+11``): how much the sound changes around that instant. ``g_0`` is the
-    seam's change. The music's own change at the same kind of moment is the median of ``g_q`` over the three
-    moments ``q`` (at least half a context apart, clear of the seam) whose preceding 1 s of spectra
-    (``SEAM_CONTEXT_S``; a quarter of the loop if that is shorter; sampled every ``N / 4``, ending where frame
-    ``q``'s overlap begins) is closest, in mean absolute dB, to the same span before the seam. In bar-periodic music those are the same spot in other bars,
-    e.g. the other downbeats for a loop cut on downbeats. The score is::
+    and the change around instant ``p`` (a frame centre) is ``g_p = max(c_t for t in p-7 .. p+11)``, every
+    frame pair in which a frame overlaps ``p``. ``g_0`` is the seam's change. The music's own change at the
+    same kind of moment is ``median(g_q)`` over three moments ``q`` (at least half a context apart, with all
+    their frames clear of the seam) whose context (the spectra ``L`` sampled every ``N / 4`` over the 1 s,
+    ``SEAM_CONTEXT_S``, or a quarter of a shorter loop, that ends where ``q``'s frames begin) is closest, in
+    summed squared dB, to the same span before the seam. In bar-periodic music those are the same spot in
+    other bars: the other downbeats, for a loop cut on a downbeat. Then::
 
-        seam_score = (g_0 + 1 dB) / (median g_q + 1 dB)
+        seam_score = (g_0 + 1 dB) / (median(g_q) + 1 dB)
 
-    1.0: the seam changes the sound as much as the music does after the same musical context (a loop of
-    whole bars cut cleanly from steady music scores about 1 even though its seam falls on a kick drum); a click,
-    a level jump or a phrase cut short scores well above 1. The 1 dB terms keep near-static audio from turning
-    tiny differences into large ratios. A one-bar loop has no other downbeat to compare with, so its seam is
-    judged against weaker beats and typically scores 1.5-3 even when clean.
+    1.0: the seam changes the sound as much as the music does after the same musical context (whole bars cut
+    cleanly from steady music score about 1 although the seam falls on a kick drum); below 1, less; a click, a
+    level jump or a bar cut short score well above 1 (a hard cut a few percent off the bar line: 5-50). The
+    1 dB terms keep near-static audio from turning tiny differences into large ratios. A one-bar loop has no
+    other downbeat to compare with, so its seam is judged against weaker beats and tends to score higher.
 
     Args:
         loop: float audio, shape (n,) or (channels, n), at least 0.5 s.
@@ -486,7 +488,7 @@ def seam_score(loop: npt.NDArray[np.floating], *, sr: int) -> float:
         The score, > 0; lower is smoother.
 
     Raises:
-        AudioParameterError: bad shape, dtype, sample rate or non-finite samples; a loop too short to score.
+        AudioParameterError: bad shape, dtype, sample rate or non-finite samples; a loop shorter than 0.5 s.
     """
     x = _as_channels(loop, name="loop")
     sr = _check_sr(sr)
@@ -500,12 +502,13 @@ def seam_score(loop: npt.NDArray[np.floating], *, sr: int) -> float:
         raise AudioParameterError(f"loop is {n / sr:.3f} s long: too short to score its seam (need {SEAM_MIN_S:g} s)")
     # context frames, one every `lag` steps: 1 s, or a quarter of a shorter loop
     context = max(2, round(min(SEAM_CONTEXT_S * sr, n / 4) / (lag * step)))
-    first, last = 2 * half + lag * context, frames - half - lag  # candidate moments clear of the seam
+    first, last = 2 * half + lag * context, frames - 2 * half - lag + 1  # moments whose frames stay clear of the seam
     power, level = _circular_frames(m, step, sr)
     floor = 10.0 ** (-SEAM_RANGE_DB / 10)
     spec_db = 10 * np.log10(np.maximum(power, max(float(power.max()), 1e-30) * floor))
     level_db = 10 * np.log10(np.maximum(level, max(float(level.max()), 1e-30) * floor))
-    change = np.mean(np.abs(spec_db - np.roll(spec_db, lag, axis=1)), axis=0) + np.abs(level_db - np.roll(level_db, lag))
+    flux = np.mean(np.abs(spec_db - np.roll(spec_db, lag, axis=1)), axis=0)
+    change = flux + np.abs(level_db - np.roll(level_db, lag))  # c_t
     around = np.max(np.stack([np.roll(change, -k) for k in range(1 - half, half + lag)]), axis=0)  # g_p
 
     # squared distance of every candidate's context to the seam's, by sliding correlation per band
@@ -601,55 +604,70 @@ def _bar_samples(bars: int, beats_per_bar: int, bpm: float, sr: int) -> int:
     return round(bars * beats_per_bar * 60.0 / bpm * sr)
 
 
-def _pick_start(
-    mono: npt.NDArray[np.float32], an: _Analysis, tempo: TempoInfo, sr: int, length: int, fade: int
-) -> int | None:
-    """The cut point, in samples, of the best downbeat to start ``length`` samples on; None if none fits.
+def _junction_change(tail: npt.NDArray[np.floating], head: npt.NDArray[np.floating], sr: int) -> float:
+    """:func:`seam_score`'s ``g_0`` (dB) for mono ``tail`` followed by ``head``, from 2 frames of audio each side.
 
-    Each downbeat is moved to just before its own transient and the next loop's (whichever comes first), then to
-    a zero crossing. Among the starts with room for the seam, those with audio before them (for the tail
-    crossfade) come first, and among those the one whose last beat before the seam looks most like the beat
-    before its first downbeat (mean absolute log-mel difference) wins.
+    The dB floors are relative to this excerpt rather than to a whole loop; used to compare candidate cuts.
+    """
+    n_fft, mel = _seam_filters(sr)
+    step, lag = n_fft // 16, 4
+    half = n_fft // 2 // step
+    z = np.concatenate([tail[-2 * n_fft :], head[: 2 * n_fft]]).astype(np.float64)
+    spec = np.abs(librosa.stft(z, n_fft=n_fft, hop_length=step, center=False)) ** 2  # frame i centred at i*step+n_fft/2
+    # einsum, not matmul: for a product this small BLAS only adds thread hand-off (milliseconds on a busy machine)
+    power, level = np.einsum("bf,ft->bt", mel, spec), (2 * spec.sum(axis=0) - spec[0] - spec[-1]) / n_fft**2
+    floor = 10.0 ** (-SEAM_RANGE_DB / 10)
+    spec_db = 10 * np.log10(np.maximum(power, max(float(power.max()), 1e-30) * floor))
+    level_db = 10 * np.log10(np.maximum(level, max(float(level.max()), 1e-30) * floor))
+    change = np.mean(np.abs(spec_db[:, lag:] - spec_db[:, :-lag]), axis=0) + np.abs(level_db[lag:] - level_db[:-lag])
+    junction = (2 * n_fft - n_fft // 2) // step  # the frame centred on the junction; change[t - lag] is into t
+    return float(change[junction - (half - 1) - lag : junction + half].max())
+
+
+def _pick_start(
+    x: Samples, mono: npt.NDArray[np.float32], tempo: TempoInfo, sr: int, length: int, fade: int
+) -> int | None:
+    """The first input sample of the best ``length``-sample loop starting on a downbeat; None if none fits.
+
+    Each downbeat gives up to three cut points: 2 ms before its attack; 2 ms before whichever comes first of its
+    attack and the attack one loop later (so that none of the next downbeat's hits ends up in the loop's tail);
+    2 ms before the grid's downbeat. Each is moved back to a zero crossing. Of the cuts with room for the seam
+    crossfade, the ``SHORTLIST`` whose finished seams change the sound least (:func:`seam_score`'s ``g_0``, from
+    a few frames) are scored in full, and the best :func:`seam_score` wins: with real timing jitter, some
+    downbeats' hits line up with the next loop's better than others.
     """
     n = len(mono)
-    beat = 60.0 / tempo.bpm
-    best: tuple[float, int] | None = None
+    pre = round(PRE_ONSET_S * sr)
+    candidates: list[tuple[float, int]] = []
     for t in tempo.downbeat_times:
         d = round(t * sr)
         if d + length > n:
             break
         head = _transient(mono, d, sr)
         tail = _transient(mono, d + length, sr) if d + length < n else None
-        s = min(d if head is None else head, d if tail is None else tail - length) - round(PRE_ONSET_S * sr)
-        s = _zero_crossing_before(mono, max(0, s), sr)
-        if not (fade <= s and s + length <= n) and s + length + fade > n:
-            continue
-        cost = math.inf
-        f_start, f_end = s * ANALYSIS_SR / sr / HOP, (s + length) * ANALYSIS_SR / sr / HOP
-        width = round(beat * ANALYSIS_SR / HOP)
-        if s >= fade and f_start >= width:
-            a = an.db[:, round(f_start) - width : round(f_start)]
-            b = an.db[:, round(f_end) - width : round(f_end)]
-            if a.shape == b.shape and a.size:
-                cost = float(np.mean(np.abs(a - b)))
-        if best is None or cost < best[0]:
-            best = (cost, s)
-    return None if best is None else best[1]
+        h = d if head is None else head
+        cuts = {h, d} if tail is None else {h, d, min(h, tail - length)}
+        for s in sorted({_zero_crossing_before(mono, max(0, cut - pre), sr) for cut in cuts}):
+            if s + length > n or (s < fade and s + length + fade > n):
+                continue
+            loop = _close_seam(mono[None, :], s, length, fade)[0]
+            candidates.append((_junction_change(loop, loop, sr), s))
+    if not candidates:
+        return None
+    shortlist = [s for _, s in sorted(candidates)[:SHORTLIST]]
+    return min(shortlist, key=lambda s: seam_score(_close_seam(x, s, length, fade), sr=sr))
 
 
-def _stretch(loop: Samples, rate: float, n_out: int, fade: int) -> Samples:
-    """Time-stretch a seamless loop by ``rate`` (> 1: faster) to exactly ``n_out`` samples, keeping it seamless.
+def _stretch(x: Samples, rate: float, sr: int) -> Samples:
+    """Time-stretch (channels, n) audio by ``rate`` (> 1: faster), per channel, with librosa's phase vocoder.
 
-    The loop is padded circularly with itself on both sides, stretched per channel (librosa's phase vocoder),
-    and the middle cut out with its seam closed again from the stretched padding.
+    Frames of ~32 ms (1024 samples at 32 kHz) keep drums sharper than librosa's default 2048. Output sample
+    ``i`` corresponds to input sample ``i * rate``.
     """
-    n = loop.shape[-1]
-    pad = min(n, max(4 * N_FFT, 2 * fade))
-    ext = np.concatenate([loop[:, -pad:], loop, loop[:, :pad]], axis=1)
-    stretched = np.stack([librosa.effects.time_stretch(ch, rate=rate) for ch in ext]).astype(np.float32)
-    head = round(pad / rate)
-    stretched = np.pad(stretched, ((0, 0), (0, max(0, head + n_out + fade - stretched.shape[-1]))))
-    return _close_seam(stretched, head, n_out, fade)
+    n_fft = 1 << round(math.log2(0.032 * sr))
+    return np.stack(
+        [librosa.effects.time_stretch(ch, rate=rate, n_fft=n_fft, hop_length=n_fft // 4) for ch in x]
+    ).astype(np.float32)
 
 
 def make_loop(
@@ -669,12 +687,16 @@ def make_loop(
     The tempo and downbeats come from :func:`detect_tempo` (``target_bpm`` doubles as its octave hint). The loop
     is ``bars`` whole bars at the detected tempo: exactly ``bars`` if given, otherwise the largest power of two
     (1, 2, 4, 8, 16) whose duration lies within [``min_duration``, ``max_duration``] (when given) and that fits in
-    the audio. It starts on the downbeat whose surroundings best match those of the downbeat after the loop,
-    moved to just before the transients of both and onto a zero crossing; the length is exact
-    (``round(bars * beats_per_bar * 60 / bpm * sr)`` samples) and the seam is closed by crossfading the audio
-    that precedes the first downbeat into the loop's tail (equal power, corrected for correlation), so the loop's
-    last sample leads into its first as in the source. With ``stretch``, the loop is then time-stretched per
-    channel to ``target_bpm`` (length exact at that tempo) and its seam closed again.
+    the audio. It starts on a downbeat, 2 ms before its attack (or before the attack one loop later, if that one
+    comes early, or before the grid's downbeat), moved back onto a zero crossing; of all these cuts, the three
+    whose finished seams change the sound least are scored with :func:`seam_score` and the best is used. The
+    length is exact (``round(bars * beats_per_bar * 60 / bpm * sr)`` samples), and the seam is closed by
+    crossfading the audio that precedes the first downbeat into the loop's last ``crossfade_ms`` (equal power,
+    corrected for correlation; the audio after the end into the head when the first downbeat has nothing before
+    it), so the loop's last sample leads into its first as in the source.
+    With ``stretch``, the whole input is first time-stretched per channel to ``target_bpm`` (librosa's phase
+    vocoder, ~32 ms frames) and the loop is cut from the stretched audio the same way, so its length is exact at
+    the target tempo and its seam is chosen on what the user hears.
 
     Args:
         y: float audio, shape (n,) mono or (channels, n); the result has the same layout.
@@ -708,7 +730,11 @@ def make_loop(
     target_bpm = _check_bpm("target_bpm", target_bpm)
     if stretch and target_bpm is None:
         raise AudioParameterError("stretch=True needs a target_bpm to stretch to")
-    if isinstance(crossfade_ms, bool) or not isinstance(crossfade_ms, int | float) or not 0 <= crossfade_ms <= 200:
+    if (
+        isinstance(crossfade_ms, bool)
+        or not isinstance(crossfade_ms, int | float | np.integer | np.floating)
+        or not 0 <= crossfade_ms <= 200
+    ):
         raise AudioParameterError(f"crossfade_ms={crossfade_ms!r} must be a number of milliseconds in 0..200")
 
     mono = _mono(x)
@@ -726,46 +752,57 @@ def make_loop(
     fade = round(crossfade_ms / 1000 * sr)
     bar_s = beats_per_bar * 60.0 / final_bpm
 
-    def fits(count: int) -> bool:
-        seconds = count * bar_s
-        return (min_duration is None or seconds >= min_duration - 1e-9) and (
-            max_duration is None or seconds <= max_duration + 1e-9
-        )
+    shortest = max(SEAM_MIN_S, min_duration or 0.0)
+    longest = math.inf if max_duration is None else max_duration
 
+    def fits(count: int) -> bool:  # at the final tempo, and before any stretch
+        seconds = (count * bar_s, count * beats_per_bar * 60.0 / tempo.bpm)
+        return shortest - 1e-9 <= seconds[0] <= longest + 1e-9 and seconds[1] >= SEAM_MIN_S
+
+    limits = (
+        f"{shortest:g}..{longest:g} s (min_duration={min_duration}, max_duration={max_duration}; loops last >= 0.5 s)"
+    )
     if bars is not None:
         if not fits(bars):
             raise AudioParameterError(
-                f"bars={bars} lasts {bars * bar_s:.2f} s at {final_bpm:.1f} bpm, outside "
-                f"min_duration={min_duration} / max_duration={max_duration}"
+                f"bars={bars} lasts {bars * bar_s:.2f} s at {final_bpm:.1f} bpm: outside {limits}"
             )
         choices = [bars]
     else:
         choices = [b for b in reversed(POWER_OF_TWO_BARS) if fits(b)]
         if not choices:
             raise AudioParameterError(
-                f"no power-of-two bar count fits min_duration={min_duration} / max_duration={max_duration} s "
-                f"at {final_bpm:.1f} bpm (one bar is {bar_s:.2f} s; 1..16 bars last {bar_s:.2f}..{16 * bar_s:.2f} s)"
+                f"no power-of-two bar count (1-16) fits {limits} at {final_bpm:.1f} bpm: one bar lasts {bar_s:.2f} s"
             )
 
+    # With stretch, the whole input is stretched first and the loop cut from that (grid scaled by 1 / rate), so
+    # that the seam is chosen and closed on the audio the user will hear.
+    source, source_mono, grid = x, mono, tempo
+    if stretch:
+        source = _stretch(x, rate, sr)
+        source_mono = _mono(source)
+        grid = TempoInfo(
+            bpm=final_bpm,
+            beat_times=tuple(t / rate for t in tempo.beat_times),
+            downbeat_times=tuple(t / rate for t in tempo.downbeat_times),
+            confidence=tempo.confidence,
+            beats_per_bar=beats_per_bar,
+        )
     for count in choices:
-        length = _bar_samples(count, beats_per_bar, tempo.bpm, sr)
-        start = _pick_start(mono, an, tempo, sr, length, fade)
+        length = _bar_samples(count, beats_per_bar, final_bpm, sr)
+        start = _pick_start(source, source_mono, grid, sr, length, fade)
         if start is not None:
             break
     else:
-        what = f"the requested {bars} bars" if bars is not None else f"{choices[-1]} bar(s)"
-        if choices[-1] == 1:
-            what = "one bar" if bars is None else what
+        fewest = choices[-1]
+        what = f"the requested {bars} bars" if bars is not None else "one bar" if fewest == 1 else f"{fewest} bars"
         raise AudioParameterError(
             f"audio is {x.shape[1] / sr:.2f} s long, shorter than {what} at {tempo.bpm:.1f} bpm "
-            f"({_bar_samples(choices[-1], beats_per_bar, tempo.bpm, sr) / sr:.2f} s from a downbeat, "
+            f"({_bar_samples(fewest, beats_per_bar, tempo.bpm, sr) / sr:.2f} s from a downbeat, "
             f"plus {crossfade_ms:g} ms for the seam)"
         )
 
-    loop = _close_seam(x, start, length, fade)
-    if stretch:
-        loop = _stretch(loop, rate, _bar_samples(count, beats_per_bar, final_bpm, sr), fade)
-    key = _key(mono[start : start + length], sr)
+    loop = _close_seam(source, start, length, fade)
     return LoopResult(
         samples=loop[0] if y.ndim == 1 else loop,
         sample_rate=sr,
@@ -773,10 +810,10 @@ def make_loop(
         bpm=final_bpm,
         bars=count,
         beats_per_bar=beats_per_bar,
-        start_sample=start,
-        end_sample=start + length,
+        start_sample=round(start * rate),
+        end_sample=round(start * rate) + _bar_samples(count, beats_per_bar, tempo.bpm, sr),
         seam_score=seam_score(loop, sr=sr),
-        key=key,
+        key=_key(mono, sr),  # of the whole input: more notes to go on than one short loop
         stretched=bool(stretch),
     )
 

@@ -149,7 +149,7 @@ def render_beat(
     sr = sample_rate
     beat = 60.0 / bpm
     bar = beats_per_bar * beat
-    n = int(round((lead_in_s + bars * bar + 0.5) * sr))
+    n = round((lead_in_s + bars * bar + 0.5) * sr)
     channels = 2 if stereo else 1
     out = np.zeros((channels, n))
     pan_hat = np.array([[0.8], [1.2]]) if stereo else np.ones((1, 1))
@@ -158,7 +158,7 @@ def render_beat(
     def at(seconds: float) -> int:
         if jitter_ms > 0:
             seconds += float(np.clip(rng.normal(0.0, jitter_ms / 1000), -2 * jitter_ms / 1000, 2 * jitter_ms / 1000))
-        return int(round((lead_in_s + seconds) * sr))
+        return round((lead_in_s + seconds) * sr)
 
     kick = _kick(sr)
     progression = _PROGRESSIONS[mode]
