@@ -16,7 +16,7 @@ import numpy as np
 
 from beatforge.contract import BeatParams, LoopParams
 from generation.audio import Samples
-from generation.audio_formats import encode, write_metadata
+from generation.audio_formats import encode, encode_to_fit, write_metadata
 from generation.errors import AudioParameterError
 from generation.loops import KeyInfo, LoopResult, TempoInfo, detect_key, detect_tempo, make_loop
 
@@ -75,6 +75,8 @@ def safe_stem(text: str, *, limit: int = 40) -> str:
 class LoopFiles:
     audio: Path
     metadata: Path | None
+    #: A smaller copy for chat uploads, only when ``audio`` is over ``preview_limit``.
+    preview: Path | None
     result: LoopResult
     info: dict[str, Any]
 
@@ -89,6 +91,7 @@ def cut_loop(
     out_dir: Path,
     stem: str,
     keep_metadata: bool = True,
+    preview_limit: int | None = None,
 ) -> LoopFiles:
     """Cut a loop, write ``<stem>-<bars>bars-<bpm>bpm-<key>.<fmt>`` (and its ``.json``) into ``out_dir``.
 
@@ -123,4 +126,9 @@ def cut_loop(
         **result.to_metadata(),
     }
     metadata = write_metadata(audio_path, info) if keep_metadata else None
-    return LoopFiles(audio=audio_path, metadata=metadata, result=result, info=info)
+    preview = None
+    if preview_limit is not None and len(data) > preview_limit:  # e.g. a long stereo wav for Discord's 10 MiB
+        small, fmt, _ = encode_to_fit(np.atleast_2d(result.samples), sample_rate=sample_rate, limit_bytes=preview_limit)
+        preview = out_dir / f"{name}-preview.{fmt}"
+        preview.write_bytes(small)
+    return LoopFiles(audio=audio_path, metadata=metadata, preview=preview, result=result, info=info)

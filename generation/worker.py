@@ -48,6 +48,8 @@ from storage.s3 import s3_target, upload_files
 
 log = logging.getLogger(__name__)
 
+#: Discord's default per-file upload cap: loops over it also get a smaller preview copy to post.
+DISCORD_UPLOAD_LIMIT = 10 * 2**20
 #: Seconds between progress writes to redis; the bot edits Discord messages at most this often anyway.
 PROGRESS_EVERY_S = 0.5
 
@@ -170,6 +172,7 @@ class JobRun:
             model=model,
             out_dir=store.resolve(str(job_id)),
             stem=f"loop-{job_id}-{safe_stem(self.params.prompt, limit=24)}",
+            preview_limit=DISCORD_UPLOAD_LIMIT,
         )
         paths = [files.audio] + ([files.metadata] if files.metadata else [])
         info = dict(files.info)
@@ -182,6 +185,8 @@ class JobRun:
         self.artifacts.append(store.record(job_id, files.audio.name, kind="loop", meta=info))
         if files.metadata is not None:
             self.artifacts.append(store.record(job_id, files.metadata.name, kind="metadata"))
+        if files.preview is not None:
+            self.artifacts.append(store.record(job_id, files.preview.name, kind="preview"))
 
 
 JobBody = Callable[[JobRun], Awaitable[bool]]

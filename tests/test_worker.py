@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,3 +217,16 @@ async def test_a_beat_without_a_steady_pulse_is_delivered_with_the_reason_it_has
     audio = job.artifacts[0]
     assert audio.kind == "audio" and "loop" not in [a.kind for a in job.artifacts]
     assert audio.meta is not None and audio.meta["loop_error"] and audio.meta["bpm"] is None
+
+
+def test_a_loop_over_the_upload_limit_gets_a_smaller_preview(tmp_path: Path, rng: np.random.Generator) -> None:
+    from generation.loop_export import cut_loop
+
+    render = render_beat(bpm=120, bars=5, rng=rng)
+    params = BeatParams(prompt="drums", duration_s=10, seed=1)
+    args = {"sample_rate": 32_000, "params": params, "loop": LoopParams(bars=4), "model": None, "out_dir": tmp_path}
+    roomy = cut_loop(render.samples, **args, stem="a", preview_limit=10 * 2**20)
+    tight = cut_loop(render.samples, **args, stem="b", preview_limit=200_000)
+    assert roomy.preview is None and roomy.audio.stat().st_size > 200_000
+    assert tight.preview is not None and tight.preview.stat().st_size <= 200_000
+    assert tight.preview.suffix in {".flac", ".mp3"}

@@ -36,7 +36,7 @@ TOKEN_MARGIN = timedelta(minutes=1)
 MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
 #: What a result message carries, in this order (Discord allows 10 attachments).
-ATTACHED_KINDS = ("audio", "loop", "metadata", "cover")
+ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "cover")
 
 
 class JobWatcher(commands.Cog):
