@@ -19,8 +19,13 @@ weights, fp16 on CUDA like ``DiffusionCover.load``: speed does not depend on the
 machine times real sizes without downloading them. Its pictures are noise (maybe NaN in fp16); the timing
 is what counts.
 
+On a machine shared with other work, torch's default of one thread per core makes every parallel op wait
+for whichever thread the OS preempted: medians grow many times over and the worst image by 10-30x. The last
+line of output says how much CPU other processes took meanwhile; ``OMP_NUM_THREADS=1`` keeps numbers stable.
+
     .venv/bin/python bench/cover.py --images 5 --size 64
     .venv/bin/python bench/cover.py --images 5 --size 256
+    OMP_NUM_THREADS=1 .venv/bin/python bench/cover.py --images 5 --size 64     # on a busy shared CPU
     .venv/bin/python bench/cover.py --arch sd-turbo --size 512      # on a CUDA machine
 """
 
@@ -143,10 +148,8 @@ def build_sd_turbo_arch(device: str) -> tuple[DiffusionCover, SafetyCheck]:
 
 
 def make_cover_maker(settings: Settings, device: str, models: tuple[DiffusionCover, SafetyCheck] | None) -> CoverMaker:
-    maker = CoverMaker(settings, device=device)
-    if models is not None:
-        # CoverMaker takes no ready-made models: fill the slots its _models() loads into, so it never loads.
-        maker._diffusion, maker._safety = models
+    diffusion, safety = models if models is not None else (None, None)
+    maker = CoverMaker(settings, device=device, diffusion=diffusion, safety=safety)
     maker.warm_up()
     return maker
 
@@ -174,10 +177,22 @@ def interleaved(rows: dict[str, Callable[[int], object]], n_images: int, device:
     return seconds
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds spent by everything on the machine since boot (Linux), to see who else used the cores."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def machine(device: str, dtype: torch.dtype) -> str:
     cpu = platform.processor() or platform.machine()
     where = torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"
-    versions = f"Python {platform.python_version()}, torch {torch.__version__}"
+    versions = (
+        f"Python {platform.python_version()}, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+    )
     return f"{os.cpu_count()} cores ({cpu}), {where}, {versions}; {device} {dtype}"
 
 
@@ -204,9 +219,9 @@ def main() -> None:
     else:
         settings = Settings(**common, cover_model=SD_TURBO_ARCH, cover_safety_model=SD_TURBO_ARCH)
         maker = make_cover_maker(settings, args.device, build_sd_turbo_arch(args.device))
-    models = maker._models()
+    models = maker.models()
     if models is None or models[1] is None:
-        raise SystemExit(f"cover models unavailable: {maker._unavailable}")
+        raise SystemExit(f"cover models unavailable: {maker.unavailable_reason}")
     diffusion, safety = models
     fallback = CoverMaker(settings.model_copy(update={"cover_mode": "procedural"}), device=args.device)
 
@@ -244,7 +259,10 @@ def main() -> None:
         "  of which: title typography": lambda _seed: draw_title(latest["baseline"], TITLE),
         "procedural fallback (+ title)": procedural,
     }
+    wall, ours, everyone = time.perf_counter(), time.process_time(), busy_cpu_seconds()
     seconds = interleaved(rows, args.images, args.device)
+    wall, ours = time.perf_counter() - wall, time.process_time() - ours
+    finished = busy_cpu_seconds()
 
     print(f"machine: {machine(args.device, diffusion.pipeline.unet.dtype)}")
     header = f"cover time per image ({args.arch}, {size} px)"
@@ -258,6 +276,9 @@ def main() -> None:
         else:
             whole, ratio = median, f"{base / median:.1f}x"
         print(f"{label:62} {median * 1000:8.1f}ms {max(times) * 1000:8.1f}ms {len(times):6d} {ratio:>9}")
+    if everyone is not None and finished is not None:  # a shared machine's other work slows every row
+        others = max(0.0, finished - everyone - ours) / wall
+        print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average while this ran ({wall:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -168,11 +168,19 @@ class SafetyCheck:
 class CoverMaker:
     """Everything a job needs to get a cover; loads lazily once, and remembers why loading failed."""
 
-    def __init__(self, settings: Settings, *, device: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        device: str,
+        diffusion: DiffusionCover | None = None,
+        safety: SafetyCheck | None = None,
+    ) -> None:
+        """``diffusion``/``safety`` may be passed ready-made (benchmarks build real-size random models)."""
         self.settings, self.device = settings, device
         self.llm = ChatClient.from_settings(settings)
-        self._diffusion: DiffusionCover | None = None
-        self._safety: SafetyCheck | None = None
+        self._diffusion: DiffusionCover | None = diffusion
+        self._safety: SafetyCheck | None = safety
         self._unavailable: str | None = None
         self._lock = threading.Lock()
 
@@ -183,9 +191,10 @@ class CoverMaker:
     def warm_up(self) -> None:
         """Load the models now (worker start-up) so the first job does not pay for it."""
         if self.settings.cover_mode == "diffusion":
-            self._models()
+            self.models()
 
-    def _models(self) -> tuple[DiffusionCover, SafetyCheck | None] | None:
+    def models(self) -> tuple[DiffusionCover, SafetyCheck | None] | None:
+        """The loaded pipeline and safety check (loading them on first use), or None if they cannot load."""
         s = self.settings
         with self._lock:
             if self._diffusion is None and self._unavailable is None:
@@ -206,6 +215,10 @@ class CoverMaker:
                     log.warning("cover model unavailable; using procedural covers", extra={"reason": str(exc)})
             return (self._diffusion, self._safety) if self._diffusion is not None else None
 
+    @property
+    def unavailable_reason(self) -> str | None:
+        return self._unavailable
+
     def make(
         self,
         *,
@@ -219,7 +232,7 @@ class CoverMaker:
         s = self.settings
         cover: Cover | None = None
         note = None
-        models = self._models() if s.cover_mode == "diffusion" else None
+        models = self.models() if s.cover_mode == "diffusion" else None
         if models is not None:
             diffusion, safety = models
             spec, prompt_source = self._prompt(description=description, style=style, mood=mood)
