@@ -15,6 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import migrations
 
 
+def _sqlite_file(database_url: str) -> Path | None:
+    """The database file of an SQLite URL (its folder created), or None for other back ends and ``:memory:``."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def make_engine(database_url: str) -> AsyncEngine:
     """An engine whose SQLite connections can be shared by the bot and worker processes.
 
@@ -22,8 +32,7 @@ def make_engine(database_url: str) -> AsyncEngine:
     wait instead of failing with "database is locked"; SQLite ignores foreign keys unless asked.
     """
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    _sqlite_file(database_url)
     engine = create_async_engine(url)
     if url.get_backend_name() == "sqlite":
 
@@ -52,9 +61,7 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Synchronous: call it before the event loop, or in a thread."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    _sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 
@@ -64,12 +71,11 @@ def upgrade_locked(database_url: str) -> None:
     Two processes creating the same SQLite tables at once would make one of them fail, so
     they take an exclusive lock on a file beside the database first.
     """
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    database = _sqlite_file(database_url)
+    if database is None:
         upgrade(database_url)
         return
-    lock_path = Path(url.database).with_suffix(".migrate.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = database.with_suffix(".migrate.lock")
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
 from beatforge.contract import (
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from bot.app import Beatforge
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 STYLE_CHOICES = [app_commands.Choice(name=s.label, value=s.key) for s in STYLES.values()]
 MOOD_CHOICES = [app_commands.Choice(name=m.label, value=m.key) for m in MOODS.values()]
@@ -53,9 +54,10 @@ async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
     return None if rank is None else int(rank) + 1
 
 
-def _params(**fields: object) -> BeatParams:
+def _validated(model: type[M], **fields: object) -> M:
+    """Build a contract model from command options; bad input becomes a private explanation."""
     try:
-        return BeatParams.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as exc:
         raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
 
@@ -88,7 +90,8 @@ class Generate(commands.Cog):
             title: A title to set on the cover.
         """
         # Discord enforces ranges and choices in its own client only; a crafted payload reaches us unchecked.
-        params = _params(
+        params = _validated(
+            BeatParams,
             prompt=prompt,
             style=style,
             mood=mood,
@@ -130,18 +133,17 @@ class Generate(commands.Cog):
             stretch: Time-stretch the loop to exactly this bpm.
             seed: Same seed + prompt = the same loop.
         """
-        try:
-            loop = LoopParams(
-                bars=bars,
-                min_duration_s=min_duration,
-                max_duration_s=max_duration,
-                target_bpm=bpm,
-                stretch=stretch,
-                format=format,  # type: ignore[arg-type]
-            )
-        except ValidationError as exc:
-            raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
-        params = _params(
+        loop = _validated(
+            LoopParams,
+            bars=bars,
+            min_duration_s=min_duration,
+            max_duration_s=max_duration,
+            target_bpm=bpm,
+            stretch=stretch,
+            format=format,
+        )
+        params = _validated(
+            BeatParams,
             prompt=prompt,
             style=style,
             mood=mood,
@@ -192,7 +194,8 @@ class Generate(commands.Cog):
     ) -> None:
         original = await self._own_beat(interaction, beat_id)
         p = original.params
-        params = _params(
+        params = _validated(
+            BeatParams,
             prompt=p.prompt,
             duration_s=p.duration_s,
             title=p.title,
