@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None  # None = AWS; e.g. http://minio:9000
     s3_region: str | None = None
 
+    #: MIDI transcription (basic-pitch): note-onset and frame-activation thresholds (0..1, lower = more
+    #: notes) and the shortest note kept, as basic-pitch names them; defaults are basic-pitch's own.
+    midi_onset_threshold: float = Field(default=0.5, gt=0, lt=1)
+    midi_frame_threshold: float = Field(default=0.3, gt=0, lt=1)
+    midi_min_note_ms: float = Field(default=127.7, ge=10, le=2000)
+    #: Longest audio (seconds) /midi and `beatforge midi` accept; longer files are refused before decoding.
+    midi_max_input_s: float = Field(default=600.0, ge=10, le=7200)
+    #: Biggest upload (MiB) /midi downloads from Discord.
+    midi_max_upload_mb: float = Field(default=50.0, gt=0, le=500)
+    #: A demucs model (name or local directory with its weights) to split stems; None or not loadable = the
+    #: offline harmonic/percussive split, which always works.
+    stems_model: str | None = None
+
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
 
