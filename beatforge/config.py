@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S
@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None  # None = AWS; e.g. http://minio:9000
     s3_region: str | None = None
 
+    #: Download links for files over Discord's upload limit, served by the bot's small HTTP server. The
+    #: address users reach it at (e.g. https://beats.example.com); None = no links and no server.
+    public_url: str | None = None
+    #: Signs the links (HMAC-SHA256); required with public_url. E.g. `python -c "import secrets;
+    #: print(secrets.token_urlsafe(32))"`. Changing it invalidates every link handed out.
+    link_secret: SecretStr | None = None
+    link_ttl_hours: float = Field(default=72, gt=0, le=24 * 365)
+    #: Where the bot's HTTP server listens (behind a reverse proxy that serves public_url, or published directly).
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
     #: MIDI transcription (basic-pitch): note-onset and frame-activation thresholds (0..1, lower = more
     #: notes) and the shortest note kept, as basic-pitch names them; defaults are basic-pitch's own.
     midi_onset_threshold: float = Field(default=0.5, gt=0, lt=1)
@@ -96,6 +107,19 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:"):
             return "sqlite+aiosqlite:" + value.removeprefix("sqlite:")
         return value
+
+    @model_validator(mode="after")
+    def _links_need_a_secret(self) -> Settings:
+        if self.public_url is None:
+            return self
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(f"BEATFORGE_PUBLIC_URL must start with http:// or https://, not {self.public_url!r}")
+        if self.link_secret is None or len(self.link_secret.get_secret_value()) < 16:
+            raise ValueError(
+                "BEATFORGE_PUBLIC_URL is set, so BEATFORGE_LINK_SECRET must be too (at least 16 characters; it "
+                'signs the download links), e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        return self
 
     def resolved_device(self) -> str:
         """``auto`` means CUDA when the worker has a GPU. Imports torch, so only the worker calls it."""

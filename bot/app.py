@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import discord
@@ -13,9 +14,11 @@ from discord.ext import commands
 from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.errors import BeatforgeTree
+from bot.file_server import FileServer
 from bot.views import JobButton
 from storage.artifacts import ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
+from storage.links import expiry, make_link
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -49,8 +52,11 @@ class Beatforge(commands.Bot):
         self.live_interactions: dict[int, discord.Interaction] = {}
         #: The text each job's status message shows now, so unchanged progress costs no API call.
         self.status_shown: dict[int, str] = {}
+        #: Serves download links for files over Discord's upload limit; runs only with settings.public_url.
+        self.file_server: FileServer | None = None
 
     async def setup_hook(self) -> None:
+        await self._start_file_server()
         self.add_dynamic_items(JobButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -63,6 +69,40 @@ class Beatforge(commands.Bot):
         else:
             synced = await self.tree.sync()
         log.info("commands synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
+
+    async def _start_file_server(self) -> None:
+        settings = self.settings
+        if settings.public_url is None or settings.link_secret is None:
+            return
+        server = FileServer(
+            self.store, secret=settings.link_secret.get_secret_value(), host=settings.http_host, port=settings.http_port
+        )
+        try:
+            await server.start()
+        except OSError as exc:  # e.g. the port is taken: the bot still runs, big files get no link
+            log.error(
+                "file server could not start; download links are off",
+                extra={"host": settings.http_host, "port": settings.http_port, "error": repr(exc)},
+            )
+            return
+        self.file_server = server
+
+    def download_link(self, relative_path: str) -> tuple[str, int] | None:
+        """A signed link to an artifact and the unix second it expires, or None when links are off."""
+        settings = self.settings
+        if self.file_server is None or settings.public_url is None or settings.link_secret is None:
+            return None
+        now, ttl = time.time(), settings.link_ttl_hours * 3600
+        secret = settings.link_secret.get_secret_value()
+        return make_link(settings.public_url, relative_path, secret=secret, ttl=ttl, now=now), expiry(ttl, now=now)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.file_server is not None:
+                server, self.file_server = self.file_server, None
+                await server.stop()
 
 
 async def run_bot(settings: Settings) -> int:

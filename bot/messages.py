@@ -112,8 +112,13 @@ def failure_text(job: JobView) -> str:
     return f"❌ {label(job)} — {lead}{reason}"
 
 
-def too_large_text(name: str, size: int, limit: int) -> str:
-    return (
-        f"⚠️ {name} is {size / 2**20:.1f} MiB, over this server's {limit / 2**20:.0f} MiB upload limit, "
-        "so it could not be attached."
-    )
+def too_large_text(name: str, size: int, limit: int, url: str | None = None, expires: int | None = None) -> str:
+    """A file over the upload limit: its download link (expiring at unix second ``expires``) when links are on."""
+    head = f"⚠️ {name} is {size / 2**20:.1f} MiB, over this server's {limit / 2**20:.0f} MiB upload limit"
+    if url is None:
+        return (
+            f"{head}, so it could not be attached. (An admin can turn on download links for big files: "
+            "set BEATFORGE_PUBLIC_URL and BEATFORGE_LINK_SECRET.)"
+        )
+    until = f" (link expires <t:{expires}:R>)" if expires is not None else ""
+    return f"{head} — download it here{until}: <{url}>"

@@ -174,7 +174,8 @@ class JobWatcher(commands.Cog):
                 continue
             path = self.bot.store.resolve(artifact.path)
             if artifact.bytes > limit:
-                lines.append(too_large_text(path.name, artifact.bytes, limit))
+                url, expires = self.bot.download_link(artifact.path) or (None, None)
+                lines.append(too_large_text(path.name, artifact.bytes, limit, url, expires))
                 continue
             attachments.append(path)
             if kind == "cover":

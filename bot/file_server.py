@@ -1,0 +1,104 @@
+"""The bot's small HTTP server: artifact files behind signed, expiring links (see ``storage/links.py``).
+
+Files over Discord's upload limit are posted as a link to ``GET /files/<relative path>?exp=&sig=``;
+``GET /healthz`` answers ``ok``. Only started when ``BEATFORGE_PUBLIC_URL`` is set. Imports nothing
+heavier than aiohttp (a discord.py dependency) and the storage helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from aiohttp import web
+
+from storage.artifacts import ArtifactStore
+from storage.errors import UnsafeArtifactPath
+from storage.links import FILES_PREFIX, BadSignature, LinkExpired, check_link
+
+log = logging.getLogger(__name__)
+
+STORE_KEY = web.AppKey("store", ArtifactStore)
+SECRET_KEY = web.AppKey("link_secret", str)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+async def serve_file(request: web.Request) -> web.StreamResponse:
+    relative = request.match_info["path"]
+    store, secret = request.app[STORE_KEY], request.app[SECRET_KEY]
+    try:
+        check_link(relative, request.query.get("exp"), request.query.get("sig"), secret=secret)
+    except LinkExpired as exc:
+        log.info("expired download link", extra={"path": relative, "expires": exc.expires})
+        raise web.HTTPGone(text="This download link has expired.\n") from None
+    except BadSignature as exc:
+        log.warning("refused download link", extra={"path": relative, "reason": str(exc), "remote": request.remote})
+        raise web.HTTPForbidden(text="This download link is not valid.\n") from None
+    try:
+        path = store.resolve(relative)
+    except UnsafeArtifactPath:
+        log.warning("download link outside the artifact directory", extra={"path": relative})
+        raise web.HTTPNotFound(text="No such file.\n") from None
+    if not path.is_file():
+        log.info("download link to a missing file", extra={"path": relative})
+        raise web.HTTPNotFound(text="No such file.\n")
+    log.info("serving download", extra={"path": relative, "bytes": path.stat().st_size, "remote": request.remote})
+    return web.FileResponse(path, headers={"Content-Disposition": content_disposition(path.name)})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def make_app(store: ArtifactStore, *, secret: str) -> web.Application:
+    app = web.Application()
+    app[STORE_KEY] = store
+    app[SECRET_KEY] = secret
+    app.router.add_get(FILES_PREFIX + "{path:.+}", serve_file)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+class FileServer:
+    """Runs :func:`make_app` on ``host:port`` (port 0 picks a free one; see :attr:`port`)."""
+
+    def __init__(self, store: ArtifactStore, *, secret: str, host: str, port: int) -> None:
+        self.app = make_app(store, secret=secret)
+        self.host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the configured one only when that was 0)."""
+        if self._runner is None or not self._runner.addresses:
+            return self._port
+        return int(self._runner.addresses[0][1])
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("file server listening", extra={"host": self.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            log.info("file server stopped", extra={"host": self.host, "port": self._port})
+
+    async def __aenter__(self) -> FileServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
