@@ -1,0 +1,190 @@
+"""A beat as MIDI parts: split the mix into stems, then drums by onset band, bass and melody by basic-pitch.
+
+Transcribing each part from its own stem is the point: basic-pitch on a full mix hears the bass's overtones
+as melody notes and the drums as bursts of short notes (bench/midi.py measures both ways on the same audio).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from generation.audio import Samples
+from generation.drums import detect_drums, quantize
+from generation.errors import AudioParameterError, ModelUnavailable
+from generation.loops import SILENCE_PEAK, detect_key, detect_tempo
+from generation.notes import DrumHit, Note, Transcription
+from generation.stems import DemucsSeparator, Stems, split_stems
+
+__all__ = ["DrumHit", "Note", "PitchTracker", "Transcription", "transcribe"]
+
+log = logging.getLogger(__name__)
+
+PITCH_SR = 22_050  # basic-pitch's model rate
+#: Bass notes are kept up to B3 (the bass stem holds little above it); melody notes from C2 (a low pad
+#: note is still "melody/chords").
+BASS_MAX_PITCH = 59
+MELODY_MIN_PITCH = 36
+#: Tempo-detection confidence from which the beat counts as steady enough to quantise drums to its grid.
+STEADY_BEAT = 0.5
+#: A note starting this close (s) to a louder one an octave, a twelfth or two octaves below it is that note's
+#: overtone, not a note of its own (basic-pitch reports strong overtones of synth tones as notes).
+OVERTONE_ONSET_S = 0.05
+OVERTONES = (12, 19, 24)
+#: A note heard in both the bass and the upper stem (the crossover is a band, not a wall) stays in the bass up to
+#: E3, in the melody above.
+SHARED_BASS_MAX = 52
+
+
+class PitchTracker:
+    """basic-pitch's note model (its ONNX file ships inside the package), loaded once per worker.
+
+    Thresholds are basic-pitch's own names: ``onset_threshold`` (how sure an onset must be),
+    ``frame_threshold`` (how sure a sounding frame must be) and the shortest note kept.
+    """
+
+    def __init__(self, *, onset_threshold: float = 0.5, frame_threshold: float = 0.3, min_note_ms: float = 127.7):
+        try:
+            from basic_pitch import ICASSP_2022_MODEL_PATH
+            from basic_pitch.inference import Model
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "MIDI transcription needs basic-pitch: pip install --no-deps basic-pitch==0.4.0"
+            ) from exc
+        self.model = Model(ICASSP_2022_MODEL_PATH)
+        self.onset_threshold, self.frame_threshold, self.min_note_ms = onset_threshold, frame_threshold, min_note_ms
+        self._lock = threading.Lock()  # one ONNX session, used from worker threads
+
+    def _model_output(self, audio: npt.NDArray[np.float32]) -> dict[str, Any]:
+        """basic-pitch's ``run_inference`` on an array instead of a file path (same windows, same overlap)."""
+        from basic_pitch.constants import AUDIO_N_SAMPLES, FFT_HOP
+        from basic_pitch.inference import unwrap_output, window_audio_file
+
+        overlap_frames = 30
+        overlap = overlap_frames * FFT_HOP
+        padded = np.concatenate([np.zeros(overlap // 2, dtype=np.float32), audio])
+        output: dict[str, list[Any]] = {"note": [], "onset": [], "contour": []}
+        with self._lock:
+            for window, _ in window_audio_file(padded, AUDIO_N_SAMPLES - overlap):
+                for key, value in self.model.predict(window[None]).items():
+                    output[key].append(value)
+        return {k: unwrap_output(np.concatenate(v), audio.shape[0], overlap_frames) for k, v in output.items()}
+
+    def notes(
+        self, mono: npt.NDArray[np.floating], sr: int, *, min_pitch: int | None = None, max_pitch: int | None = None
+    ) -> list[Note]:
+        """Notes in ``mono`` (shape (n,)), sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI numbers."""
+        import librosa
+        from basic_pitch.note_creation import model_output_to_notes
+
+        audio = np.asarray(mono, dtype=np.float32)
+        if sr != PITCH_SR:
+            audio = librosa.resample(audio, orig_sr=sr, target_sr=PITCH_SR)
+        if audio.size == 0 or not np.any(audio):
+            return []
+        frames_per_s = PITCH_SR / 256  # basic-pitch's FFT hop
+        _, events = model_output_to_notes(
+            self._model_output(audio),
+            onset_thresh=self.onset_threshold,
+            frame_thresh=self.frame_threshold,
+            min_note_len=round(self.min_note_ms / 1000 * frames_per_s),
+            min_freq=float(librosa.midi_to_hz(min_pitch - 0.5)) if min_pitch is not None else None,
+            max_freq=float(librosa.midi_to_hz(max_pitch + 0.5)) if max_pitch is not None else None,
+            multiple_pitch_bends=False,
+            melodia_trick=True,
+        )
+        notes = [
+            Note(float(start), float(end), int(pitch), int(np.clip(round(127 * amplitude), 1, 127)))
+            for start, end, pitch, amplitude, _ in events
+            if (min_pitch is None or pitch >= min_pitch) and (max_pitch is None or pitch <= max_pitch)
+        ]
+        return sorted(notes, key=lambda n: (n.start_s, n.pitch))
+
+
+def _mono(x: Samples) -> npt.NDArray[np.float32]:
+    return x.mean(axis=0).astype(np.float32)
+
+
+def drop_overtones(notes: list[Note], fundamentals: list[Note]) -> list[Note]:
+    """``notes`` without those that only repeat an overtone of a louder note among ``fundamentals``.
+
+    Octave doublings played as quietly as their lower note survive: only a quieter upper note is dropped.
+    """
+
+    def overtone(n: Note) -> bool:
+        return any(
+            abs(n.start_s - f.start_s) <= OVERTONE_ONSET_S
+            and n.pitch - f.pitch in OVERTONES
+            and f.velocity > n.velocity
+            for f in fundamentals
+        )
+
+    return [n for n in notes if not overtone(n)]
+
+
+def assign_shared(bass: list[Note], melody: list[Note]) -> tuple[list[Note], list[Note]]:
+    """Each note found in both stems (same pitch, same onset) kept in one part only."""
+
+    def shared(n: Note, others: list[Note]) -> bool:
+        return any(o.pitch == n.pitch and abs(o.start_s - n.start_s) <= OVERTONE_ONSET_S for o in others)
+
+    kept_bass = [n for n in bass if n.pitch <= SHARED_BASS_MAX or not shared(n, melody)]
+    kept_melody = [n for n in melody if n.pitch > SHARED_BASS_MAX or not shared(n, bass)]
+    return kept_bass, kept_melody
+
+
+def transcribe(
+    samples: Samples, sr: int, *, tracker: PitchTracker, separator: DemucsSeparator | None = None
+) -> Transcription:
+    """Transcribe a mix (float32, (channels, n)) into drum, bass and melody parts.
+
+    Raises:
+        AudioParameterError: the audio is silent or not finite.
+    """
+    stems = separate(samples, sr, separator=separator)
+    return transcribe_stems(stems, mix=samples, tracker=tracker)
+
+
+def separate(samples: Samples, sr: int, *, separator: DemucsSeparator | None = None) -> Stems:
+    if samples.ndim != 2 or samples.shape[-1] == 0:
+        raise AudioParameterError("there is no audio to transcribe")
+    if not np.all(np.isfinite(samples)):
+        raise AudioParameterError("the audio contains invalid (non-finite) samples")
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise AudioParameterError("the audio is silent: there are no notes to transcribe")
+    return split_stems(samples, sr, separator)
+
+
+def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Transcription:
+    sr = stems.sample_rate
+    mono_mix = _mono(mix)
+    try:
+        tempo = detect_tempo(mono_mix, sr=sr)
+    except AudioParameterError as exc:  # too short, or no periodic onsets: no grid, still notes
+        log.info("no steady tempo; MIDI written at 120 bpm", extra={"reason": str(exc)})
+        tempo = None
+    hits = detect_drums(_mono(stems.drums), sr)
+    steady = tempo is not None and tempo.confidence >= STEADY_BEAT
+    if steady:
+        hits = quantize(hits, np.asarray(tempo.beat_times))
+    bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
+    upper = tracker.notes(_mono(stems.other), sr, min_pitch=MELODY_MIN_PITCH)
+    bass, melody = assign_shared(bass, drop_overtones(upper, bass + upper))
+    try:
+        key: str | None = detect_key(_mono(stems.bass) + _mono(stems.other), sr=sr).label
+    except AudioParameterError:
+        key = None
+    return Transcription(
+        drums=tuple(sorted(hits, key=lambda h: (h.time_s, h.drum))),
+        bass=tuple(bass),
+        melody=tuple(melody),
+        bpm=tempo.bpm if tempo is not None else None,
+        key=key,
+        separation=stems.method,
+        quantized=steady,
+        duration_s=mix.shape[-1] / sr,
+    )
