@@ -18,6 +18,7 @@ CMD ["beatforge", "bot"]
 
 FROM base AS worker
 # PyPI's Linux torch wheels bundle CUDA, so the GPU works with the NVIDIA container toolkit alone.
-RUN pip install '.[worker]'
+# basic-pitch without its declared TensorFlow: beatforge runs the ONNX model shipped in its wheel.
+RUN pip install '.[worker]' && pip install --no-deps basic-pitch==0.4.0
 ENV HF_HOME=/hf-cache
 CMD ["beatforge", "worker"]

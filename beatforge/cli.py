@@ -56,6 +56,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     auto.add_argument("--count", type=int, default=10, help="how many loops (1-500)")
     add_loop_arguments(auto, settings)
 
+    midi = commands.add_parser("midi", help="transcribe an audio file into drums/bass/melody/full MIDI files")
+    midi.add_argument("audio", type=Path, help="wav, flac, ogg or mp3")
+    midi.add_argument("--out", type=Path, default=Path("midi"), help="directory to write into")
+    midi.add_argument("--stems", action="store_true", help="also write the separated stems (drums, bass, other)")
+
     commands.add_parser("bot", help="run the Discord bot")
     worker = commands.add_parser("worker", help="run the generation worker (arq)")
     worker.add_argument("--check", action="store_true", help="exit 0 if a worker's health check is recent")
@@ -138,6 +143,40 @@ def _cover(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _midi(args: argparse.Namespace, settings: Settings) -> int:
+    from generation.audio import read_audio
+    from generation.errors import GenerationError
+    from generation.loop_export import safe_stem
+    from generation.midi_export import export_midi
+    from generation.stems import make_separator
+    from generation.transcribe import PitchTracker
+
+    try:
+        samples, sample_rate = read_audio(args.audio, max_seconds=settings.midi_max_input_s)
+        tracker = PitchTracker(
+            onset_threshold=settings.midi_onset_threshold,
+            frame_threshold=settings.midi_frame_threshold,
+            min_note_ms=settings.midi_min_note_ms,
+        )
+        files = export_midi(
+            samples,
+            sample_rate=sample_rate,
+            tracker=tracker,
+            separator=make_separator(settings.stems_model),
+            out_dir=args.out,
+            stem=safe_stem(args.audio.stem),
+            source=args.audio.name,
+            with_stems=args.stems,
+        )
+    except GenerationError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 1
+    sys.stderr.write(files.summary + "\n")
+    written = {"midi": str(files.pack), "stems": str(files.stems) if files.stems else None}
+    sys.stdout.write(json.dumps({**written, **files.info}) + "\n")
+    return 0
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from arq.worker import check_health
 
@@ -161,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_loop(args, settings)
     if args.command == "auto":
         return run_auto(args, settings)
+    if args.command == "midi":
+        return _midi(args, settings)
     if args.command == "worker":
         return _worker(args, settings)
     if args.command == "bot":

@@ -22,6 +22,7 @@ SCHEMA_VERSION: Literal[1] = 1
 JOB_GENERATE = "generate_beat"  # audio, then its cover
 JOB_COVER = "draw_cover"  # a new cover for an existing beat
 JOB_LOOP = "cut_loop"  # a seamless loop cut from an existing beat
+JOB_MIDI = "transcribe_midi"  # MIDI files (and stems) from an existing beat or an uploaded file
 #: redis key where the worker publishes a job's progress (JSON of :class:`JobProgress`).
 PROGRESS_KEY = "beatforge:progress:{job_id}"
 #: How long a progress key outlives its last update, so stale keys clean themselves up.
@@ -132,6 +133,15 @@ class LoopParams(_Frozen):
         return self
 
 
+class MidiParams(_Frozen):
+    """What a MIDI job transcribes: the parent beat's audio, or a file the user uploaded."""
+
+    #: Also deliver the separated stems (drums, bass, other) as audio.
+    stems: bool = False
+    #: An uploaded file, as a path relative to the artifact store (the bot saved it there).
+    upload: str | None = Field(default=None, min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")
+
+
 class BeatParams(_Frozen):
     """What the user asked for, validated before anything slow happens.
 
@@ -151,6 +161,8 @@ class BeatParams(_Frozen):
     bpm: int | None = Field(default=None, ge=40, le=300)
     #: Set when the job should end in a seamless loop (``/loop``, the Loop button).
     loop: LoopParams | None = None
+    #: Set on MIDI jobs (``/midi``, the MIDI button). For an upload, ``prompt`` names the file.
+    midi: MidiParams | None = None
 
     @property
     def music_text(self) -> str:
@@ -159,7 +171,7 @@ class BeatParams(_Frozen):
 
 
 class GenerateRequest(_Frozen):
-    """The payload of :data:`JOB_GENERATE` and :data:`JOB_COVER`: a stored job and its parameters."""
+    """The payload of every job (:data:`JOB_GENERATE`, :data:`JOB_COVER`, ...): a stored job and its parameters."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     job_id: int = Field(ge=1)
@@ -170,7 +182,7 @@ class JobProgress(_Frozen):
     """A progress snapshot the worker writes to redis and the bot turns into message edits."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    stage: Literal["loading", "generating", "looping", "drawing", "saving"]
+    stage: Literal["loading", "generating", "looping", "transcribing", "drawing", "saving"]
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)

@@ -24,6 +24,9 @@ def label(job: JobView) -> str:
         return f"New cover #{job.id} for beat #{job.parent_id}"
     if job.kind == "loop":
         return f"Loop #{job.id} of beat #{job.parent_id}"
+    if job.kind == "midi":
+        source = f"beat #{job.parent_id}" if job.parent_id else quote_prompt(job.params.prompt, 80)
+        return f"MIDI #{job.id} of {source}"
     return f"Beat #{job.id}"
 
 
@@ -48,6 +51,8 @@ def progress_text(job: JobView, progress: JobProgress | None) -> str:
         return f"🎛️ {label(job)} — loading the model…"
     if progress.stage == "looping":
         return f"➰ {label(job)} — cutting the loop…"
+    if progress.stage == "transcribing":
+        return f"🎹 {label(job)} — splitting stems and transcribing…"
     if progress.stage == "drawing":
         return f"🎨 {label(job)} — drawing the cover…"
     if progress.stage == "saving":
@@ -93,13 +98,27 @@ def loop_line(job: JobView) -> str | None:
     return f"➰ No loop: {error}." if error else None
 
 
+def midi_line(job: JobView) -> str | None:
+    info = _meta(job, "midi")
+    if not info:
+        return None
+    tempo = f"{info['bpm']:.1f} bpm" if info.get("bpm") else "no steady beat (files at 120 bpm)"
+    return (
+        f"🎹 {tempo} · {info.get('key') or 'key unclear'} · drums {info['drum_hits']} hits · "
+        f"bass {info['bass_notes']} notes · melody/chords {info['melody_notes']} notes\n"
+        f"Stems split by {info['separation']}. The zip has drums.mid, bass.mid, melody.mid and full.mid."
+    )
+
+
 def result_text(job: JobView) -> str:
-    head = {"cover": "🖼️", "loop": "➰"}.get(job.kind, "🎵")
+    head = {"cover": "🖼️", "loop": "➰", "midi": "🎹"}.get(job.kind, "🎵")
     title = f" — *{quote_prompt(job.params.title, 80)}*" if job.params.title else ""
-    lines = [f"{head} **{label(job)}**{title} for <@{job.user_id}>", f"> {quote_prompt(job.params.prompt)}"]
+    lines = [f"{head} **{label(job)}**{title} for <@{job.user_id}>"]
+    if not (job.params.midi and job.params.midi.upload):  # an upload's "prompt" is its file name, already shown
+        lines.append(f"> {quote_prompt(job.params.prompt)}")
     lines.append(details_line(job))
-    lines += [extra for extra in (loop_line(job), cover_note(job)) if extra]
-    return "\n".join(lines)
+    lines += [extra for extra in (loop_line(job), midi_line(job), cover_note(job)) if extra]
+    return "\n".join(line for line in lines if line)
 
 
 def done_status_text(job: JobView) -> str:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 #: action → (label, emoji, Generate method taking (interaction, beat_id)); order is the order shown.
 ACTIONS: dict[str, tuple[str, str, str]] = {
     "loop": ("Loop", "➰", "make_loop"),
+    "midi": ("MIDI", "🎹", "make_midi"),
     "cover": ("New cover", "🖼️", "redraw_cover"),
 }
 

@@ -49,16 +49,36 @@ def peak_normalize(samples: Samples, *, peak: float = 0.98) -> Samples:
     return (samples * (peak / top)).astype(np.float32)
 
 
-def read_audio(path: Path) -> tuple[Samples, int]:
+def clock(seconds: float) -> str:
+    """``m:ss``, how people read lengths of music."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def read_audio(path: Path, *, max_seconds: float | None = None) -> tuple[Samples, int]:
     """Any file libsndfile reads (wav, flac, ogg, mp3) as float32 (channels, n) and its sample rate.
 
+    ``max_seconds`` refuses long files from the header, before decoding a 20-minute upload into memory.
+
     Raises:
-        AudioParameterError: the file is empty, corrupt or not audio.
+        AudioParameterError: the file is missing, empty, corrupt, not audio, or longer than ``max_seconds``.
     """
+    if not path.is_file():
+        raise AudioParameterError(f"{path.name} does not exist")
+    if path.stat().st_size == 0:
+        raise AudioParameterError(f"{path.name} is empty (0 bytes)")
     try:
+        if max_seconds is not None:
+            length = sf.info(path).duration
+            if length > max_seconds:
+                raise AudioParameterError(
+                    f"{path.name} is {clock(length)} long; the limit is {clock(max_seconds)}"
+                )
         data, sample_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioParameterError(f"{path.name} is not a readable audio file ({exc})") from exc
+        raise AudioParameterError(
+            f"{path.name} is not a readable audio file (wav, flac, ogg or mp3 expected: {exc})"
+        ) from exc
     if data.shape[0] == 0:
         raise AudioParameterError(f"{path.name} contains no audio")
     return np.ascontiguousarray(data.T), int(sample_rate)

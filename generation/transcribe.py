@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ PITCH_SR = 22_050  # basic-pitch's model rate
 #: note is still "melody/chords").
 BASS_MAX_PITCH = 59
 MELODY_MIN_PITCH = 36
+#: Below this level relative to the mix (RMS, about -18 dB), the percussive stem holds only the attacks of
+#: pitched notes, not drums (synthetic tones: 0.04-0.07; drum beats: 0.3-0.4).
+MIN_DRUM_LEVEL = 0.12
 #: Tempo-detection confidence from which the beat counts as steady enough to quantise drums to its grid.
 STEADY_BEAT = 0.5
 #: A note starting this close (s) to a louder one an octave, a twelfth or two octaves below it is that note's
@@ -48,13 +52,18 @@ class PitchTracker:
     """
 
     def __init__(self, *, onset_threshold: float = 0.5, frame_threshold: float = 0.3, min_note_ms: float = 127.7):
+        logging.disable(logging.WARNING)  # basic-pitch warns at import about back ends we deliberately lack (TF, ...)
         try:
-            from basic_pitch import ICASSP_2022_MODEL_PATH
-            from basic_pitch.inference import Model
+            with warnings.catch_warnings():  # resampy (a basic-pitch dependency) still imports pkg_resources
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+                from basic_pitch import ICASSP_2022_MODEL_PATH
+                from basic_pitch.inference import Model
         except ImportError as exc:
             raise ModelUnavailable(
                 "MIDI transcription needs basic-pitch: pip install --no-deps basic-pitch==0.4.0"
             ) from exc
+        finally:
+            logging.disable(logging.NOTSET)
         self.model = Model(ICASSP_2022_MODEL_PATH)
         self.onset_threshold, self.frame_threshold, self.min_note_ms = onset_threshold, frame_threshold, min_note_ms
         self._lock = threading.Lock()  # one ONNX session, used from worker threads
@@ -107,6 +116,10 @@ class PitchTracker:
 
 def _mono(x: Samples) -> npt.NDArray[np.float32]:
     return x.mean(axis=0).astype(np.float32)
+
+
+def _rms(x: npt.NDArray[np.float32]) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def drop_overtones(notes: list[Note], fundamentals: list[Note]) -> list[Note]:
@@ -167,7 +180,9 @@ def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Tr
     except AudioParameterError as exc:  # too short, or no periodic onsets: no grid, still notes
         log.info("no steady tempo; MIDI written at 120 bpm", extra={"reason": str(exc)})
         tempo = None
-    hits = detect_drums(_mono(stems.drums), sr)
+    drums = _mono(stems.drums)
+    has_drums = _rms(drums) >= MIN_DRUM_LEVEL * _rms(mono_mix)
+    hits = detect_drums(drums, sr) if has_drums else []
     steady = tempo is not None and tempo.confidence >= STEADY_BEAT
     if steady:
         hits = quantize(hits, np.asarray(tempo.beat_times))

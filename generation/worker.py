@@ -22,6 +22,7 @@ from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
     JOB_LOOP,
+    JOB_MIDI,
     PROGRESS_KEY,
     PROGRESS_TTL_S,
     BeatParams,
@@ -39,7 +40,10 @@ from generation.cover import Cover, CoverMaker
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
 from generation.loop_export import analyse, cut_loop, safe_stem
 from generation.loop_export import warm_up as warm_up_analysis
+from generation.midi_export import export_midi
 from generation.models import ModelCache
+from generation.stems import make_separator
+from generation.transcribe import PitchTracker
 from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
@@ -93,6 +97,17 @@ async def startup(ctx: dict[str, Any]) -> None:
         log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
     await asyncio.to_thread(covers.warm_up)
     await asyncio.to_thread(warm_up_analysis)
+    ctx["separator"] = await asyncio.to_thread(make_separator, settings.stems_model, device=device)
+    try:
+        ctx["pitch"] = await asyncio.to_thread(
+            PitchTracker,
+            onset_threshold=settings.midi_onset_threshold,
+            frame_threshold=settings.midi_frame_threshold,
+            min_note_ms=settings.midi_min_note_ms,
+        )
+    except ModelUnavailable as exc:  # MIDI jobs fail with this reason; beats keep working
+        ctx["pitch"] = exc
+        log.error("MIDI transcription unavailable", extra={"error": str(exc)})
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -284,6 +299,51 @@ async def _loop(run: JobRun) -> bool:
     return True
 
 
+async def _midi(run: JobRun) -> bool:
+    """MIDI files (and stems) from the parent beat's audio or from an uploaded file."""
+    settings: Settings = run.ctx["settings"]
+    store: ArtifactStore = run.ctx["store"]
+    job_id = run.request.job_id
+    midi = run.params.midi
+    if midi is None:
+        raise AudioParameterError(f"job #{job_id} has no MIDI parameters")
+    pitch = run.ctx["pitch"]
+    if isinstance(pitch, ModelUnavailable):
+        raise pitch
+    if midi.upload is not None:
+        source_path, source = store.resolve(midi.upload), run.params.prompt
+    else:
+        async with run.ctx["sessions"]() as session:
+            job = await jobs.get_job(session, job_id)
+            parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
+        audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
+        if parent is None or audio is None:
+            raise AudioParameterError(f"job #{job_id} has no finished beat to transcribe")
+        source_path, source = store.resolve(audio.path), f"beat #{parent.id}"
+    if not await run.mark_running("basic-pitch"):
+        return False
+    await run.progress.publish(JobProgress(stage="transcribing", done=0, total=1))
+    samples, sample_rate = await asyncio.to_thread(read_audio, source_path, max_seconds=settings.midi_max_input_s)
+    files = await asyncio.to_thread(
+        export_midi,
+        samples,
+        sample_rate=sample_rate,
+        tracker=pitch,
+        separator=run.ctx["separator"],
+        out_dir=store.resolve(str(job_id)),
+        stem=f"beatforge-{job_id}",
+        source=source,
+        with_stems=midi.stems,
+        preview_limit=DISCORD_UPLOAD_LIMIT,
+    )
+    run.artifacts.append(store.record(job_id, files.pack.name, kind="midi", meta=files.info))
+    if files.stems is not None:
+        run.artifacts.append(store.record(job_id, files.stems.name, kind="stems"))
+    if files.stems_preview is not None:
+        run.artifacts.append(store.record(job_id, files.stems_preview.name, kind="stems_preview"))
+    return True
+
+
 async def _cover(run: JobRun) -> bool:
     settings: Settings = run.ctx["settings"]
     label = settings.cover_model if settings.cover_mode == "diffusion" else "procedural"
@@ -303,6 +363,11 @@ async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
     return await _run(ctx, payload, _loop)
 
 
+async def transcribe_midi(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """MIDI files (drums, bass, melody, full) and optionally stems from a beat or an uploaded file."""
+    return await _run(ctx, payload, _midi)
+
+
 async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Draw a new cover for an existing beat (the payload carries its description, style, mood and a new seed)."""
     return await _run(ctx, payload, _cover)
@@ -316,6 +381,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             func(generate_beat, name=JOB_GENERATE),
             func(draw_cover, name=JOB_COVER),
             func(cut_loop_job, name=JOB_LOOP),
+            func(transcribe_midi, name=JOB_MIDI),
         ],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),

@@ -39,9 +39,12 @@ class ArtifactStore:
         return path
 
     @contextmanager
-    def writing(self, job_id: int, filename: str) -> Iterator[Path]:
-        """Yield a temporary path to write to; on success it is renamed to ``<job_id>/<filename>``."""
-        final = self.resolve(f"{job_id}/{filename}")
+    def writing(self, folder: int | str, filename: str) -> Iterator[Path]:
+        """Yield a temporary path to write to; on success it is renamed to ``<folder>/<filename>``.
+
+        ``folder`` is a job id, or ``uploads`` for files users sent before their job existed.
+        """
+        final = self.resolve(f"{folder}/{filename}")
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=final.suffix)
         os.close(fd)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
+import discord
 import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
@@ -92,7 +93,9 @@ async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, Fak
     _, fake = discord_bot
     (sync,) = fake.find("PUT", r"^/applications/\d+/commands$")
     commands = {c["name"]: c for c in sync.json}
-    assert set(commands) == {"beat", "loop", "cover"}
+    assert set(commands) == {"beat", "loop", "cover", "midi"}
+    midi = {o["name"]: o for o in commands["midi"]["options"]}
+    assert midi["file"]["type"] == discord.AppCommandOptionType.attachment.value and not midi["file"]["required"]
     options = {o["name"]: o for o in commands["beat"]["options"]}
     assert options["prompt"]["max_length"] == 500 and options["prompt"]["required"]
     assert [c["value"] for c in options["style"]["choices"]] == list(STYLES)
@@ -125,7 +128,7 @@ async def test_beat_end_to_end(
     upload, cover = followup.files
     assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
     assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
-    assert custom_ids(followup.json) == ["bf:loop:1", "bf:cover:1"]
+    assert custom_ids(followup.json) == ["bf:loop:1", "bf:midi:1", "bf:cover:1"]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 5 * 32_000) and audio.std() > 1e-3
     content = followup.json["content"]
@@ -292,7 +295,7 @@ async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
     owner = 42
     beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
     posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
-    assert custom_ids(posted.json) == [f"bf:loop:{beat_id}", f"bf:cover:{beat_id}"]
+    assert custom_ids(posted.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]
     message = fake.messages[int(posted.response["id"])]
 
     # Someone else (no Manage Server) is refused privately, and nothing is queued.
@@ -359,7 +362,7 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
     )
     assert [f.filename for f in post.files] == ["cover.png"]
     assert "fallback cover" in post.json["content"] and f"for beat #{beat_id}" in post.json["content"]
-    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:cover:{beat_id}"]  # buttons act on the beat
+    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]  # buttons act on the beat
 
 
 async def test_loop_command_queues_a_beat_that_ends_in_a_loop(

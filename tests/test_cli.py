@@ -94,7 +94,7 @@ def test_loop_from_an_audio_file_writes_loop_and_metadata(
         (["loop"], 2, "either a PROMPT"),
         (["loop", "x", "--min-duration", "20", "--max-duration", "10"], 2, "longer than max_duration"),
         (["loop", "x", "--stretch"], 2, "needs a target bpm"),
-        (["loop", "--input", "missing.wav"], 1, "not a readable audio file"),
+        (["loop", "--input", "missing.wav"], 1, "missing.wav does not exist"),
     ],
 )
 def test_loop_refuses_bad_requests(args: list[str], code: int, phrase: str, capsys: pytest.CaptureFixture[str]) -> None:

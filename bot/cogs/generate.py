@@ -1,9 +1,11 @@
-"""/beat and /cover: validate, defer within Discord's 3 seconds, record, enqueue, say where the job stands."""
+"""/beat, /loop, /cover and /midi: validate, defer within Discord's 3 seconds, record, enqueue, show the queue."""
 
 from __future__ import annotations
 
 import logging
 import random
+import secrets
+from pathlib import PurePath
 from typing import TYPE_CHECKING, TypeVar
 
 import discord
@@ -16,6 +18,7 @@ from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
     JOB_LOOP,
+    JOB_MIDI,
     LOOP_MAX_S,
     LOOP_MIN_S,
     MAX_DURATION_S,
@@ -27,6 +30,7 @@ from beatforge.contract import (
     ErrorCode,
     JobStatus,
     LoopParams,
+    MidiParams,
     explain,
 )
 from beatforge.presets import MOODS, STYLES
@@ -46,6 +50,8 @@ M = TypeVar("M", bound=BaseModel)
 STYLE_CHOICES = [app_commands.Choice(name=s.label, value=s.key) for s in STYLES.values()]
 MOOD_CHOICES = [app_commands.Choice(name=m.label, value=m.key) for m in MOODS.values()]
 FORMAT_CHOICES = [app_commands.Choice(name=f, value=f) for f in ("wav", "flac", "ogg", "mp3")]
+#: What the worker can decode (libsndfile); anything else is refused before it is downloaded.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 
 
 async def queue_position(bot: Beatforge, queue_job_id: str) -> int | None:
@@ -174,6 +180,60 @@ class Generate(commands.Cog):
         """
         await self.redraw_cover(interaction, beat, style=style, mood=mood)
 
+    @app_commands.command(name="midi")
+    @app_commands.guild_only()
+    async def midi(
+        self,
+        interaction: discord.Interaction,
+        beat: app_commands.Range[int, 1] | None = None,
+        file: discord.Attachment | None = None,
+        stems: bool = False,
+    ) -> None:
+        """MIDI files (drums, bass, melody, full) for FL Studio or GarageBand, from a beat or an audio file.
+
+        Args:
+            beat: One of your beats, by number (shown as "Beat #N").
+            file: An audio file to transcribe instead (wav, flac, ogg or mp3).
+            stems: Also send the separated drums, bass and other parts as audio.
+        """
+        if (beat is None) == (file is None):
+            raise UserFacingError("Give either `beat` (one of your beats) or `file` (an audio file), one of the two.")
+        if beat is not None:
+            await self.make_midi(interaction, beat, stems=stems)
+            return
+        assert file is not None
+        upload = self._check_upload(file)
+        await interaction.response.defer(thinking=True)
+        try:
+            data = await file.read()
+        except discord.HTTPException as exc:
+            raise UserFacingError(f"Couldn't download {file.filename} from Discord ({exc.status}); try again.") from exc
+        with self.bot.store.writing("uploads", PurePath(upload).name) as tmp:
+            tmp.write_bytes(data)
+        params = _validated(
+            BeatParams,
+            prompt=file.filename,
+            duration_s=MAX_DURATION_S,
+            seed=0,
+            midi=MidiParams(stems=stems, upload=upload),
+        )
+        await self.submit(interaction, params, job_name=JOB_MIDI, kind="midi")
+
+    def _check_upload(self, file: discord.Attachment) -> str:
+        """Refuse what the worker cannot use before downloading it; returns where the upload will be stored."""
+        suffix = PurePath(file.filename).suffix.lower()
+        if suffix not in AUDIO_SUFFIXES:
+            raise UserFacingError(
+                f"{file.filename} doesn't look like audio: send a {', '.join(s[1:] for s in AUDIO_SUFFIXES)} file."
+            )
+        if file.size == 0:
+            raise UserFacingError(f"{file.filename} is empty (0 bytes).")
+        limit_mb = self.bot.settings.midi_max_upload_mb
+        if file.size > limit_mb * 2**20:
+            raise UserFacingError(f"{file.filename} is {file.size / 2**20:.1f} MiB; the limit is {limit_mb:g} MiB.")
+        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in PurePath(file.filename).stem)[:40] or "audio"
+        return f"uploads/{secrets.token_hex(6)}-{stem}{suffix}"
+
     async def _own_beat(self, interaction: discord.Interaction, beat_id: int) -> JobView:
         """The beat, if it exists on this server and the user may work on it (its maker, or Manage Server)."""
         async with self.bot.sessions() as session:
@@ -215,6 +275,14 @@ class Generate(commands.Cog):
         params = p.model_copy(update={"loop": loop})
         await interaction.response.defer(thinking=True)
         await self.submit(interaction, params, job_name=JOB_LOOP, kind="loop", parent_id=original.id)
+
+    async def make_midi(self, interaction: discord.Interaction, beat_id: int, *, stems: bool = False) -> None:
+        original = await self._own_beat(interaction, beat_id)
+        if original.status is not JobStatus.DONE:
+            raise UserFacingError(f"Beat #{beat_id} is not finished yet.")
+        params = original.params.model_copy(update={"midi": MidiParams(stems=stems), "loop": None})
+        await interaction.response.defer(thinking=True)
+        await self.submit(interaction, params, job_name=JOB_MIDI, kind="midi", parent_id=original.id)
 
     async def submit(
         self,

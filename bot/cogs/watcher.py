@@ -36,7 +36,7 @@ TOKEN_MARGIN = timedelta(minutes=1)
 MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
 #: What a result message carries, in this order (Discord allows 10 attachments).
-ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "cover")
+ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "midi", "stems", "stems_preview", "cover")
 
 
 class JobWatcher(commands.Cog):
@@ -180,8 +180,10 @@ class JobWatcher(commands.Cog):
             attachments.append(path)
             if kind == "cover":
                 embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{path.name}")
-        beat_id = job.parent_id if job.kind != "beat" and job.parent_id else job.id
-        await self._post(job, "\n".join(lines), attachments, embed=embed, view=result_view(beat_id))
+        # buttons act on a beat: this one, or the one this job was made from (an upload's MIDI has none)
+        beat_id = job.id if job.kind == "beat" else job.parent_id
+        view = result_view(beat_id) if beat_id is not None else None
+        await self._post(job, "\n".join(lines), attachments, embed=embed, view=view)
         await self._edit_status(job, done_status_text(job))
 
     async def _deliver_failure(self, job: JobView) -> None:
