@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from generation.audio import Samples, peak_normalize
-from generation.audio_formats import encode, encode_to_fit
+from generation.audio_formats import AudioTooLarge, encode, encode_to_fit
 from generation.midi_files import midi_files, summary_text
 from generation.stems import DemucsSeparator, Stems
 from generation.transcribe import PitchTracker, separate, transcribe_stems
@@ -75,9 +75,11 @@ def export_midi(
     if with_stems:
         stems_zip = _write_zip(out_dir / f"{stem}-stems.zip", _stem_audio(stems))
         if preview_limit is not None and stems_zip.stat().st_size > preview_limit:
-            # three files share the limit, with room for the zip's own headers
-            small = _stem_audio(stems, limit=int(preview_limit * 0.95) // 3)
-            preview = _write_zip(out_dir / f"{stem}-stems-preview.zip", small)
+            try:  # three files share the limit, with room for the zip's own headers
+                small = _stem_audio(stems, limit=int(preview_limit * 0.95) // 3)
+                preview = _write_zip(out_dir / f"{stem}-stems-preview.zip", small)
+            except AudioTooLarge:  # long uploads: even 96 kbps does not fit; the download link carries them
+                preview = None
     info = {
         "source": source,
         "bpm": round(tr.bpm, 2) if tr.bpm else None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from beatforge.contract import (
     JOB_COVER,
     JOB_GENERATE,
     JOB_LOOP,
+    JOB_MIDI,
     PROGRESS_KEY,
     BeatParams,
     ErrorCode,
@@ -26,6 +29,7 @@ from beatforge.contract import (
     JobProgress,
     JobStatus,
     LoopParams,
+    MidiParams,
 )
 from beatforge.queue import enqueue_job, loads
 from generation.audio import write_wav
@@ -230,3 +234,82 @@ def test_a_loop_over_the_upload_limit_gets_a_smaller_preview(tmp_path: Path, rng
     assert roomy.preview is None and roomy.audio.stat().st_size > 200_000
     assert tight.preview is not None and tight.preview.stat().st_size <= 200_000
     assert tight.preview.suffix in {".flac", ".mp3"}
+
+
+async def _queue_midi(
+    sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, midi: MidiParams, parent_id: int | None = None
+) -> int:
+    params = BeatParams(prompt="my track.wav", duration_s=30, seed=0, midi=midi)
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None,
+            kind="midi", parent_id=parent_id,
+        )  # fmt: skip
+    await enqueue_job(arq_redis, JOB_MIDI, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+    return job.id
+
+
+async def test_midi_job_transcribes_a_finished_beat(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, rng: np.random.Generator
+) -> None:
+    parent = await _finished_beat(settings, sessions, render_beat(bpm=100, bars=4, chords=True, rng=rng).samples)
+    job_id = await _queue_midi(sessions, arq_redis, MidiParams(), parent_id=parent)
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    (pack,) = job.artifacts
+    assert pack.kind == "midi" and pack.meta is not None
+    assert pack.meta["source"] == f"beat #{parent}" and abs(pack.meta["bpm"] - 100) < 1.5
+    assert pack.meta["drum_hits"] > 20 and pack.meta["bass_notes"] > 0
+    with zipfile.ZipFile(ArtifactStore(settings.artifact_dir).resolve(pack.path)) as zf:
+        assert {"drums.mid", "bass.mid", "melody.mid", "full.mid", "README.txt"} == set(zf.namelist())
+
+
+async def test_midi_job_on_an_upload_with_stems(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, rng: np.random.Generator
+) -> None:
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing("uploads", "a1-my-track.flac") as tmp:
+        sf.write(tmp, render_beat(bpm=90, bars=2, stereo=True, rng=rng).samples.T, 32_000, format="FLAC")
+    job_id = await _queue_midi(sessions, arq_redis, MidiParams(stems=True, upload="uploads/a1-my-track.flac"))
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    assert [a.kind for a in job.artifacts] == ["midi", "stems"]
+    assert job.artifacts[0].meta is not None and job.artifacts[0].meta["source"] == "my track.wav"
+    with zipfile.ZipFile(store.resolve(job.artifacts[1].path)) as zf:
+        data, sr = sf.read(io.BytesIO(zf.read("drums.flac")))
+    assert sr == 32_000 and data.shape[1] == 2  # stems keep the upload's rate and channels
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"%PDF-1.7 not audio at all", "not a readable audio file"),
+        ("long", "is 0:20 long; the limit is 0:10"),
+        ("silence", "silent"),
+    ],
+)
+async def test_midi_job_on_a_bad_upload_fails_with_the_reason(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    content: bytes | str,
+    phrase: str,
+) -> None:
+    settings = settings.model_copy(update={"midi_max_input_s": 10.0})
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing("uploads", "b2-upload.wav") as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            write_wav(tmp, np.zeros((1, 8000 * (20 if content == "long" else 3)), np.float32), sample_rate=8000)
+    job_id = await _queue_midi(sessions, arq_redis, MidiParams(upload="uploads/b2-upload.wav"))
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
+    assert phrase in (job.error or "") and job.artifacts == ()
