@@ -81,7 +81,7 @@ class Song:
     def duration_s(self) -> float:
         return self.samples.shape[-1] / self.sample_rate
 
-    def drum_times(self, drum: DrumName) -> list[float]:
+    def drum_times(self, drum: str) -> list[float]:
         """The times of one class's hits, sorted."""
         return [t for t, name in self.drums if name == drum]
 
