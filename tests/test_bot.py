@@ -12,8 +12,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import numpy as np
 import discord
+import numpy as np
 import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
@@ -362,7 +362,11 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
     )
     assert [f.filename for f in post.files] == ["cover.png"]
     assert "fallback cover" in post.json["content"] and f"for beat #{beat_id}" in post.json["content"]
-    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]  # buttons act on the beat
+    assert custom_ids(post.json) == [
+        f"bf:loop:{beat_id}",
+        f"bf:midi:{beat_id}",
+        f"bf:cover:{beat_id}",
+    ]  # buttons act on the beat
 
 
 async def test_loop_command_queues_a_beat_that_ends_in_a_loop(
@@ -444,3 +448,126 @@ async def test_loop_with_impossible_durations_is_refused_privately(
     assert "min_duration (20 s) is longer than max_duration (10 s)" in reply.json["data"]["content"]
     async with sessions() as session:
         assert await jobs.count_jobs(session) == 0
+
+
+def _wav_bytes(seconds: float = 1.0) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(8000 * seconds), np.float32), 8000, format="WAV")
+    return buffer.getvalue()
+
+
+async def test_midi_command_on_an_upload_stores_it_and_queues_a_midi_job(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+) -> None:
+    bot, fake = discord_bot
+    data = _wav_bytes()
+    attachment = fake.add_attachment("My Track (final).wav", data)
+    payload = slash_command_payload("midi", {"file": attachment, "stems": True}, bot=bot)
+    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    await wait_for_edit(fake, lambda c: "MIDI #1 of My Track (final).wav queued" in c, timeout=3)
+    async with sessions() as session:
+        job = await jobs.get_job(session, 1)
+    midi = job.params.midi
+    assert job.kind == "midi" and job.parent_id is None and midi is not None and midi.stems
+    assert midi.upload is not None and midi.upload.startswith("uploads/") and midi.upload.endswith(".wav")
+    assert ArtifactStore(settings.artifact_dir).resolve(midi.upload).read_bytes() == data
+    (queued,) = await arq_redis.queued_jobs(queue_name=settings.queue_name)
+    assert queued.function == "transcribe_midi" and queued.args[0]["params"]["midi"]["upload"] == midi.upload
+
+
+@pytest.mark.parametrize(
+    ("options", "phrase"),
+    [
+        ({}, "Give either `beat`"),
+        ({"beat": 1, "file": "wav"}, "Give either `beat`"),
+        ({"file": "pdf"}, "notes.pdf doesn't look like audio: send a wav, flac, ogg, mp3 or aiff file"),
+        ({"file": "huge"}, "big.wav is 60.0 MiB; the limit is 50 MiB"),
+        ({"file": "empty"}, "empty.mp3 is empty (0 bytes)"),
+        ({"beat": 99}, "There is no beat #99"),
+    ],
+)
+async def test_midi_command_refuses_bad_requests_privately(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    sessions: async_sessionmaker[AsyncSession],
+    options: dict[str, Any],
+    phrase: str,
+) -> None:
+    bot, fake = discord_bot
+    files = {
+        "wav": lambda: fake.add_attachment("a.wav", _wav_bytes()),
+        "pdf": lambda: fake.add_attachment("notes.pdf", b"%PDF-1.7"),
+        "huge": lambda: {**fake.add_attachment("big.wav", b"RIFF"), "size": 60 * 2**20},
+        "empty": lambda: fake.add_attachment("empty.mp3", b""),
+    }
+    if "file" in options:
+        options = {**options, "file": files[options["file"]]()}
+    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("midi", options, bot=bot))
+    reply = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    assert reply.json["data"]["flags"] & EPHEMERAL and phrase in reply.json["data"]["content"]
+    assert not fake.find("GET", r"^/cdn/")  # refused before downloading anything
+    async with sessions() as session:
+        assert await jobs.count_jobs(session) == 0
+
+
+async def test_midi_button_queues_a_midi_job_for_the_beat(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+) -> None:
+    bot, fake = discord_bot
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    message = fake.messages[int(posted.response["id"])]
+    dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(f"bf:midi:{beat_id}", message=message, user_id=42))
+    await wait_for_edit(fake, lambda c: f"MIDI #2 of beat #{beat_id} queued" in c, timeout=3)
+    async with sessions() as session:
+        job = await jobs.get_job(session, beat_id + 1)
+    assert (job.kind, job.parent_id) == ("midi", beat_id)
+    assert job.params.midi is not None and not job.params.midi.stems and job.params.midi.upload is None
+    (queued,) = await arq_redis.queued_jobs(queue_name=settings.queue_name)
+    assert queued.function == "transcribe_midi"
+
+    # someone else's beat: refused privately, nothing queued
+    dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(f"bf:midi:{beat_id}", message=message, user_id=7))
+    reply = await fake.wait_for(
+        lambda r: r.method == "POST" and "callback" in r.path and (r.json or {}).get("type") == 4, timeout=3
+    )
+    assert reply.json["data"]["flags"] & EPHEMERAL and "only they or an admin" in reply.json["data"]["content"]
+    assert await arq_redis.zcard(settings.queue_name) == 1
+
+
+async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, fake = discord_bot
+    params = BeatParams(prompt="my track.wav", duration_s=30, seed=0, midi={"upload": "uploads/ab-my-track.wav"})
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=42, user_name="u", guild_id=DEFAULT_GUILD_ID, channel_id=DEFAULT_CHANNEL_ID,
+            kind="midi",
+        )  # fmt: skip
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(job.id, "beatforge-1-midi.zip") as tmp:
+        tmp.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    info = {"source": "my track.wav", "bpm": 92.5, "key": "F minor", "drum_hits": 40, "bass_notes": 12,
+            "melody_notes": 30, "separation": "harmonic/percussive split (offline)", "quantized": True}  # fmt: skip
+    async with sessions() as session:
+        await jobs.mark_running(session, job.id, resolved_model="basic-pitch")
+        await jobs.mark_done(
+            session, job.id, artifacts=[store.record(job.id, "beatforge-1-midi.zip", kind="midi", meta=info)]
+        )
+    post = await fake.wait_for(
+        lambda r: r.method == "POST" and r.path.endswith("/messages") and "MIDI #" in (r.json or {}).get("content", ""),
+        timeout=5,
+    )
+    content = post.json["content"]
+    assert [f.filename for f in post.files] == ["beatforge-1-midi.zip"]
+    assert "🎹 **MIDI #1 of my track.wav**" in content
+    assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
+    assert "harmonic/percussive split" in content and "\n> " not in content  # no prompt quote for an upload
+    assert custom_ids(post.json) == []  # no beat to act on

@@ -224,7 +224,7 @@ class Generate(commands.Cog):
         suffix = PurePath(file.filename).suffix.lower()
         if suffix not in AUDIO_SUFFIXES:
             raise UserFacingError(
-                f"{file.filename} doesn't look like audio: send a {', '.join(s[1:] for s in AUDIO_SUFFIXES)} file."
+                f"{file.filename} doesn't look like audio: send a wav, flac, ogg, mp3 or aiff file."
             )
         if file.size == 0:
             raise UserFacingError(f"{file.filename} is empty (0 bytes).")
