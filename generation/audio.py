@@ -71,9 +71,7 @@ def read_audio(path: Path, *, max_seconds: float | None = None) -> tuple[Samples
         if max_seconds is not None:
             length = sf.info(path).duration
             if length > max_seconds:
-                raise AudioParameterError(
-                    f"{path.name} is {clock(length)} long; the limit is {clock(max_seconds)}"
-                )
+                raise AudioParameterError(f"{path.name} is {clock(length)} long; the limit is {clock(max_seconds)}")
         data, sample_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioParameterError(

@@ -6,6 +6,7 @@ as melody notes and the drums as bursts of short notes (bench/midi.py measures b
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import warnings
@@ -26,22 +27,18 @@ __all__ = ["DrumHit", "Note", "PitchTracker", "Transcription", "transcribe"]
 log = logging.getLogger(__name__)
 
 PITCH_SR = 22_050  # basic-pitch's model rate
-#: Bass notes are kept up to B3 (the bass stem holds little above it); melody notes from C2 (a low pad
-#: note is still "melody/chords").
+#: The split between the parts: bass notes up to B3 (from the low stem), melody/chords above (from the rest).
 BASS_MAX_PITCH = 59
-MELODY_MIN_PITCH = 36
 #: Below this level relative to the mix (RMS, about -18 dB), the percussive stem holds only the attacks of
 #: pitched notes, not drums (synthetic tones: 0.04-0.07; drum beats: 0.3-0.4).
 MIN_DRUM_LEVEL = 0.12
 #: Tempo-detection confidence from which the beat counts as steady enough to quantise drums to its grid.
 STEADY_BEAT = 0.5
-#: A note starting this close (s) to a louder one an octave, a twelfth or two octaves below it is that note's
-#: overtone, not a note of its own (basic-pitch reports strong overtones of synth tones as notes).
+#: A note starting this close (s) to a louder one an octave, a twelfth, two octaves or two octaves and a major
+#: third (the 5th harmonic) below it is that note's overtone, not a note of its own: basic-pitch reports the
+#: strong overtones of bright tones as notes.
 OVERTONE_ONSET_S = 0.05
-OVERTONES = (12, 19, 24)
-#: A note heard in both the bass and the upper stem (the crossover is a band, not a wall) stays in the bass up to
-#: E3, in the melody above.
-SHARED_BASS_MAX = 52
+OVERTONES = (12, 19, 24, 28)
 
 
 class PitchTracker:
@@ -123,31 +120,20 @@ def _rms(x: npt.NDArray[np.float32]) -> float:
 
 
 def drop_overtones(notes: list[Note], fundamentals: list[Note]) -> list[Note]:
-    """``notes`` without those that only repeat an overtone of a louder note among ``fundamentals``.
+    """``notes`` without those that only repeat an overtone of a louder note among ``fundamentals``
+    (which may be ``notes`` itself).
 
-    Octave doublings played as quietly as their lower note survive: only a quieter upper note is dropped.
+    Octave doublings played as loudly as their lower note survive: only a quieter upper note is dropped.
     """
+    by_start = sorted(fundamentals, key=lambda f: f.start_s)
+    starts = [f.start_s for f in by_start]
 
     def overtone(n: Note) -> bool:
-        return any(
-            abs(n.start_s - f.start_s) <= OVERTONE_ONSET_S
-            and n.pitch - f.pitch in OVERTONES
-            and f.velocity > n.velocity
-            for f in fundamentals
-        )
+        lo = bisect.bisect_left(starts, n.start_s - OVERTONE_ONSET_S)
+        hi = bisect.bisect_right(starts, n.start_s + OVERTONE_ONSET_S)
+        return any(f.pitch + step == n.pitch and f.velocity > n.velocity for f in by_start[lo:hi] for step in OVERTONES)
 
     return [n for n in notes if not overtone(n)]
-
-
-def assign_shared(bass: list[Note], melody: list[Note]) -> tuple[list[Note], list[Note]]:
-    """Each note found in both stems (same pitch, same onset) kept in one part only."""
-
-    def shared(n: Note, others: list[Note]) -> bool:
-        return any(o.pitch == n.pitch and abs(o.start_s - n.start_s) <= OVERTONE_ONSET_S for o in others)
-
-    kept_bass = [n for n in bass if n.pitch <= SHARED_BASS_MAX or not shared(n, melody)]
-    kept_melody = [n for n in melody if n.pitch > SHARED_BASS_MAX or not shared(n, bass)]
-    return kept_bass, kept_melody
 
 
 def transcribe(
@@ -187,10 +173,14 @@ def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Tr
     if steady:
         hits = quantize(hits, np.asarray(tempo.beat_times))
     bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
-    upper = tracker.notes(_mono(stems.other), sr, min_pitch=MELODY_MIN_PITCH)
-    bass, melody = assign_shared(bass, drop_overtones(upper, bass + upper))
+    bass = drop_overtones(bass, bass)
+    # The melody is read from everything but the drums: the upper stem alone holds the bass's overtones without
+    # their fundamental, which basic-pitch hears as notes; with the fundamental there it folds them into it.
+    pitched = _mono(stems.bass) + _mono(stems.other)
+    upper = tracker.notes(pitched, sr, min_pitch=BASS_MAX_PITCH + 1)
+    melody = drop_overtones(upper, upper)
     try:
-        key: str | None = detect_key(_mono(stems.bass) + _mono(stems.other), sr=sr).label
+        key: str | None = detect_key(pitched, sr=sr).label
     except AudioParameterError:
         key = None
     return Transcription(

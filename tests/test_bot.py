@@ -571,3 +571,42 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
     assert "harmonic/percussive split" in content and "\n> " not in content  # no prompt quote for an upload
     assert custom_ids(post.json) == []  # no beat to act on
+
+
+@pytest.mark.parametrize("limit", [100_000, 1_000_000])
+async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    limit: int,
+) -> None:
+    bot, fake = discord_bot
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    payload = slash_command_payload("midi", {"beat": beat_id, "stems": True}, bot=bot, attachment_size_limit=limit)
+    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
+    job_id = beat_id + 1
+    store = ArtifactStore(settings.artifact_dir)
+    sizes = {"pack.zip": 2_000, "stems.zip": 300_000, "stems-preview.zip": 60_000}
+    for name, size in sizes.items():
+        with store.writing(job_id, name) as tmp:
+            tmp.write_bytes(bytes(size))
+    info = {"bpm": 120.0, "key": "A minor", "drum_hits": 3, "bass_notes": 1, "melody_notes": 2, "separation": "x"}
+    async with sessions() as session:
+        await jobs.mark_running(session, job_id, resolved_model="basic-pitch")
+        records = [
+            store.record(job_id, "pack.zip", kind="midi", meta=info),
+            store.record(job_id, "stems.zip", kind="stems"),
+            store.record(job_id, "stems-preview.zip", kind="stems_preview"),
+        ]
+        await jobs.mark_done(session, job_id, artifacts=records)
+    post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
+    content = post.json["content"]
+    if limit < sizes["stems.zip"]:
+        assert [f.filename for f in post.files] == ["pack.zip", "stems-preview.zip"]
+        assert "stems.zip is 0.3 MiB, over this server's" in content
+    else:  # the full stems fit: no preview, no note
+        assert [f.filename for f in post.files] == ["pack.zip", "stems.zip"]
+        assert "upload limit" not in content
+    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]

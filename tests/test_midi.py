@@ -21,7 +21,7 @@ from generation.midi_export import export_midi
 from generation.midi_files import BASS_PROGRAM, MELODY_PROGRAM, midi_files, summary_text
 from generation.notes import DrumHit, Note, Transcription
 from generation.stems import split_hpss
-from generation.transcribe import PitchTracker, assign_shared, drop_overtones, transcribe
+from generation.transcribe import PitchTracker, drop_overtones, transcribe
 from tests.synth import render_beat
 
 SR = 22_050
@@ -100,12 +100,13 @@ def test_quantize_snaps_to_sixteenths_and_merges_duplicates() -> None:
     assert quantize(hits, np.array([1.0])) == hits  # no grid, no change
 
 
-def test_overtones_and_notes_heard_in_both_stems_are_kept_once() -> None:
-    low, fifth_up = Note(0.0, 1.0, 45, 100), Note(0.01, 1.0, 64, 40)
+def test_quieter_overtones_are_dropped_but_doublings_and_later_notes_stay() -> None:
+    low = Note(0.0, 1.0, 45, 100)
+    twelfth, fifth_harmonic = Note(0.01, 1.0, 64, 40), Note(0.02, 1.0, 73, 30)
     doubled = Note(0.0, 1.0, 57, 100)  # an octave doubling as loud as its root stays
-    assert drop_overtones([fifth_up, doubled], [low]) == [doubled]
-    bass, melody = assign_shared([Note(0, 1, 50, 90), Note(0, 1, 57, 60)], [Note(0.02, 1, 50, 40), Note(0, 1, 57, 70)])
-    assert [n.pitch for n in bass] == [50] and [n.pitch for n in melody] == [57]
+    later = Note(0.5, 1.0, 57, 40)  # the same pitch as a new note, not at the root's onset
+    notes = [low, twelfth, fifth_harmonic, doubled, later]
+    assert drop_overtones(notes, notes) == [low, doubled, later]
 
 
 def _transcription(bpm: float | None = 93.0) -> Transcription:

@@ -212,7 +212,7 @@ class Generate(commands.Cog):
             tmp.write_bytes(data)
         params = _validated(
             BeatParams,
-            prompt=file.filename,
+            prompt=file.filename[:200],  # shown as the job's source
             duration_s=MAX_DURATION_S,
             seed=0,
             midi=MidiParams(stems=stems, upload=upload),
@@ -223,15 +223,14 @@ class Generate(commands.Cog):
         """Refuse what the worker cannot use before downloading it; returns where the upload will be stored."""
         suffix = PurePath(file.filename).suffix.lower()
         if suffix not in AUDIO_SUFFIXES:
-            raise UserFacingError(
-                f"{file.filename} doesn't look like audio: send a wav, flac, ogg, mp3 or aiff file."
-            )
+            raise UserFacingError(f"{file.filename} doesn't look like audio: send a wav, flac, ogg, mp3 or aiff file.")
         if file.size == 0:
             raise UserFacingError(f"{file.filename} is empty (0 bytes).")
         limit_mb = self.bot.settings.midi_max_upload_mb
         if file.size > limit_mb * 2**20:
             raise UserFacingError(f"{file.filename} is {file.size / 2**20:.1f} MiB; the limit is {limit_mb:g} MiB.")
-        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in PurePath(file.filename).stem)[:40] or "audio"
+        name = PurePath(file.filename).stem
+        stem = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in name)[:40] or "audio"
         return f"uploads/{secrets.token_hex(6)}-{stem}{suffix}"
 
     async def _own_beat(self, interaction: discord.Interaction, beat_id: int) -> JobView:

@@ -37,6 +37,8 @@ MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
 #: What a result message carries, in this order (Discord allows 10 attachments).
 ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "midi", "stems", "stems_preview", "cover")
+#: A smaller copy the worker made in case the full file is over the limit: posted only when the full one is not.
+PREVIEW_OF = {"preview": "loop", "stems_preview": "stems"}
 
 
 class JobWatcher(commands.Cog):
@@ -171,6 +173,9 @@ class JobWatcher(commands.Cog):
         for kind in ATTACHED_KINDS:
             artifact = by_kind.get(kind)
             if artifact is None:
+                continue
+            full = by_kind.get(PREVIEW_OF.get(kind, ""))
+            if full is not None and full.bytes <= limit:
                 continue
             path = self.bot.store.resolve(artifact.path)
             if artifact.bytes > limit:
