@@ -226,6 +226,15 @@ async def _finished_job(
     return job_id
 
 
+async def _delivered_beat(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], fake: FakeDiscord
+) -> tuple[int, dict[str, Any]]:
+    """A finished beat and the result message the bot posted for it (whose buttons a test can click)."""
+    beat_id = await _finished_job(settings, sessions, status_message_id=None)
+    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    return beat_id, fake.messages[int(posted.response["id"])]
+
+
 async def test_without_a_live_interaction_the_result_goes_to_the_channel(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -335,8 +344,7 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, fake = discord_bot
-    beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    beat_id, _ = await _delivered_beat(settings, sessions, fake)
     params = BeatParams(prompt="ambient drift", duration_s=1, seed=10)
     async with sessions() as session:
         job = await jobs.create_job(
@@ -391,9 +399,7 @@ async def test_loop_button_cuts_a_loop_of_the_beat(
     arq_redis: ArqRedis,
 ) -> None:
     bot, fake = discord_bot
-    beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
-    message = fake.messages[int(posted.response["id"])]
+    beat_id, message = await _delivered_beat(settings, sessions, fake)
     dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(f"bf:loop:{beat_id}", message=message, user_id=42))
     await wait_for_edit(fake, lambda c: "Loop #2 of beat #1 queued" in c, timeout=3)
     async with sessions() as session:
@@ -406,8 +412,7 @@ async def test_a_finished_loop_posts_the_loop_and_its_metadata(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, fake = discord_bot
-    beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    beat_id, _ = await _delivered_beat(settings, sessions, fake)
     params = BeatParams(prompt="ambient drift", duration_s=1, seed=10, loop=LoopParams(bars=2))
     async with sessions() as session:
         job = await jobs.create_job(
@@ -520,9 +525,7 @@ async def test_midi_button_queues_a_midi_job_for_the_beat(
     arq_redis: ArqRedis,
 ) -> None:
     bot, fake = discord_bot
-    beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
-    message = fake.messages[int(posted.response["id"])]
+    beat_id, message = await _delivered_beat(settings, sessions, fake)
     dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(f"bf:midi:{beat_id}", message=message, user_id=42))
     await wait_for_edit(fake, lambda c: f"MIDI #2 of beat #{beat_id} queued" in c, timeout=3)
     async with sessions() as session:
@@ -581,8 +584,7 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
     limit: int,
 ) -> None:
     bot, fake = discord_bot
-    beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    beat_id, _ = await _delivered_beat(settings, sessions, fake)
     payload = slash_command_payload("midi", {"beat": beat_id, "stems": True}, bot=bot, attachment_size_limit=limit)
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)

@@ -162,17 +162,30 @@ async def _finished_beat(settings: Settings, sessions: async_sessionmaker[AsyncS
     return job.id
 
 
+async def _queue_child(
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    job_name: str,
+    params: BeatParams,
+    *,
+    kind: str,
+    parent_id: int | None,
+) -> int:
+    """A loop or MIDI job as the bot queues it (``parent_id``: the beat it works on)."""
+    async with sessions() as session:
+        job = await jobs.create_job(
+            session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None,
+            kind=kind, parent_id=parent_id,
+        )  # fmt: skip
+    await enqueue_job(arq_redis, job_name, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+    return job.id
+
+
 async def _queue_loop(
     sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, parent_id: int, loop: LoopParams
 ) -> int:
     params = BeatParams(prompt="boom bap drums", duration_s=10, seed=3, loop=loop)
-    async with sessions() as session:
-        job = await jobs.create_job(
-            session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None,
-            kind="loop", parent_id=parent_id,
-        )  # fmt: skip
-    await enqueue_job(arq_redis, JOB_LOOP, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
-    return job.id
+    return await _queue_child(sessions, arq_redis, JOB_LOOP, params, kind="loop", parent_id=parent_id)
 
 
 async def test_loop_job_cuts_whole_bars_with_metadata(
@@ -240,13 +253,7 @@ async def _queue_midi(
     sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, midi: MidiParams, parent_id: int | None = None
 ) -> int:
     params = BeatParams(prompt="my track.wav", duration_s=30, seed=0, midi=midi)
-    async with sessions() as session:
-        job = await jobs.create_job(
-            session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None,
-            kind="midi", parent_id=parent_id,
-        )  # fmt: skip
-    await enqueue_job(arq_redis, JOB_MIDI, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
-    return job.id
+    return await _queue_child(sessions, arq_redis, JOB_MIDI, params, kind="midi", parent_id=parent_id)
 
 
 async def test_midi_job_transcribes_a_finished_beat(
