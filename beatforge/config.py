@@ -28,7 +28,14 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
     artifact_dir: Path = Path("./data/artifacts")
 
+    #: A registry name (small, medium, large, melody, stereo-*, debug, or one registered), a Hugging Face id
+    #: or a local directory.
     default_model: str = "facebook/musicgen-small"
+    #: Custom model registry entries (fine-tunes, LoRA adapters) beside the built-ins and the database's.
+    model_registry_file: Path = Path("./data/models.json")
+    #: GiB the worker's resident MusicGen models may take (least recently used evicted beyond it);
+    #: 0 = automatic: 80 % of the GPU's memory minus what else is allocated there, or 8 GiB on a CPU.
+    model_memory_gb: float = Field(default=0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: How often (seconds) the worker asks redis for new jobs; arq's own default is 0.5 s.
     worker_poll_delay_s: float = Field(default=0.05, gt=0, le=5)

@@ -42,6 +42,7 @@ from generation.loop_export import analyse, cut_loop, safe_stem
 from generation.loop_export import warm_up as warm_up_analysis
 from generation.midi_export import export_midi
 from generation.models import ModelCache
+from generation.registry import load_registry
 from generation.stems import make_separator
 from generation.transcribe import PitchTracker
 from storage import jobs
@@ -88,7 +89,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["sessions"] = make_sessionmaker(ctx["engine"])
     ctx["store"] = ArtifactStore(settings.artifact_dir)
     device = settings.resolved_device()
-    ctx["models"] = cache = ModelCache(device=device, default=settings.default_model)
+    registry = await load_registry(settings.model_registry_file, ctx["sessions"])  # built-ins + file + database
+    ctx["models"] = cache = ModelCache(
+        device=device, default=settings.default_model, registry=registry, memory_gb=settings.model_memory_gb
+    )
     ctx["covers"] = covers = CoverMaker(settings, device=device)
     try:
         await asyncio.to_thread(cache.get, None)

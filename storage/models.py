@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -105,3 +117,21 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     generation: Mapped[Generation] = relationship(back_populates="artifacts")
+
+
+class RegisteredModel(Base):
+    """A MusicGen model admins added to the registry (``generation/registry.py`` merges these with its built-ins)."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, comment="registry name users pick")
+    source: Mapped[str] = mapped_column(String(500), comment="HF id or directory; for lora, the adapter")
+    kind: Mapped[str] = mapped_column(String(16), comment="base, finetune or lora")
+    base: Mapped[str | None] = mapped_column(String(64), comment="lora only: the base model's registry name")
+    licence: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    melody: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    stereo: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    added_by: Mapped[int | None] = mapped_column(BigInteger, comment="Discord user id of the admin who added it")
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
