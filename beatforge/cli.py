@@ -60,6 +60,14 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     midi.add_argument("audio", type=Path, help="wav, flac, ogg or mp3")
     midi.add_argument("--out", type=Path, default=Path("midi"), help="directory to write into")
     midi.add_argument("--stems", action="store_true", help="also write the separated stems (drums, bass, other)")
+    model = commands.add_parser("model", help="MusicGen models: import checkpoints")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    imp = model_commands.add_parser("import-audiocraft", help="convert an audiocraft-trained MusicGen and register it")
+    imp.add_argument("checkpoint", type=Path, help="state_dict.bin / checkpoint.th, or audiocraft's export folder")
+    imp.add_argument("name", help="registry name (lowercase letters, digits, . _ -)")
+    imp.add_argument("--base", default="facebook/musicgen-small", help="local MusicGen giving the T5 + EnCodec")
+    imp.add_argument("--compression", type=Path, help="audiocraft EnCodec checkpoint (default: the base's EnCodec)")
+    imp.add_argument("--out", type=Path, help="directory to write (default: <artifact_dir>/../models/NAME)")
 
     commands.add_parser("bot", help="run the Discord bot")
     worker = commands.add_parser("worker", help="run the generation worker (arq)")
@@ -177,6 +185,29 @@ def _midi(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _model_import(args: argparse.Namespace, settings: Settings) -> int:
+    from generation.audiocraft_import import import_and_register
+    from generation.errors import GenerationError
+
+    out = args.out or settings.artifact_dir.parent / "models" / args.name
+    try:
+        summary = import_and_register(
+            args.checkpoint,
+            args.name,
+            out=out,
+            base=args.base,
+            compression=args.compression,
+            registry_file=getattr(settings, "model_registry_file", None),
+        )
+    except GenerationError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 1
+    if not summary["registered"]:
+        sys.stderr.write(f"beatforge: not registered (no model registry file); use the directory {out}\n")
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from arq.worker import check_health
 
@@ -202,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_auto(args, settings)
     if args.command == "midi":
         return _midi(args, settings)
+    if args.command == "model":
+        return _model_import(args, settings)
     if args.command == "worker":
         return _worker(args, settings)
     if args.command == "bot":
