@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from beatforge.cli_loop import add_loop_arguments, run_auto, run_loop
 from beatforge.config import Settings, get_settings
-from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, explain
+from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, SamplingParams, explain
 from beatforge.log import setup_logging
 from beatforge.presets import MOODS, STYLES
 
@@ -25,14 +25,24 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate a beat in this process (no Discord, no redis)")
     gen.add_argument("prompt", help="what the beat should sound like, e.g. 'dark trap, 808s, 140 bpm'")
-    gen.add_argument("--duration", type=float, default=settings.default_duration_s, help="seconds (1-30)")
+    gen.add_argument(
+        "--duration", type=float, default=settings.default_duration_s, help="seconds (1-120; past 30, in windows)"
+    )
     gen.add_argument("--seed", type=int, default=None, help="same seed + prompt + model = same beat")
     gen.add_argument(
         "--model", default=settings.default_model, help="HF id, local directory, or 'debug' (tiny random model)"
     )
     gen.add_argument("--style", choices=sorted(STYLES), help="style preset blended with the prompt")
     gen.add_argument("--mood", choices=sorted(MOODS), help="mood preset (tempo, key, register)")
-    gen.add_argument("--out", type=Path, default=Path("beat.wav"), help="WAV file to write")
+    gen.add_argument("--bpm", type=int, help="target tempo, written into the prompt")
+    gen.add_argument("--takes", type=int, default=1, help="takes generated together (1-4), each with its own seed")
+    gen.add_argument("--continue", dest="continue_from", type=Path, help="continue this audio file by --duration s")
+    sampling = gen.add_argument_group("sampling")
+    sampling.add_argument("--top-k", type=int, default=250, help="0-2048 (0: off)")
+    sampling.add_argument("--top-p", type=float, default=0.0, help="0-1 (0: off)")
+    sampling.add_argument("--temperature", type=float, default=1.0, help="0.05-4")
+    sampling.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance, 1-20 (1: off)")
+    gen.add_argument("--out", type=Path, default=Path("beat.wav"), help="WAV file (takes 2+: NAME-take2.wav, ...)")
 
     cover = commands.add_parser("cover", help="draw a cover image in this process")
     cover.add_argument("prompt", help="the beat's description")
@@ -60,6 +70,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     midi.add_argument("audio", type=Path, help="wav, flac, ogg or mp3")
     midi.add_argument("--out", type=Path, default=Path("midi"), help="directory to write into")
     midi.add_argument("--stems", action="store_true", help="also write the separated stems (drums, bass, other)")
+
     model = commands.add_parser("model", help="MusicGen models: import checkpoints")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     imp = model_commands.add_parser("import-audiocraft", help="convert an audiocraft-trained MusicGen and register it")
@@ -79,38 +90,57 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from generation.audio import write_wav
+    from generation.audio import read_audio, resample, write_wav
     from generation.errors import GenerationError
     from generation.musicgen import MusicGenEngine
 
     seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
     try:
+        sampling = SamplingParams(
+            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, guidance_scale=args.guidance
+        )
         params = BeatParams(
-            prompt=args.prompt, duration_s=args.duration, seed=seed, model=args.model, style=args.style, mood=args.mood
+            prompt=args.prompt,
+            duration_s=args.duration,
+            seed=seed,
+            model=args.model,
+            style=args.style,
+            mood=args.mood,
+            bpm=args.bpm,
+            takes=args.takes,
+            sampling=sampling,
         )
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
     try:
         engine = MusicGenEngine.load(args.model, device=settings.resolved_device())
+        prompt = None
+        if args.continue_from is not None:
+            samples, rate = read_audio(args.continue_from, max_seconds=settings.continue_max_input_s)
+            prompt = resample(samples, rate, engine.sample_rate)
         started = time.perf_counter()
-        audio = engine.generate(params, guidance_scale=settings.guidance_scale, fade_out_s=settings.fade_out_s)
+        takes = engine.generate(params, prompt=prompt, fade_out_s=settings.fade_out_s)
     except GenerationError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(args.out, audio.samples, sample_rate=audio.sample_rate)
-    summary = {
-        "out": str(args.out),
-        "prompt": params.prompt,
-        "model": engine.name,
-        "seed": seed,
-        "duration_s": round(audio.duration_s, 3),
-        "sample_rate": audio.sample_rate,
-        "channels": int(audio.samples.shape[0]),
-        "seconds_taken": round(time.perf_counter() - started, 2),
-    }
-    sys.stdout.write(json.dumps(summary) + "\n")
+    taken = round(time.perf_counter() - started, 2)
+    for number, audio in enumerate(takes, start=1):
+        out = args.out if number == 1 else args.out.with_name(f"{args.out.stem}-take{number}{args.out.suffix}")
+        write_wav(out, audio.samples, sample_rate=audio.sample_rate)
+        summary = {
+            "out": str(out),
+            "prompt": params.prompt,
+            "model": engine.name,
+            "take": number,
+            "seed": audio.seed,
+            "duration_s": round(audio.duration_s, 3),
+            "sample_rate": audio.sample_rate,
+            "channels": int(audio.samples.shape[0]),
+            "seconds_taken": taken,
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 
 

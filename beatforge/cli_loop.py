@@ -61,7 +61,7 @@ class _Runner:
         params = BeatParams(
             prompt=prompt, seed=seed, bpm=self.args.bpm, duration_s=loop.generation_seconds(self.args.bpm), loop=loop
         )
-        audio = self.engine.generate(params, guidance_scale=self.settings.guidance_scale, fade_out_s=0.0)
+        (audio,) = self.engine.generate(params, fade_out_s=0.0)
         return self._cut(audio.samples, audio.sample_rate, params, loop, model=self.engine.name)
 
     def from_file(self, path: Path, loop: LoopParams) -> dict[str, Any]:

@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(default=1800, ge=10)
 
     default_duration_s: float = Field(default=15.0, ge=MIN_DURATION_S, le=MAX_DURATION_S)
-    guidance_scale: float = Field(default=3.0, ge=0, le=20)
     fade_out_s: float = Field(default=0.5, ge=0, le=5)
+    #: Longest audio a beat may continue (extend a take, continue an upload), seconds.
+    continue_max_input_s: float = Field(default=120.0, ge=1, le=600)
 
     #: diffusion: draw covers with ``cover_model`` (procedural fallback if it cannot load);
     #: procedural: always the Pillow fallback (CPU-only workers); off: no covers.

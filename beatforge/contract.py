@@ -30,7 +30,10 @@ PROGRESS_TTL_S = 3600
 
 PROMPT_MAX_CHARS = 500
 MIN_DURATION_S = 1.0
-MAX_DURATION_S = 30.0
+#: Beats longer than MusicGen's 30-second window are generated window by window (generation/musicgen.py).
+MAX_DURATION_S = 120.0
+WINDOW_S = 30.0
+MAX_TAKES = 4
 MAX_SEED = 2**31 - 1
 
 _MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>", re.IGNORECASE)
@@ -110,7 +113,7 @@ class LoopParams(_Frozen):
     format: AudioFormat = "wav"
 
     def generation_seconds(self, bpm: int | None) -> float:
-        """How much audio to generate so this loop fits, within MusicGen's window.
+        """How much audio to generate so this loop fits (one MusicGen window unless the bars need more).
 
         The loop needs room around it: a bar of lead-in for the downbeat search, and the seam's tail.
         """
@@ -120,7 +123,7 @@ class LoopParams(_Frozen):
         elif self.max_duration_s:
             wanted = self.max_duration_s + margin
         else:
-            wanted = MAX_DURATION_S
+            wanted = WINDOW_S
         return min(MAX_DURATION_S, max(MIN_DURATION_S, wanted))
 
     @model_validator(mode="after")
@@ -133,13 +136,27 @@ class LoopParams(_Frozen):
         return self
 
 
+UploadPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")]
+ArtifactPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(uploads|\d+)/[\w.-]+$")]
+
+
 class MidiParams(_Frozen):
     """What a MIDI job transcribes: the parent beat's audio, or a file the user uploaded."""
 
     #: Also deliver the separated stems (drums, bass, other) as audio.
     stems: bool = False
     #: An uploaded file, as a path relative to the artifact store (the bot saved it there).
-    upload: str | None = Field(default=None, min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")
+    upload: UploadPath | None = None
+
+
+class SamplingParams(_Frozen):
+    """How MusicGen picks each token. Defaults are audiocraft's: top-k 250, no top-p, temperature 1, guidance 3."""
+
+    top_k: int = Field(default=250, ge=0, le=2048)  # 0: no top-k
+    top_p: float = Field(default=0.0, ge=0.0, le=1.0)  # 0: no top-p
+    temperature: float = Field(default=1.0, ge=0.05, le=4.0)
+    #: Classifier-free guidance: how strongly the text steers (1: not at all; doubles the batch when above 1).
+    guidance_scale: float = Field(default=3.0, ge=1.0, le=20.0)
 
 
 class BeatParams(_Frozen):
@@ -163,6 +180,14 @@ class BeatParams(_Frozen):
     loop: LoopParams | None = None
     #: Set on MIDI jobs (``/midi``, the MIDI button). For an upload, ``prompt`` names the file.
     midi: MidiParams | None = None
+    #: How many takes to generate together, each with its own seed derived from ``seed`` (take 1 uses ``seed``).
+    takes: int = Field(default=1, ge=1, le=MAX_TAKES)
+    sampling: SamplingParams = SamplingParams()
+    #: Audio to continue (a finished take, or an upload), relative to the artifact store: the result is that
+    #: audio followed by ``duration_s`` new seconds.
+    continue_from: ArtifactPath | None = None
+    #: An uploaded melody to follow (melody models only).
+    melody: UploadPath | None = None
 
     @property
     def music_text(self) -> str:

@@ -71,7 +71,10 @@ def details_line(job: JobView) -> str:
     if job.kind == "cover":
         parts.append(f"cover seed `{p.seed}`")
     elif job.kind == "beat":
-        parts += [f"model `{job.resolved_model or p.model or 'default'}`", f"seed `{p.seed}`", f"{p.duration_s:g} s"]
+        seeds = [a.meta["seed"] for a in job.artifacts if a.kind == "audio" and a.meta and "seed" in a.meta]
+        seed = f"seeds {', '.join(f'`{s}`' for s in seeds)}" if len(seeds) > 1 else f"seed `{p.seed}`"
+        length = f"{p.duration_s:g} s" + (" more" if p.continue_from else "")
+        parts += [f"model `{job.resolved_model or p.model or 'default'}`", seed, length]
         audio = _meta(job, "audio")
         parts += [f"{audio['bpm']:.0f} bpm"] if audio.get("bpm") else []
         parts += [str(audio["key"])] if audio.get("key") else []

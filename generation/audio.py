@@ -49,6 +49,15 @@ def peak_normalize(samples: Samples, *, peak: float = 0.98) -> Samples:
     return (samples * (peak / top)).astype(np.float32)
 
 
+def resample(samples: Samples, orig_sr: int, target_sr: int) -> Samples:
+    """Every channel to ``target_sr`` (soxr through librosa): uploads come at any rate, models want theirs."""
+    import librosa
+
+    if orig_sr == target_sr:
+        return samples
+    return np.ascontiguousarray(librosa.resample(samples, orig_sr=orig_sr, target_sr=target_sr), dtype=np.float32)
+
+
 def clock(seconds: float) -> str:
     """``m:ss``, how people read lengths of music."""
     minutes, secs = divmod(round(seconds), 60)

@@ -1,15 +1,21 @@
-"""The MusicGen engine: load once, generate many times, report progress, stop when asked.
+"""The MusicGen engine: load once, generate many takes at a time, any length, report progress, stop when asked.
 
-Backed by transformers' ``MusicgenForConditionalGeneration``, which loads the same
-``facebook/musicgen-*`` checkpoints audiocraft publishes (audiocraft itself pins torch 2.1).
-Generation parameters travel with each call; nothing is set as state on the shared model.
+Backed by transformers' ``MusicgenForConditionalGeneration``, which loads the same ``facebook/musicgen-*``
+checkpoints audiocraft publishes (audiocraft itself pins torch 2.1). Generation parameters travel with each
+call; nothing is set as state on the shared model.
+
+* Takes are rows of one batched ``generate``; each row samples from its own seeded generator
+  (:mod:`generation.sampling`), so a take's seed reproduces it alone or in any batch.
+* Beyond one window (30 s), generation continues window by window with the last 10 s of codes as the prompt;
+  the codes of all windows are joined and decoded once, so there is no seam to hide.
+* Continuing audio (extend a take, continue a clip) encodes it with the model's own codec as the prompt.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,41 +24,57 @@ import numpy as np
 import torch
 from transformers import MusicgenForConditionalGeneration, MusicgenProcessor, StoppingCriteria, StoppingCriteriaList
 
-from beatforge.contract import BeatParams
+from beatforge.contract import WINDOW_S, BeatParams, SamplingParams
 from generation.audio import Samples, fade_out, fit_length
-from generation.errors import GenerationCancelled, GenerationError, ModelUnavailable
+from generation.errors import AudioParameterError, GenerationCancelled, GenerationError, ModelUnavailable
+from generation.sampling import SeededSampler, generators_for, take_seed
 from generation.tiny import DEBUG_MODEL, build_tiny_musicgen
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
+#: Each window after the first starts from this much of what came before it.
+CONTEXT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class GeneratedAudio:
     samples: Samples  # float32, shape (channels, n), in [-1, 1]
     sample_rate: int
+    seed: int
 
     @property
     def duration_s(self) -> float:
         return self.samples.shape[1] / self.sample_rate
 
 
-class _StepHook(StoppingCriteria):
-    """Called by ``generate`` once per decoding step: the one place to report progress and to stop early.
+@dataclass(frozen=True, slots=True)
+class GenerationItem:
+    """One take to generate: its text, seed and new seconds, and optionally audio (at the model's rate) to continue."""
 
-    Stopping raises instead of returning True: transformers' MusicGen cannot undo its delay
-    pattern on a sequence cut shorter than the number of codebooks, and raising also skips
-    the audio decode of a result nobody wants.
+    text: str
+    seed: int
+    duration_s: float
+    prompt: Samples | None = None
+
+
+class _StepHook(StoppingCriteria):
+    """Called by ``generate`` once per decoding step: reports progress, stops early, and keeps the token ids.
+
+    Stopping raises instead of returning True: transformers' MusicGen cannot undo its delay pattern on a
+    sequence cut shorter than the number of codebooks, and raising also skips the audio decode of a result
+    nobody wants. The ids of the last step are the window's codes (still in the delay pattern).
     """
 
     def __init__(self, total: int, on_progress: ProgressCallback | None, should_stop: StopCheck | None) -> None:
         self.total, self.done = total, 0
         self.on_progress, self.should_stop = on_progress, should_stop
+        self.ids: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:  # noqa: ARG002
         self.done += 1
+        self.ids = input_ids
         if self.should_stop is not None and self.should_stop():
             raise GenerationCancelled(f"generation was cancelled after {self.done} of {self.total} steps")
         if self.on_progress is not None:
@@ -65,10 +87,14 @@ class MusicGenEngine:
         self, model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, *, name: str, device: str
     ) -> None:
         self.model, self.processor, self.name, self.device = model, processor, name, device
+        #: One generate call's span and the context each later window starts from (tests shrink them).
+        self.window_s, self.context_s = WINDOW_S, CONTEXT_S
 
     @classmethod
     def load(cls, name: str, *, device: str = "cpu") -> MusicGenEngine:
         """Load from a Hugging Face id (``facebook/musicgen-small``), a local directory, or ``debug``.
+
+        On CUDA the weights are half precision; attention uses PyTorch's SDPA kernels (transformers' default).
 
         Raises:
             ModelUnavailable: the weights cannot be found, read or built.
@@ -100,46 +126,178 @@ class MusicGenEngine:
 
     @property
     def audio_channels(self) -> int:
-        return int(self.model.config.audio_encoder.audio_channels)
+        """1, or 2 for the stereo models (whose mono EnCodec codes each channel on its own codebooks)."""
+        return int(self.model.decoder.config.audio_channels)
 
     @property
     def num_codebooks(self) -> int:
-        return int(self.model.decoder.config.num_codebooks) // self.audio_channels
+        """Codebooks the decoder predicts per frame (stereo models interleave left and right ones)."""
+        return int(self.model.decoder.config.num_codebooks)
 
-    def decoding_steps(self, duration_s: float) -> int:
-        """Steps for ``duration_s`` of audio: the delay pattern costs ``num_codebooks - 1`` extra steps."""
-        return int(np.ceil(duration_s * self.frame_rate)) + self.num_codebooks - 1
+    @property
+    def delay(self) -> int:
+        """Extra steps a window costs: each channel's codebook k is predicted k steps late (the delay pattern)."""
+        return self.num_codebooks // self.audio_channels - 1
 
-    @torch.inference_mode()
+    @property
+    def window_frames(self) -> int:
+        """Frames one ``generate`` call may hold: 30 s, or less where the model's positions run out."""
+        positions = int(self.model.decoder.config.max_position_embeddings) - self.delay - 1
+        return min(round(self.window_s * self.frame_rate), positions)
+
+    def frames(self, seconds: float) -> int:
+        return int(np.ceil(seconds * self.frame_rate - 1e-9))
+
+    def _window_plan(self, new_frames: int, prompt_frames: int) -> list[tuple[int, int]]:
+        """(context frames, new frames) per window: each window starts from up to 10 s of what came before."""
+        context = min(self.frames(self.context_s), self.window_frames // 2)
+        plan, have, left = [], prompt_frames, new_frames
+        while left > 0:
+            tail = min(have, context)
+            step = min(left, self.window_frames - tail)
+            plan.append((tail, step))
+            have, left = have + step, left - step
+        return plan
+
+    def decoding_steps(self, duration_s: float, *, prompt_s: float = 0.0) -> int:
+        """Decoding steps for ``duration_s`` new seconds, over all windows."""
+        return sum(new + self.delay for _, new in self._window_plan(self.frames(duration_s), self.frames(prompt_s)))
+
     def generate(
         self,
         params: BeatParams,
         *,
-        guidance_scale: float = 3.0,
+        fade_out_s: float = 0.5,
+        prompt: Samples | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[GeneratedAudio]:
+        """All of ``params``' takes (one batched call); the same params on the same device give the same audio."""
+        items = [
+            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt)
+            for i in range(params.takes)
+        ]
+        return self.generate_batch(
+            items, sampling=params.sampling, fade_out_s=fade_out_s, on_progress=on_progress, should_stop=should_stop
+        )
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        items: Sequence[GenerationItem],
+        *,
+        sampling: SamplingParams,
         fade_out_s: float = 0.5,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
-    ) -> GeneratedAudio:
-        """Generate ``params.duration_s`` seconds; the same params on the same device give the same audio.
+    ) -> list[GeneratedAudio]:
+        """Generate every item together: to the longest duration, each then cut at its own length.
+
+        Items with audio prompts batch only with prompts of the same length (the caller groups them).
 
         Raises:
             GenerationCancelled: ``should_stop`` returned True between two steps.
-            GenerationError: the model failed (e.g. out of memory).
+            GenerationError: the model failed (e.g. out of memory), or the prompts differ in length.
         """
-        steps = self.decoding_steps(params.duration_s)
-        hook = _StepHook(steps, on_progress, should_stop)
-        inputs = self.processor(text=[params.music_text], padding=True, return_tensors="pt").to(self.device)
-        torch.manual_seed(params.seed)  # one job at a time per engine (max_jobs=1), so the global stream is ours
+        if not items:
+            return []
+        codes = self._encode_prompts(items)  # (batch, codebooks, frames) or None
+        prompt_frames = codes.shape[-1] if codes is not None else 0
+        plan = self._window_plan(self.frames(max(i.duration_s for i in items)), prompt_frames)
+        hook = _StepHook(sum(new + self.delay for _, new in plan), on_progress, should_stop)
+        generators = generators_for([i.seed for i in items], self.device)
+        text = self.processor(text=[i.text for i in items], padding=True, return_tensors="pt").to(self.device)
         try:
-            output = self.model.generate(
-                **inputs,
-                do_sample=True,
-                guidance_scale=guidance_scale or None,
-                max_new_tokens=steps,
-                stopping_criteria=StoppingCriteriaList([hook]),
-            )
+            for tail_frames, new_frames in plan:
+                tail = codes[..., codes.shape[-1] - tail_frames :] if codes is not None and tail_frames else None
+                window = self._window(text, tail, new_frames, generators, sampling, hook)[..., tail_frames:]
+                codes = window if codes is None else torch.cat([codes, window], dim=-1)
         except torch.OutOfMemoryError as exc:
-            raise GenerationError("the GPU ran out of memory; try a shorter beat") from exc
-        samples = output[0].float().cpu().numpy().astype(np.float32)
-        samples = fit_length(np.clip(samples, -1.0, 1.0), round(params.duration_s * self.sample_rate))
-        return GeneratedAudio(fade_out(samples, sample_rate=self.sample_rate, seconds=fade_out_s), self.sample_rate)
+            raise GenerationError("the GPU ran out of memory; try a shorter beat or fewer takes") from exc
+        assert codes is not None  # every item asks for at least one frame
+        audio = self._decode(codes)
+        out = []
+        for row, item in enumerate(items):
+            n = round((prompt_frames / self.frame_rate + item.duration_s) * self.sample_rate)
+            samples = fade_out(
+                fit_length(np.clip(audio[row], -1.0, 1.0), n), sample_rate=self.sample_rate, seconds=fade_out_s
+            )
+            out.append(GeneratedAudio(samples, self.sample_rate, item.seed))
+        return out
+
+    def _window(
+        self,
+        text: Any,
+        tail: torch.Tensor | None,
+        new_frames: int,
+        generators: list[torch.Generator],
+        sampling: SamplingParams,
+        hook: _StepHook,
+    ) -> torch.Tensor:
+        """One ``generate`` call: ``new_frames`` frames after ``tail`` (codes, (batch, codebooks, frames)).
+
+        Returns the window's codes, ``tail`` included, shape (batch, codebooks, frames).
+        """
+        batch, k = len(generators), self.num_codebooks
+        start = torch.full((batch * k, 1), int(self.model.generation_config.decoder_start_token_id), device=self.device)
+        initial = start if tail is None else torch.cat([start, tail.reshape(batch * k, -1)], dim=-1)
+        sampler = SeededSampler(
+            generators,
+            num_codebooks=k,
+            guidance_scale=sampling.guidance_scale,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+        )
+        hook.ids = None
+        self.model.generate(
+            **text,
+            decoder_input_ids=initial,
+            do_sample=False,
+            guidance_scale=sampling.guidance_scale if sampling.guidance_scale > 1 else None,
+            max_new_tokens=new_frames + self.delay,
+            logits_processor=[sampler],
+            stopping_criteria=StoppingCriteriaList([hook]),
+        )
+        assert hook.ids is not None  # generate ran at least one step
+        # what generate does before decoding: undo the delay pattern, drop the start/pad tokens
+        _, mask = self.model.decoder.build_delay_pattern_mask(
+            initial, pad_token_id=start[0, 0].item(), max_length=hook.ids.shape[-1]
+        )
+        ids = self.model.decoder.apply_delay_pattern_mask(hook.ids, mask)
+        return ids[ids != self.model.generation_config.pad_token_id].reshape(batch, k, -1)
+
+    def _encode_prompts(self, items: Sequence[GenerationItem]) -> torch.Tensor | None:
+        prompts = [i.prompt for i in items]
+        if all(p is None for p in prompts):
+            return None
+        if any(p is None for p in prompts) or len({p.shape for p in prompts if p is not None}) != 1:
+            raise GenerationError("takes continuing audio must all continue audio of the same length")
+        audio = np.stack([fit_length(self._channels(p), p.shape[-1]) for p in prompts if p is not None])
+        values = torch.from_numpy(audio).to(self.device, dtype=self.model.audio_encoder.dtype)
+        if self.audio_channels == 1:
+            codes = self.model.audio_encoder.encode(values).audio_codes[0]
+        else:  # stereo MusicGen interleaves the left and right codebooks
+            left = self.model.audio_encoder.encode(values[:, :1]).audio_codes[0]
+            right = self.model.audio_encoder.encode(values[:, 1:]).audio_codes[0]
+            codes = torch.stack([left, right], dim=2).reshape(left.shape[0], -1, left.shape[-1])
+        return codes
+
+    def _channels(self, samples: Samples) -> Samples:
+        if samples.ndim != 2 or samples.shape[-1] == 0:
+            raise AudioParameterError("audio to continue must be shaped (channels, samples) and not empty")
+        if samples.shape[0] == self.audio_channels:
+            return samples
+        mono = samples.mean(axis=0, keepdims=True)
+        return np.repeat(mono, self.audio_channels, axis=0)
+
+    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+        """Codes (batch, codebooks, frames) to audio (batch, channels, samples), float32."""
+        decoder = self.model.audio_encoder
+        if self.audio_channels == 1:
+            audio = decoder.decode(codes[None], audio_scales=[None] * codes.shape[0]).audio_values
+        else:
+            left = decoder.decode(codes[None, :, ::2], audio_scales=[None] * codes.shape[0]).audio_values
+            right = decoder.decode(codes[None, :, 1::2], audio_scales=[None] * codes.shape[0]).audio_values
+            audio = torch.cat([left, right], dim=1)
+        return audio.float().cpu().numpy().astype(np.float32)

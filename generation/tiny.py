@@ -45,7 +45,7 @@ def build_tiny_musicgen(
     # 4 codebooks of 6 bits at 50 Hz = 1.2 kbps, so EnCodec's quantizer uses exactly the 4 codebooks the decoder emits.
     audio = EncodecConfig(
         sampling_rate=_SAMPLE_RATE,
-        audio_channels=audio_channels,
+        audio_channels=1,  # stereo MusicGen codes each channel with the same mono EnCodec
         num_filters=4,
         codebook_size=_CODEBOOK_SIZE,
         codebook_dim=16,
@@ -86,7 +86,7 @@ def build_tiny_musicgen(
     model.generation_config.do_sample = True
     model.generation_config.guidance_scale = 3.0
     processor = MusicgenProcessor(
-        feature_extractor=EncodecFeatureExtractor(feature_size=audio_channels, sampling_rate=_SAMPLE_RATE),
+        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=_SAMPLE_RATE),
         tokenizer=tokenizer,
     )
     return model, processor

@@ -35,7 +35,7 @@ from beatforge.contract import (
     explain,
 )
 from beatforge.queue import SERIALIZERS, redis_settings
-from generation.audio import Samples, read_audio, write_wav
+from generation.audio import Samples, read_audio, resample, write_wav
 from generation.cover import Cover, CoverMaker
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
 from generation.loop_export import analyse, cut_loop, safe_stem
@@ -250,39 +250,60 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, An
     return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=audio).model_dump(mode="json")
 
 
+async def _prompt_audio(run: JobRun, sample_rate: int) -> Samples | None:
+    """The audio a job continues (a finished take, or an upload), at the model's sample rate."""
+    source = run.params.continue_from
+    if source is None:
+        return None
+    settings: Settings = run.ctx["settings"]
+    path = run.ctx["store"].resolve(source)
+    samples, rate = await asyncio.to_thread(read_audio, path, max_seconds=settings.continue_max_input_s)
+    if rate != sample_rate:
+        samples = await asyncio.to_thread(resample, samples, rate, sample_rate)
+    return samples
+
+
 async def _beat(run: JobRun) -> bool:
     settings: Settings = run.ctx["settings"]
     engine = await asyncio.to_thread(run.ctx["models"].get, run.params.model)
+    prompt = await _prompt_audio(run, engine.sample_rate)
     if not await run.mark_running(engine.name):
         return False
-    audio = await asyncio.to_thread(
+    takes = await asyncio.to_thread(
         engine.generate,
         run.params,
-        guidance_scale=settings.guidance_scale,
+        prompt=prompt,
         fade_out_s=settings.fade_out_s,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
     )
     bpm_hint = float(run.params.bpm) if run.params.bpm else None
-    analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
     store: ArtifactStore = run.ctx["store"]
     job_id = run.request.job_id
-    tag = f"-{analysis.tag()}" if analysis.tag() else ""
-    filename = f"beatforge-{job_id}{tag}-seed{run.params.seed}.wav"
-    with store.writing(job_id, filename) as tmp:
-        await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
-    meta: dict[str, Any] = {
-        "model": engine.name,
-        "sample_rate": audio.sample_rate,
-        "channels": int(audio.samples.shape[0]),
-        **analysis.to_metadata(),
-    }
-    if run.params.loop is not None:
-        try:
-            await run.cut_loop(audio.samples, audio.sample_rate, model=engine.name)
-        except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
-            meta["loop_error"] = str(exc)
-    run.artifacts.insert(0, store.record(job_id, filename, kind="audio", meta=meta))
+    records: list[ArtifactRecord] = []
+    for number, audio in enumerate(takes, start=1):
+        analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
+        tag = f"-{analysis.tag()}" if analysis.tag() else ""
+        take = f"-take{number}" if len(takes) > 1 else ""
+        filename = f"beatforge-{job_id}{take}{tag}-seed{audio.seed}.wav"
+        with store.writing(job_id, filename) as tmp:
+            await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
+        meta: dict[str, Any] = {
+            "model": engine.name,
+            "take": number,
+            "seed": audio.seed,
+            "sample_rate": audio.sample_rate,
+            "channels": int(audio.samples.shape[0]),
+            "continued_s": round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
+            **analysis.to_metadata(),
+        }
+        if number == 1 and run.params.loop is not None:
+            try:
+                await run.cut_loop(audio.samples, audio.sample_rate, model=engine.name)
+            except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
+                meta["loop_error"] = str(exc)
+        records.append(store.record(job_id, filename, kind="audio", meta=meta))
+    run.artifacts[:0] = records
     await run.draw_cover()
     return True
 

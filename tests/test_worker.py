@@ -102,7 +102,7 @@ async def test_unloadable_model_fails_the_job_with_a_reason(
 @pytest.mark.parametrize(
     ("mutate", "phrase"),
     [
-        (lambda p: p["params"].update(duration_s=500), "duration must be at most 30"),
+        (lambda p: p["params"].update(duration_s=500), "duration must be at most 120"),
         (lambda p: p.update(schema_version=2), "schema_version"),
         (lambda p: p["params"].update(prompt=""), "prompt is empty"),
     ],
@@ -320,3 +320,47 @@ async def test_midi_job_on_a_bad_upload_fails_with_the_reason(
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
     assert phrase in (job.error or "") and job.artifacts == ()
+
+
+async def test_takes_are_separate_files_with_their_own_seeds(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    job_id = await _queue(sessions, arq_redis, takes=2, duration_s=1.0)
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    first, second, cover = job.artifacts
+    assert (first.kind, second.kind, cover.kind) == ("audio", "audio", "cover")
+    assert first.meta is not None and second.meta is not None
+    assert (first.meta["take"], first.meta["seed"]) == (1, 4) and second.meta["take"] == 2
+    assert second.meta["seed"] != 4 and "take2" in second.path and f"seed{second.meta['seed']}" in second.path
+
+
+async def test_a_beat_can_continue_a_finished_take(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    parent = await _finished_beat(settings, sessions, np.zeros((1, 16_000), np.float32) + 0.1)  # 0.5 s at 32 kHz
+    async with sessions() as session:
+        audio_path = (await jobs.get_job(session, parent)).artifacts[0].path
+    job_id = await _queue(sessions, arq_redis, continue_from=audio_path, duration_s=1.0)
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.DONE, job.error
+    audio = job.artifacts[0]
+    assert audio.meta is not None and audio.meta["continued_s"] == 0.5
+    assert sf.info(ArtifactStore(settings.artifact_dir).resolve(audio.path)).frames == 48_000  # 0.5 s + 1 s
+
+
+async def test_continuing_a_bad_file_fails_with_the_reason(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing("uploads", "c3-clip.wav") as tmp:
+        tmp.write_bytes(b"not audio")
+    job_id = await _queue(sessions, arq_redis, continue_from="uploads/c3-clip.wav")
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and "c3-clip.wav is not a readable audio file" in (job.error or "")

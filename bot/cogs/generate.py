@@ -91,7 +91,7 @@ class Generate(commands.Cog):
             prompt: What it should sound like, e.g. "dark psychedelic trap, 808s, 140 bpm".
             style: A style preset blended with your words.
             mood: A mood preset (sets tempo, key and register words).
-            duration: Length in seconds (1-30, default 15).
+            duration: Length in seconds (1-120, default 15; past 30 s it is made in windows).
             seed: Same seed + prompt + model = the same beat. Leave empty for a surprise.
             title: A title to set on the cover.
         """

@@ -35,7 +35,7 @@ TOKEN_MARGIN = timedelta(minutes=1)
 #: Delivery attempts before a result is given up on (each failure is logged).
 MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
-#: What a result message carries, in this order (Discord allows 10 attachments).
+#: What a result message carries, in this order (Discord allows 10 attachments; takes are up to 4 audio files).
 ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "midi", "stems", "stems_preview", "cover")
 #: A smaller copy the worker made in case the full file is over the limit: posted only when the full one is not.
 PREVIEW_OF = {"preview": "loop", "stems_preview": "stems"}
@@ -165,16 +165,15 @@ class JobWatcher(commands.Cog):
         self.attempts.pop(job.id, None)
 
     async def _deliver_result(self, job: JobView) -> None:
-        by_kind = {a.kind: a for a in job.artifacts}
+        by_kind = {a.kind: a for a in reversed(job.artifacts)}  # the first of each kind (take 1 of the audio)
         if job.kind == "beat" and "audio" not in by_kind:
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
         limit = self._filesize_limit(job)
         lines, attachments, embed = [result_text(job)], [], None
-        for kind in ATTACHED_KINDS:
-            artifact = by_kind.get(kind)
-            if artifact is None:
-                continue
-            full = by_kind.get(PREVIEW_OF.get(kind, ""))
+        for artifact in sorted(
+            (a for a in job.artifacts if a.kind in ATTACHED_KINDS), key=lambda a: ATTACHED_KINDS.index(a.kind)
+        ):
+            full = by_kind.get(PREVIEW_OF.get(artifact.kind, ""))
             if full is not None and full.bytes <= limit:
                 continue
             path = self.bot.store.resolve(artifact.path)
@@ -183,7 +182,7 @@ class JobWatcher(commands.Cog):
                 lines.append(too_large_text(path.name, artifact.bytes, limit, url, expires))
                 continue
             attachments.append(path)
-            if kind == "cover":
+            if artifact.kind == "cover":
                 embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{path.name}")
         # buttons act on a beat: this one, or the one this job was made from (an upload's MIDI has none)
         beat_id = job.id if job.kind == "beat" else job.parent_id
