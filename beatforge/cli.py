@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -37,6 +38,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     gen.add_argument("--bpm", type=int, help="target tempo, written into the prompt")
     gen.add_argument("--takes", type=int, default=1, help="takes generated together (1-4), each with its own seed")
     gen.add_argument("--continue", dest="continue_from", type=Path, help="continue this audio file by --duration s")
+    gen.add_argument("--melody", type=Path, help="an audio file whose melody to follow (melody models only)")
     sampling = gen.add_argument_group("sampling")
     sampling.add_argument("--top-k", type=int, default=250, help="0-2048 (0: off)")
     sampling.add_argument("--top-p", type=float, default=0.0, help="0-1 (0: off)")
@@ -115,12 +117,13 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         engine = MusicGenEngine.load(args.model, device=settings.resolved_device())
-        prompt = None
-        if args.continue_from is not None:
-            samples, rate = read_audio(args.continue_from, max_seconds=settings.continue_max_input_s)
-            prompt = resample(samples, rate, engine.sample_rate)
+        audio_in: dict[str, Any] = {}
+        for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
+            if path is not None:
+                samples, rate = read_audio(path, max_seconds=settings.continue_max_input_s)
+                audio_in[key] = resample(samples, rate, engine.sample_rate)
         started = time.perf_counter()
-        takes = engine.generate(params, prompt=prompt, fade_out_s=settings.fade_out_s)
+        takes = engine.generate(params, fade_out_s=settings.fade_out_s, **audio_in)
     except GenerationError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 1

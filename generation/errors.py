@@ -21,3 +21,9 @@ class AudioParameterError(GenerationError, ValueError):
 
 class GenerationCancelled(GenerationError):
     code = ErrorCode.CANCELLED
+
+
+class MelodyUnsupported(GenerationError):
+    """A melody was given to a model that cannot follow one."""
+
+    code = ErrorCode.INVALID_REQUEST

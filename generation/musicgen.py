@@ -9,6 +9,7 @@ call; nothing is set as state on the shared model.
 * Beyond one window (30 s), generation continues window by window with the last 10 s of codes as the prompt;
   the codes of all windows are joined and decoded once, so there is no seam to hide.
 * Continuing audio (extend a take, continue a clip) encodes it with the model's own codec as the prompt.
+* Melody models (``MusicgenMelodyForConditionalGeneration``) follow a melody's chroma, window by window.
 """
 
 from __future__ import annotations
@@ -22,11 +23,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import MusicgenForConditionalGeneration, MusicgenProcessor, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    MusicgenForConditionalGeneration,
+    MusicgenMelodyForConditionalGeneration,
+    MusicgenProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from beatforge.contract import WINDOW_S, BeatParams, SamplingParams
 from generation.audio import Samples, fade_out, fit_length
-from generation.errors import AudioParameterError, GenerationCancelled, GenerationError, ModelUnavailable
+from generation.chroma import melody_chroma
+from generation.errors import (
+    AudioParameterError,
+    GenerationCancelled,
+    GenerationError,
+    MelodyUnsupported,
+    ModelUnavailable,
+)
 from generation.sampling import SeededSampler, generators_for, take_seed
 from generation.tiny import DEBUG_MODEL, build_tiny_musicgen
 
@@ -57,6 +73,8 @@ class GenerationItem:
     seed: int
     duration_s: float
     prompt: Samples | None = None
+    #: A melody to follow (melody models only), at the model's rate; its chroma steers each window in turn.
+    melody: Samples | None = None
 
 
 class _StepHook(StoppingCriteria):
@@ -84,7 +102,12 @@ class _StepHook(StoppingCriteria):
 
 class MusicGenEngine:
     def __init__(
-        self, model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, *, name: str, device: str
+        self,
+        model: MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration,
+        processor: Any,
+        *,
+        name: str,
+        device: str,
     ) -> None:
         self.model, self.processor, self.name, self.device = model, processor, name, device
         #: One generate call's span and the context each later window starts from (tests shrink them).
@@ -106,8 +129,13 @@ class MusicGenEngine:
             else:
                 source = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
                 dtype = torch.float16 if device.startswith("cuda") else torch.float32
-                processor = MusicgenProcessor.from_pretrained(source)
-                model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=dtype)
+                if AutoConfig.from_pretrained(source).model_type == "musicgen_melody":
+                    # its processor's chroma extractor needs torchaudio: text goes through the tokenizer alone
+                    processor = AutoTokenizer.from_pretrained(source)
+                    model = MusicgenMelodyForConditionalGeneration.from_pretrained(source, dtype=dtype)
+                else:
+                    processor = MusicgenProcessor.from_pretrained(source)
+                    model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=dtype)
             model = model.to(device).eval()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelUnavailable(f"model {name!r} could not be loaded: {exc}".splitlines()[0][:300]) from exc
@@ -115,6 +143,10 @@ class MusicGenEngine:
             "model loaded", extra={"model": name, "device": device, "load_s": round(time.perf_counter() - started, 2)}
         )
         return cls(model, processor, name=name, device=device)
+
+    @property
+    def takes_melody(self) -> bool:
+        return isinstance(self.model, MusicgenMelodyForConditionalGeneration)
 
     @property
     def sample_rate(self) -> int:
@@ -143,6 +175,8 @@ class MusicGenEngine:
     def window_frames(self) -> int:
         """Frames one ``generate`` call may hold: 30 s, or less where the model's positions run out."""
         positions = int(self.model.decoder.config.max_position_embeddings) - self.delay - 1
+        if self.takes_melody:  # the chroma (and text) are prepended to the decoder's sequence
+            positions -= int(self.model.config.chroma_length) + 64
         return min(round(self.window_s * self.frame_rate), positions)
 
     def frames(self, seconds: float) -> int:
@@ -169,12 +203,13 @@ class MusicGenEngine:
         *,
         fade_out_s: float = 0.5,
         prompt: Samples | None = None,
+        melody: Samples | None = None,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> list[GeneratedAudio]:
         """All of ``params``' takes (one batched call); the same params on the same device give the same audio."""
         items = [
-            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt)
+            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt, melody)
             for i in range(params.takes)
         ]
         return self.generate_batch(
@@ -201,6 +236,10 @@ class MusicGenEngine:
         """
         if not items:
             return []
+        if any(i.melody is not None for i in items) and not self.takes_melody:
+            raise MelodyUnsupported(
+                f"model {self.name!r} cannot follow a melody; choose a melody model (e.g. `melody`, `stereo-melody`)"
+            )
         codes = self._encode_prompts(items)  # (batch, codebooks, frames) or None
         prompt_frames = codes.shape[-1] if codes is not None else 0
         plan = self._window_plan(self.frames(max(i.duration_s for i in items)), prompt_frames)
@@ -210,7 +249,11 @@ class MusicGenEngine:
         try:
             for tail_frames, new_frames in plan:
                 tail = codes[..., codes.shape[-1] - tail_frames :] if codes is not None and tail_frames else None
-                window = self._window(text, tail, new_frames, generators, sampling, hook)[..., tail_frames:]
+                start_s = (
+                    (codes.shape[-1] if codes is not None else 0) - tail_frames - prompt_frames
+                ) / self.frame_rate
+                chroma = self._chroma(items, max(0.0, start_s))
+                window = self._window(text, tail, new_frames, generators, sampling, hook, chroma)[..., tail_frames:]
                 codes = window if codes is None else torch.cat([codes, window], dim=-1)
         except torch.OutOfMemoryError as exc:
             raise GenerationError("the GPU ran out of memory; try a shorter beat or fewer takes") from exc
@@ -233,6 +276,7 @@ class MusicGenEngine:
         generators: list[torch.Generator],
         sampling: SamplingParams,
         hook: _StepHook,
+        chroma: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One ``generate`` call: ``new_frames`` frames after ``tail`` (codes, (batch, codebooks, frames)).
 
@@ -250,8 +294,10 @@ class MusicGenEngine:
             top_p=sampling.top_p,
         )
         hook.ids = None
+        extra = {"input_features": chroma} if chroma is not None else {}
         self.model.generate(
             **text,
+            **extra,
             decoder_input_ids=initial,
             do_sample=False,
             guidance_scale=sampling.guidance_scale if sampling.guidance_scale > 1 else None,
@@ -266,6 +312,26 @@ class MusicGenEngine:
         )
         ids = self.model.decoder.apply_delay_pattern_mask(hook.ids, mask)
         return ids[ids != self.model.generation_config.pad_token_id].reshape(batch, k, -1)
+
+    def _chroma(self, items: Sequence[GenerationItem], start_s: float) -> torch.Tensor | None:
+        """Each item's melody chroma for the window starting ``start_s`` into the new audio (None: no melodies).
+
+        Items without a melody get the model's own "no melody" condition (one-hot C throughout, as transformers).
+        """
+        if not any(i.melody is not None for i in items):
+            return None
+        length = int(self.model.config.chroma_length)
+        out = np.zeros((len(items), length, 12), dtype=np.float32)
+        out[:, :, 0] = 1.0
+        for row, item in enumerate(items):
+            if item.melody is None:
+                continue
+            part = item.melody[:, round(start_s * self.sample_rate) :]
+            if part.shape[-1] == 0:  # the melody ended: follow its last window's chroma again
+                part = item.melody[:, -round(self.window_s * self.sample_rate) :]
+            chroma = melody_chroma(part, self.sample_rate)[:length]
+            out[row] = np.resize(chroma, (length, 12))  # shorter melodies repeat, as transformers does
+        return torch.from_numpy(out).to(self.device, dtype=self.model.dtype)
 
     def _encode_prompts(self, items: Sequence[GenerationItem]) -> torch.Tensor | None:
         prompts = [i.prompt for i in items]

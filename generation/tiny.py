@@ -18,6 +18,9 @@ from transformers import (
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
+    MusicgenMelodyConfig,
+    MusicgenMelodyDecoderConfig,
+    MusicgenMelodyForConditionalGeneration,
     MusicgenProcessor,
     T5Config,
     T5Tokenizer,
@@ -97,4 +100,40 @@ def save_tiny_musicgen(directory: Path, *, audio_channels: int = 1, seed: int = 
     model, processor = build_tiny_musicgen(audio_channels=audio_channels, seed=seed)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_musicgen_melody(*, seed: int = 0) -> tuple[MusicgenMelodyForConditionalGeneration, T5Tokenizer]:
+    """The tiny model's melody sibling: the same parts, plus chroma conditioning prepended to the decoder's input.
+
+    Returns the tokenizer alone: transformers' melody feature extractor needs torchaudio, which cannot be
+    installed beside our torch, so beatforge computes the chroma itself (``generation/chroma.py``).
+    """
+    base, processor = build_tiny_musicgen(seed=seed)
+    decoder = MusicgenMelodyDecoderConfig(
+        **{k: v for k, v in base.config.decoder.to_dict().items() if k != "model_type"}
+    )
+    config = MusicgenMelodyConfig(
+        text_encoder=base.config.text_encoder.to_dict(),
+        audio_encoder=base.config.audio_encoder.to_dict(),
+        decoder=decoder.to_dict(),
+        num_chroma=12,
+        chroma_length=235,  # 30 s of chroma at 32 kHz / 4096, as the real melody checkpoints
+        decoder_start_token_id=_CODEBOOK_SIZE,
+        pad_token_id=_CODEBOOK_SIZE,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenMelodyForConditionalGeneration(config).eval()
+    model.audio_encoder.load_state_dict(base.audio_encoder.state_dict())  # the randomised codebooks
+    with torch.no_grad():  # random init barely lets the chroma through; tests need a melody to visibly steer
+        model.audio_enc_to_dec_proj.weight.mul_(1000.0)
+    model.generation_config.do_sample = True
+    return model, processor.tokenizer
+
+
+def save_tiny_musicgen_melody(directory: Path, *, seed: int = 0) -> Path:
+    model, tokenizer = build_tiny_musicgen_melody(seed=seed)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory

@@ -250,9 +250,8 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, An
     return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=audio).model_dump(mode="json")
 
 
-async def _prompt_audio(run: JobRun, sample_rate: int) -> Samples | None:
-    """The audio a job continues (a finished take, or an upload), at the model's sample rate."""
-    source = run.params.continue_from
+async def _input_audio(run: JobRun, source: str | None, sample_rate: int) -> Samples | None:
+    """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate."""
     if source is None:
         return None
     settings: Settings = run.ctx["settings"]
@@ -266,13 +265,15 @@ async def _prompt_audio(run: JobRun, sample_rate: int) -> Samples | None:
 async def _beat(run: JobRun) -> bool:
     settings: Settings = run.ctx["settings"]
     engine = await asyncio.to_thread(run.ctx["models"].get, run.params.model)
-    prompt = await _prompt_audio(run, engine.sample_rate)
+    prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
+    melody = await _input_audio(run, run.params.melody, engine.sample_rate)
     if not await run.mark_running(engine.name):
         return False
     takes = await asyncio.to_thread(
         engine.generate,
         run.params,
         prompt=prompt,
+        melody=melody,
         fade_out_s=settings.fade_out_s,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from beatforge.contract import BeatParams, SamplingParams
-from generation.errors import GenerationCancelled, GenerationError, ModelUnavailable
+from generation.chroma import melody_chroma
+from generation.errors import GenerationCancelled, GenerationError, MelodyUnsupported, ModelUnavailable
 from generation.models import ModelCache
 from generation.musicgen import GeneratedAudio, GenerationItem, MusicGenEngine
 from generation.sampling import take_seed
-from generation.tiny import save_tiny_musicgen
+from generation.tiny import save_tiny_musicgen, save_tiny_musicgen_melody
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,41 @@ def test_stereo_models_make_stereo_takes_of_any_length(tmp_path: Path) -> None:
     assert np.abs(takes[0].samples[0] - takes[0].samples[1]).mean() > 1e-4  # two channels, not one copied
     extended = _one(engine, _params(duration_s=1.0), prompt=takes[0].samples[:, :32_000])
     assert extended.samples.shape == (2, 64_000)
+
+
+def _tone(hz: float, seconds: float = 3.0, sr: int = 32_000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[None]
+
+
+def test_chroma_is_the_dominant_pitch_class_per_frame() -> None:
+    chroma = melody_chroma(np.concatenate([_tone(440.0, 1.0), _tone(311.1, 1.0)], axis=-1), 32_000)
+    assert chroma.shape[1] == 12 and np.all(chroma.sum(axis=1) == 1)
+    classes = chroma.argmax(axis=1)
+    assert classes[2] == 9 and classes[-3] == 3  # A, then D#
+    assert melody_chroma(_tone(440.0, 1.0, sr=16_000), 16_000).argmax(axis=1)[2] == 9  # resampled first
+
+
+def test_melody_models_follow_the_melody(tmp_path: Path) -> None:
+    engine = MusicGenEngine.load(str(save_tiny_musicgen_melody(tmp_path / "melody")))
+    assert engine.takes_melody
+    greedy = SamplingParams(top_k=1)  # the tiny random decoder's logits move only a little with the chroma
+    a, b, none = engine.generate_batch(
+        [
+            GenerationItem("lofi", 1, 1.0, melody=_tone(440.0)),
+            GenerationItem("lofi", 1, 1.0, melody=_tone(311.1)),
+            GenerationItem("lofi", 1, 1.0),
+        ],
+        sampling=greedy,
+    )
+    assert not np.array_equal(a.samples, b.samples) and not np.array_equal(a.samples, none.samples)
+    (alone,) = engine.generate_batch([GenerationItem("lofi", 1, 1.0, melody=_tone(440.0))], sampling=greedy)
+    np.testing.assert_allclose(alone.samples, a.samples, atol=1e-5)
+    engine.window_s, engine.context_s = 2.0, 1.0  # a melody across windows: each window follows its stretch
+    (long,) = engine.generate_batch([GenerationItem("lofi", 1, 4.0, melody=_tone(440.0, 5.0))], sampling=greedy)
+    assert long.samples.shape == (1, 4 * 32_000)
+
+
+def test_a_melody_for_a_model_without_one_is_refused(engine: MusicGenEngine) -> None:
+    with pytest.raises(MelodyUnsupported, match="cannot follow a melody; choose a melody model"):
+        engine.generate(_params(), melody=_tone(440.0))
