@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     #: How often (seconds) the worker asks redis for new jobs; arq's own default is 0.5 s.
     worker_poll_delay_s: float = Field(default=0.05, gt=0, le=5)
     job_timeout_s: int = Field(default=1800, ge=10)
+    #: Jobs one worker runs at once: beats waiting together are generated in one batch (generation/batcher.py).
+    worker_max_jobs: int = Field(default=8, ge=1, le=64)
+    #: How long a beat waits for others to share its batch, and the most takes in one batch.
+    batch_wait_s: float = Field(default=0.05, ge=0, le=5)
+    max_batch_rows: int = Field(default=16, ge=1, le=64)
 
     default_duration_s: float = Field(default=15.0, ge=MIN_DURATION_S, le=MAX_DURATION_S)
     fade_out_s: float = Field(default=0.5, ge=0, le=5)

@@ -208,13 +208,20 @@ class MusicGenEngine:
         should_stop: StopCheck | None = None,
     ) -> list[GeneratedAudio]:
         """All of ``params``' takes (one batched call); the same params on the same device give the same audio."""
-        items = [
-            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt, melody)
-            for i in range(params.takes)
-        ]
+        items = self.items_for(params, prompt=prompt, melody=melody)
         return self.generate_batch(
             items, sampling=params.sampling, fade_out_s=fade_out_s, on_progress=on_progress, should_stop=should_stop
         )
+
+    @staticmethod
+    def items_for(
+        params: BeatParams, *, prompt: Samples | None = None, melody: Samples | None = None
+    ) -> list[GenerationItem]:
+        """One item per take, each with its derived seed (take 1 keeps ``params.seed``)."""
+        return [
+            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt, melody)
+            for i in range(params.takes)
+        ]
 
     @torch.inference_mode()
     def generate_batch(

@@ -36,6 +36,7 @@ from beatforge.contract import (
 )
 from beatforge.queue import SERIALIZERS, redis_settings
 from generation.audio import Samples, read_audio, resample, write_wav
+from generation.batcher import Batcher
 from generation.cover import Cover, CoverMaker
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
 from generation.loop_export import analyse, cut_loop, safe_stem
@@ -94,6 +95,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         device=device, default=settings.default_model, registry=registry, memory_gb=settings.model_memory_gb
     )
     ctx["covers"] = covers = CoverMaker(settings, device=device)
+    ctx["cover_lock"] = asyncio.Lock()  # jobs run side by side; the diffusion pipeline is not reentrant
+    ctx["batcher"] = Batcher(
+        wait_s=settings.batch_wait_s, max_rows=settings.max_batch_rows, fade_out_s=settings.fade_out_s
+    )
     try:
         await asyncio.to_thread(cache.get, None)
     except ModelUnavailable as exc:
@@ -166,15 +171,16 @@ class JobRun:
             return
         await self.progress.publish(JobProgress(stage="drawing", done=0, total=1))
         p = self.params
-        cover = await asyncio.to_thread(
-            covers.make,
-            description=p.prompt,
-            seed=p.seed,
-            style=p.style,
-            mood=p.mood,
-            title=p.title,
-            should_stop=self.stop.is_set,
-        )
+        async with self.ctx["cover_lock"]:
+            cover = await asyncio.to_thread(
+                covers.make,
+                description=p.prompt,
+                seed=p.seed,
+                style=p.style,
+                mood=p.mood,
+                title=p.title,
+                should_stop=self.stop.is_set,
+            )
         await self.save_cover(cover)
 
     async def cut_loop(self, samples: Samples, sample_rate: int, *, model: str | None) -> None:
@@ -263,18 +269,16 @@ async def _input_audio(run: JobRun, source: str | None, sample_rate: int) -> Sam
 
 
 async def _beat(run: JobRun) -> bool:
-    settings: Settings = run.ctx["settings"]
     engine = await asyncio.to_thread(run.ctx["models"].get, run.params.model)
     prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
     melody = await _input_audio(run, run.params.melody, engine.sample_rate)
     if not await run.mark_running(engine.name):
         return False
-    takes = await asyncio.to_thread(
-        engine.generate,
-        run.params,
-        prompt=prompt,
-        melody=melody,
-        fade_out_s=settings.fade_out_s,
+    batcher: Batcher = run.ctx["batcher"]
+    takes = await batcher.generate(
+        engine,
+        engine.items_for(run.params, prompt=prompt, melody=melody),
+        sampling=run.params.sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
     )
@@ -414,7 +418,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
-        "max_jobs": 1,
+        # several beat jobs at once, so the batcher can put them in one generate call (one GPU, one generate
+        # at a time: the batcher's lock); covers, loops and MIDI run beside them
+        "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.job_timeout_s,
         "max_tries": 2,
         "job_completion_wait": 90,  # on SIGTERM, let the running beat finish (compose: stop_grace_period)
