@@ -1,0 +1,347 @@
+"""Generation speed: beatforge's MusicGen engine against the plain transformers call, in audio-seconds per wall-second.
+
+Timed in one run, on the same model object and device, for ``--seconds`` of new audio per take:
+
+* baseline: the plain transformers call at batch 1, as its model card writes it:
+  ``model.generate(**processor(text=[prompt], padding=True, return_tensors="pt"), do_sample=True,
+  guidance_scale=3.0, max_new_tokens=steps)``, with steps = frames + codebooks per channel - 1 (the delay
+  pattern) and frames = ceil(seconds x frame rate). It returns decoded audio, so EnCodec's decode is timed;
+* beatforge: ``MusicGenEngine.generate_batch`` with ``SamplingParams()`` (top-k 250, guidance 3) at each of
+  ``--batches`` takes per call, one seed per take (``generation.sampling.SeededSampler``); a batch of N
+  counts N x seconds of audio.
+
+Each row runs one warm-up call, then ``--repeats`` timed ones, row after row in turn, so that a busy spell on a
+shared machine slows every row; the table shows the median. Steps/s is decoding steps per wall-second of one
+call (text encoding and EnCodec decoding included), the unit of the GPU targets: musicgen-small >= 500 steps/s
+and musicgen-medium >= 300 steps/s at batch 1 with guidance, and >= 60 audio-s/s for small at batch 16.
+``--profile`` then runs one more call per row to show where its time goes (text encoder, decoder forward
+passes, logits processors, stopping criteria, EnCodec decodes, the rest).
+
+``--arch tiny`` (default) is ``generation.tiny.build_tiny_musicgen()``, the model tests use. ``--arch small``
+and ``--arch medium`` build the real facebook/musicgen-small / -medium architecture with random weights
+(speed does not depend on the weights' values): a T5-base text encoder, the 24-layer/1024-wide (small) or
+48-layer/1536-wide (medium) 4-codebook decoder, and EnCodec 32 kHz, with the configs transformers' conversion
+scripts write. The tokenizer is the tiny model's character-level one (the text encoder's vocabulary sized to
+it), so a prompt is about one token per character instead of T5's ~4 characters per token: a few dozen more
+keys in the decoder's cross-attention, a cost far below the self-attention and feed-forward layers. On CUDA
+the model is fp16 with PyTorch's scaled-dot-product attention, as ``MusicGenEngine.load`` loads it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/engine.py --arch tiny --threads 1 --profile
+    OMP_NUM_THREADS=1 .venv/bin/python bench/engine.py --arch small --seconds 2 --batches 1 4 --repeats 1 --profile
+    .venv/bin/python bench/engine.py --arch small --device cuda --profile       # on a CUDA machine
+    .venv/bin/python bench/engine.py --arch medium --device cuda --profile      # on a CUDA machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the tiny model's pad id is outside its vocabulary
+
+import torch
+import transformers
+from transformers import (
+    EncodecConfig,
+    EncodecFeatureExtractor,
+    LogitsProcessorList,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    MusicgenProcessor,
+    StoppingCriteriaList,
+    T5Config,
+)
+
+from beatforge.contract import SamplingParams
+from generation.musicgen import GenerationItem, MusicGenEngine
+from generation.sampling import SeededSampler
+from generation.tiny import _tokenizer, build_tiny_musicgen
+
+PROMPT = "lofi hip hop beat, dusty drums, warm bass, mellow piano, 90 bpm"
+#: Decoder width, layers and heads per size (ffn = 4 x width), as transformers' convert_musicgen_transformers.py.
+ARCHS = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
+CODEBOOK_SIZE = 2048  # also the pad / decoder start token, as in the checkpoints
+
+
+def build_real_arch(arch: str, device: str) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
+    """facebook/musicgen-{small,medium}'s architecture with random weights; fp16 + sdpa on CUDA."""
+    hidden, layers, heads = ARCHS[arch]
+    tokenizer = _tokenizer()
+    text = T5Config(  # t5-base, the text encoder of every MusicGen
+        vocab_size=len(tokenizer),
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        relative_attention_num_buckets=32,
+        feed_forward_proj="relu",
+    )
+    audio = EncodecConfig(  # facebook/encodec_32khz (convert_encodec_checkpoint_to_pytorch.py, "encodec_32khz")
+        sampling_rate=32_000,
+        audio_channels=1,
+        num_filters=64,
+        upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=CODEBOOK_SIZE,
+        codebook_dim=128,
+        hidden_size=128,
+        num_lstm_layers=2,
+        target_bandwidths=[2.2],
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        compress=2,
+        residual_kernel_size=3,
+        num_residual_layers=1,
+        norm_type="weight_norm",
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=CODEBOOK_SIZE,
+        max_position_embeddings=2048,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        ffn_dim=4 * hidden,
+        num_codebooks=4,
+        audio_channels=1,
+        pad_token_id=CODEBOOK_SIZE,
+        bos_token_id=CODEBOOK_SIZE,
+        tie_word_embeddings=False,
+    )
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(),
+        audio_encoder=audio.to_dict(),
+        decoder=decoder.to_dict(),
+        decoder_start_token_id=CODEBOOK_SIZE,
+        pad_token_id=CODEBOOK_SIZE,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise where it will run: random init of 1.5 B parameters is slow on a CPU
+        model = MusicgenForConditionalGeneration(config)
+    # transformers picks sdpa where a part supports it (EnCodec has no attention): what load()'s "sdpa" asks for
+    assert model.decoder.config._attn_implementation == "sdpa", model.decoder.config._attn_implementation
+    generator = torch.Generator(device=device).manual_seed(0)
+    for name, buffer in model.audio_encoder.named_buffers():  # as tiny.py: a fresh EnCodec's codebooks are zeros
+        if name.endswith("codebook.embed"):
+            buffer.copy_(torch.randn(buffer.shape, generator=generator, device=device))
+    gen = model.generation_config  # what the conversion script sets on the published checkpoints
+    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CODEBOOK_SIZE
+    gen.max_length, gen.do_sample, gen.guidance_scale = int(30 * audio.frame_rate), True, 3.0
+    processor = MusicgenProcessor(
+        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32_000), tokenizer=tokenizer
+    )
+    return model, processor
+
+
+def build(arch: str, device: str) -> MusicGenEngine:
+    if arch == "tiny":
+        model, processor = build_tiny_musicgen()
+        model = model.to(device)
+    else:
+        model, processor = build_real_arch(arch, device)
+    if device.startswith("cuda"):
+        model = model.half()
+    return MusicGenEngine(model.eval(), processor, name=f"{arch} (random weights)", device=device)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Row:
+    label: str
+    batch: int
+    steps: int  # decoding steps of one call
+    call: Callable[[int], Any]  # repeat number -> one generate call
+
+
+def plain_row(engine: MusicGenEngine, seconds: float, batch: int) -> Row:
+    model, processor = engine.model, engine.processor
+    steps = math.ceil(seconds * engine.frame_rate - 1e-9) + engine.delay
+
+    @torch.inference_mode()
+    def call(repeat: int) -> Any:
+        torch.manual_seed(repeat)
+        inputs = processor(text=[PROMPT] * batch, padding=True, return_tensors="pt").to(engine.device)
+        return model.generate(**inputs, do_sample=True, guidance_scale=3.0, max_new_tokens=steps)
+
+    return Row(f"baseline: plain model.generate, batch {batch}", batch, steps, call)
+
+
+def engine_row(engine: MusicGenEngine, seconds: float, batch: int) -> Row:
+    sampling = SamplingParams()
+
+    def call(repeat: int) -> Any:
+        items = [GenerationItem(PROMPT, 1000 * repeat + i, seconds) for i in range(batch)]
+        return engine.generate_batch(items, sampling=sampling)
+
+    label = f"beatforge engine.generate_batch, batch {batch}"
+    return Row(label, batch, engine.decoding_steps(seconds), call)
+
+
+def interleaved(rows: list[Row], repeats: int, device: str) -> list[list[float]]:
+    """Seconds per call for each row: one warm-up call each (not counted), then ``repeats`` in turn."""
+    for row in rows:
+        row.call(repeats)  # a seed no timed call uses
+    seconds: list[list[float]] = [[] for _ in rows]
+    for repeat in range(repeats):
+        for row, times in zip(rows, seconds, strict=True):
+            sync(device)
+            started = time.perf_counter()
+            row.call(repeat)
+            sync(device)
+            times.append(time.perf_counter() - started)
+    return seconds
+
+
+@contextmanager
+def instrumented(model: MusicgenForConditionalGeneration, device: str) -> Iterator[dict[str, list[float]]]:
+    """Time (and count) what one generate call spends in each part; restores everything on exit."""
+    spent: dict[str, list[float]] = {}
+    undo: list[Callable[[], None]] = []
+
+    def wrap(owner: Any, attr: str, key: str, *, on_class: bool = False) -> None:
+        original = owner.__dict__[attr] if on_class else getattr(owner, attr)
+
+        @functools.wraps(original)  # generate validates its kwargs against forward's signature
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            sync(device)
+            started = time.perf_counter()
+            result = original(*args, **kwargs)
+            sync(device)
+            entry = spent.setdefault(key, [0.0, 0])
+            entry[0] += time.perf_counter() - started
+            entry[1] += 1
+            return result
+
+        setattr(owner, attr, timed)
+        if on_class:
+            undo.append(lambda: setattr(owner, attr, original))
+        else:
+            undo.append(lambda: owner.__dict__.pop(attr))
+
+    wrap(model.text_encoder, "forward", "text encoder")
+    wrap(model, "forward", "decoder forward passes")
+    wrap(model.audio_encoder, "decode", "EnCodec decodes")
+    wrap(LogitsProcessorList, "__call__", "logits processors", on_class=True)
+    wrap(SeededSampler, "__call__", "  of which SeededSampler", on_class=True)
+    wrap(StoppingCriteriaList, "__call__", "stopping criteria", on_class=True)
+    try:
+        yield spent
+    finally:
+        for restore in reversed(undo):
+            restore()
+
+
+def profile(rows: list[Row], engine: MusicGenEngine, device: str) -> None:
+    print("\nwhere one call's time goes (one more call per row, instrumented; the timers add a little)")
+    for row in rows:
+        with instrumented(engine.model, device) as spent:
+            sync(device)
+            started = time.perf_counter()
+            row.call(0)
+            sync(device)
+            total = time.perf_counter() - started
+        print(f"{row.label}: {total * 1000:.0f} ms, {row.steps} steps, {total / row.steps * 1000:.2f} ms/step")
+        parts = 0.0
+        order = ["text encoder", "decoder forward passes", "logits processors", "  of which SeededSampler"]
+        for part in sorted(spent, key=lambda k: order.index(k) if k in order else len(order)):
+            secs, calls = spent[part]
+            parts += 0.0 if part.startswith("  ") else secs
+            per = f"{secs / calls * 1000:8.3f} ms/call"
+            print(f"  {part:28} {secs * 1000:9.1f} ms {secs / total:6.1%}  {calls:5d} calls {per}")
+        print(f"  {'rest of generate / engine':28} {(total - parts) * 1000:9.1f} ms {(total - parts) / total:6.1%}")
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds spent by everything on the machine since boot (Linux), to see who else used the cores."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def machine(device: str, dtype: torch.dtype) -> str:
+    cpu = platform.processor() or platform.machine()
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"
+    versions = (
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"torch threads: {torch.get_num_threads()}"
+    )
+    return f"{os.cpu_count()} cores ({cpu}), {where}, {versions}; {device} {dtype}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("tiny", *ARCHS), default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per take (10; 5 for real archs on a CPU)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="takes per engine call")
+    parser.add_argument("--plain-batches", type=int, nargs="+", default=[1], help="prompts per plain call")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per row, after one warm-up")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="also break one call per row down")
+    args = parser.parse_args()
+    if args.repeats < 1 or min(args.batches + args.plain_batches) < 1:
+        parser.error("--repeats and every batch must be at least 1")
+    seconds = args.seconds or (5.0 if args.arch != "tiny" and not args.device.startswith("cuda") else 10.0)
+    if not 0 < seconds <= 30:
+        parser.error("--seconds must be in (0, 30]: one MusicGen window, so both sides make one generate call")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    engine = build(args.arch, args.device)
+    built_s = time.perf_counter() - started
+    rows = [plain_row(engine, seconds, b) for b in args.plain_batches]
+    rows += [engine_row(engine, seconds, b) for b in args.batches]
+
+    wall, ours, everyone = time.perf_counter(), time.process_time(), busy_cpu_seconds()
+    times = interleaved(rows, args.repeats, args.device)
+    wall, ours = time.perf_counter() - wall, time.process_time() - ours
+    finished = busy_cpu_seconds()
+
+    params = sum(p.numel() for p in engine.model.parameters()) / 1e6
+    print(f"machine: {machine(args.device, engine.model.dtype)}")
+    print(
+        f"model: {args.arch} ({params:.0f} M parameters, built in {built_s:.0f} s), {seconds:g} s per take "
+        f"= {rows[0].steps} steps at {engine.frame_rate:g} Hz, guidance 3, median of {args.repeats}"
+    )
+    header = f"{'audio-s per wall-s':48}"
+    print(f"{header} {'batch':>5} {'median s':>9} {'audio-s/s':>10} {'steps/s':>8} {'vs baseline':>12}")
+    base = None
+    for row, secs in zip(rows, times, strict=True):
+        median = statistics.median(secs)
+        rate = row.batch * seconds / median
+        if base is None:
+            base = rate
+        print(
+            f"{row.label:48} {row.batch:5d} {median:9.3f} {rate:10.2f} {row.steps / median:8.1f} {rate / base:11.2f}x"
+        )
+    if everyone is not None and finished is not None:  # a shared machine's other work slows every row
+        others = max(0.0, finished - everyone - ours) / wall
+        print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average while this ran ({wall:.0f} s)")
+    if args.profile:
+        profile(rows, engine, args.device)
+
+
+if __name__ == "__main__":
+    main()
