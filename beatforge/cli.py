@@ -94,7 +94,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from generation.audio import read_audio, resample, write_wav
     from generation.errors import GenerationError
-    from generation.musicgen import MusicGenEngine
+    from generation.models import ModelCache
+    from generation.registry import ModelRegistry
 
     seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
     try:
@@ -116,7 +117,11 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
     try:
-        engine = MusicGenEngine.load(args.model, device=settings.resolved_device())
+        # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
+        cache = ModelCache(
+            device=settings.resolved_device(), default=args.model, registry=ModelRegistry(settings.model_registry_file)
+        )
+        engine = cache.get(args.model)
         audio_in: dict[str, Any] = {}
         for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
             if path is not None:

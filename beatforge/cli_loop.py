@@ -54,10 +54,13 @@ class _Runner:
                                region=settings.s3_region) if args.s3_bucket else None  # fmt: skip
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
-        from generation.musicgen import MusicGenEngine
+        from generation.models import ModelCache
+        from generation.registry import ModelRegistry
 
         if self.engine is None:
-            self.engine = MusicGenEngine.load(self.args.model, device=self.settings.resolved_device())
+            registry = ModelRegistry(self.settings.model_registry_file)
+            cache = ModelCache(device=self.settings.resolved_device(), default=self.args.model, registry=registry)
+            self.engine = cache.get(self.args.model)
         params = BeatParams(
             prompt=prompt, seed=seed, bpm=self.args.bpm, duration_s=loop.generation_seconds(self.args.bpm), loop=loop
         )

@@ -41,7 +41,7 @@ def test_generate_refuses_bad_input_and_missing_models(tmp_path: Path, capsys: p
     assert main(["generate", "x", "--model", "debug", "--duration", "199", "--out", str(out)]) == 2
     assert "duration must be at most 120" in capsys.readouterr().err
     assert main(["generate", "x", "--model", "/nowhere", "--out", str(out)]) == 1
-    assert "could not be loaded" in capsys.readouterr().err
+    assert "model directory /nowhere does not exist" in capsys.readouterr().err
     assert not out.exists()
 
 
