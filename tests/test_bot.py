@@ -612,3 +612,26 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
         assert [f.filename for f in post.files] == ["pack.zip", "stems.zip"]
         assert "upload limit" not in content
     assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]
+
+
+async def test_takes_are_queued_and_every_take_is_posted(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bot, fake = discord_bot
+    dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt="lofi", takes=3))
+    await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
+    async with sessions() as session:
+        job = await jobs.get_job(session, 1)
+    assert job.params.takes == 3
+    store = ArtifactStore(settings.artifact_dir)
+    records = []
+    for take, seed in enumerate((job.params.seed, 11, 12), start=1):
+        with store.writing(job.id, f"take{take}.wav") as tmp:
+            write_wav(tmp, np.zeros((1, 3_200), np.float32), sample_rate=32_000)
+        records.append(store.record(job.id, f"take{take}.wav", kind="audio", meta={"take": take, "seed": seed}))
+    async with sessions() as session:
+        await jobs.mark_running(session, job.id, resolved_model="tiny")
+        await jobs.mark_done(session, job.id, artifacts=records)
+    post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
+    assert [f.filename for f in post.files] == ["take1.wav", "take2.wav", "take3.wav"]
+    assert f"seeds `{job.params.seed}`, `11`, `12`" in post.json["content"]

@@ -23,6 +23,7 @@ from beatforge.contract import (
     LOOP_MIN_S,
     MAX_DURATION_S,
     MAX_SEED,
+    MAX_TAKES,
     MIN_DURATION_S,
     PROMPT_MAX_CHARS,
     TITLE_MAX_CHARS,
@@ -84,6 +85,7 @@ class Generate(commands.Cog):
         duration: app_commands.Range[float, MIN_DURATION_S, MAX_DURATION_S] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         title: app_commands.Range[str, 1, TITLE_MAX_CHARS] | None = None,
+        takes: app_commands.Range[int, 1, MAX_TAKES] = 1,
     ) -> None:
         """Turn a sentence into a beat, with cover art.
 
@@ -94,6 +96,7 @@ class Generate(commands.Cog):
             duration: Length in seconds (1-120, default 15; past 30 s it is made in windows).
             seed: Same seed + prompt + model = the same beat. Leave empty for a surprise.
             title: A title to set on the cover.
+            takes: How many versions to make at once (1-4), each with its own seed.
         """
         # Discord enforces ranges and choices in its own client only; a crafted payload reaches us unchecked.
         params = _validated(
@@ -102,6 +105,7 @@ class Generate(commands.Cog):
             style=style,
             mood=mood,
             title=title,
+            takes=takes,
             duration_s=self.bot.settings.default_duration_s if duration is None else duration,
             seed=random.randint(0, MAX_SEED) if seed is None else seed,
         )
