@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
 from beatforge.config import Settings
+from bench.machine import busy_cpu_seconds, machine
 from generation.cover import CoverMaker, DiffusionCover, SafetyCheck
 from generation.cover_art import draw_title
 from generation.cover_prompt import build_cover_prompt
@@ -175,25 +175,6 @@ def interleaved(rows: dict[str, Callable[[int], object]], n_images: int, device:
             sync(device)
             seconds[label].append(time.perf_counter() - started)
     return seconds
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds spent by everything on the machine since boot (Linux), to see who else used the cores."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine(device: str, dtype: torch.dtype) -> str:
-    cpu = platform.processor() or platform.machine()
-    where = torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"
-    versions = (
-        f"Python {platform.python_version()}, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
-    )
-    return f"{os.cpu_count()} cores ({cpu}), {where}, {versions}; {device} {dtype}"
 
 
 def main() -> None:

@@ -38,7 +38,6 @@ import argparse
 import functools
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -53,7 +52,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the tiny model's pad id is outside its vocabulary
 
 import torch
-import transformers
 from transformers import (
     EncodecConfig,
     EncodecFeatureExtractor,
@@ -67,6 +65,7 @@ from transformers import (
 )
 
 from beatforge.contract import SamplingParams
+from bench.machine import busy_cpu_seconds, machine
 from generation.musicgen import GenerationItem, MusicGenEngine
 from generation.sampling import SeededSampler
 from generation.tiny import _tokenizer, build_tiny_musicgen
@@ -267,26 +266,6 @@ def profile(rows: list[Row], engine: MusicGenEngine, device: str) -> None:
             per = f"{secs / calls * 1000:8.3f} ms/call"
             print(f"  {part:28} {secs * 1000:9.1f} ms {secs / total:6.1%}  {calls:5d} calls {per}")
         print(f"  {'rest of generate / engine':28} {(total - parts) * 1000:9.1f} ms {(total - parts) / total:6.1%}")
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds spent by everything on the machine since boot (Linux), to see who else used the cores."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine(device: str, dtype: torch.dtype) -> str:
-    cpu = platform.processor() or platform.machine()
-    where = torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"
-    versions = (
-        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"torch threads: {torch.get_num_threads()}"
-    )
-    return f"{os.cpu_count()} cores ({cpu}), {where}, {versions}; {device} {dtype}"
 
 
 def main() -> None:
