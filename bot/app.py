@@ -97,6 +97,9 @@ class Beatforge(commands.Bot):
         return make_link(settings.public_url, relative_path, secret=secret, ttl=ttl, now=now), expiry(ttl, now=now)
 
     async def close(self) -> None:
+        watcher = self.get_cog("JobWatcher")
+        if watcher is not None:  # before the database and redis go away (run_bot closes them after this)
+            await watcher.finish()  # type: ignore[attr-defined]
         try:
             await super().close()
         finally:

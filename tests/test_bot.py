@@ -574,6 +574,7 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
     assert "harmonic/percussive split" in content and "\n> " not in content  # no prompt quote for an upload
     assert custom_ids(post.json) == []  # no beat to act on
+    await delivered_job(sessions, job.id)  # let the watcher finish its database write before teardown
 
 
 @pytest.mark.parametrize("limit", [100_000, 1_000_000])
@@ -612,6 +613,7 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
         assert [f.filename for f in post.files] == ["pack.zip", "stems.zip"]
         assert "upload limit" not in content
     assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]
+    await delivered_job(sessions, job_id)
 
 
 async def test_takes_are_queued_and_every_take_is_posted(
@@ -635,3 +637,4 @@ async def test_takes_are_queued_and_every_take_is_posted(
     post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
     assert [f.filename for f in post.files] == ["take1.wav", "take2.wav", "take3.wav"]
     assert f"seeds `{job.params.seed}`, `11`, `12`" in post.json["content"]
+    await delivered_job(sessions, job.id)

@@ -7,6 +7,7 @@ needs no channel permissions), otherwise as a channel message replying to the st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Discord keeps an interaction token for 15 minutes; stop using it a little before.
 TOKEN_MARGIN = timedelta(minutes=1)
+#: How long closing the bot waits for the watcher's current tick (a delivery in flight) to finish.
+SHUTDOWN_WAIT_S = 10.0
 #: Delivery attempts before a result is given up on (each failure is logged).
 MAX_DELIVERY_ATTEMPTS = 5
 DEFAULT_FILESIZE_LIMIT = 10 * 2**20
@@ -52,6 +55,17 @@ class JobWatcher(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.poll.cancel()
+
+    async def finish(self) -> None:
+        """Stop polling after the current tick, so no delivery is cut off halfway through a database write."""
+        task = self.poll.get_task()
+        self.poll.stop()
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_WAIT_S)
+            except TimeoutError:
+                log.warning("job watcher still busy at shutdown; cancelling it")
+                self.poll.cancel()
 
     def _live(self, job_id: int) -> discord.Interaction | None:
         interaction = self.bot.live_interactions.get(job_id)
