@@ -53,6 +53,8 @@ ProgressCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
 #: Each window after the first starts from this much of what came before it.
 CONTEXT_S = 10.0
+#: Frames EnCodec decodes in one call at most (16 takes of 30 s), to bound its memory on long batches.
+DECODE_FRAMES = 16 * 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,12 +377,20 @@ class MusicGenEngine:
         return np.repeat(mono, self.audio_channels, axis=0)
 
     def _decode(self, codes: torch.Tensor) -> np.ndarray:
-        """Codes (batch, codebooks, frames) to audio (batch, channels, samples), float32."""
-        decoder = self.model.audio_encoder
+        """Codes (batch, codebooks, frames) to audio (batch, channels, samples), float32.
+
+        Rows are decoded in groups of at most :data:`DECODE_FRAMES` frames in all: EnCodec's activations for
+        16 takes of 120 s at once would take gigabytes of GPU memory.
+        """
+        rows = max(1, DECODE_FRAMES // max(1, codes.shape[-1]))
+        return np.concatenate([self._decode_rows(codes[i : i + rows]) for i in range(0, codes.shape[0], rows)])
+
+    def _decode_rows(self, codes: torch.Tensor) -> np.ndarray:
+        decoder, scales = self.model.audio_encoder, [None] * codes.shape[0]
         if self.audio_channels == 1:
-            audio = decoder.decode(codes[None], audio_scales=[None] * codes.shape[0]).audio_values
+            audio = decoder.decode(codes[None], audio_scales=scales).audio_values
         else:
-            left = decoder.decode(codes[None, :, ::2], audio_scales=[None] * codes.shape[0]).audio_values
-            right = decoder.decode(codes[None, :, 1::2], audio_scales=[None] * codes.shape[0]).audio_values
+            left = decoder.decode(codes[None, :, ::2], audio_scales=scales).audio_values
+            right = decoder.decode(codes[None, :, 1::2], audio_scales=scales).audio_values
             audio = torch.cat([left, right], dim=1)
         return audio.float().cpu().numpy().astype(np.float32)

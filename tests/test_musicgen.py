@@ -200,3 +200,14 @@ def test_melody_models_follow_the_melody(tmp_path: Path) -> None:
 def test_a_melody_for_a_model_without_one_is_refused(engine: MusicGenEngine) -> None:
     with pytest.raises(MelodyUnsupported, match="cannot follow a melody; choose a melody model"):
         engine.generate(_params(), melody=_tone(440.0))
+
+
+def test_long_batches_decode_in_groups_with_the_same_result(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [GenerationItem("a", 1, 1.0), GenerationItem("b", 2, 1.0), GenerationItem("c", 3, 1.0)]
+    whole = engine.generate_batch(items, sampling=SamplingParams(), fade_out_s=0.0)
+    monkeypatch.setattr("generation.musicgen.DECODE_FRAMES", 60)  # one 50-frame row per EnCodec call
+    grouped = engine.generate_batch(items, sampling=SamplingParams(), fade_out_s=0.0)
+    for a, b in zip(whole, grouped, strict=True):
+        np.testing.assert_allclose(a.samples, b.samples, atol=1e-5)
