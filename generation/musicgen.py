@@ -44,7 +44,7 @@ from generation.errors import (
     MelodyUnsupported,
     ModelUnavailable,
 )
-from generation.sampling import SeededSampler, generators_for, take_seed
+from generation.sampling import SeededSampler, take_seed
 from generation.tiny import DEBUG_MODEL, build_tiny_musicgen
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,15 @@ class MusicGenEngine:
         prompt_frames = codes.shape[-1] if codes is not None else 0
         plan = self._window_plan(self.frames(max(i.duration_s for i in items)), prompt_frames)
         hook = _StepHook(sum(new + self.delay for _, new in plan), on_progress, should_stop)
-        generators = generators_for([i.seed for i in items], self.device)
+        sampler = SeededSampler(
+            [i.seed for i in items],
+            num_codebooks=self.num_codebooks,
+            guidance_scale=sampling.guidance_scale,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            device=self.device,
+        )
         text = self.processor(text=[i.text for i in items], padding=True, return_tensors="pt").to(self.device)
         try:
             for tail_frames, new_frames in plan:
@@ -271,7 +279,7 @@ class MusicGenEngine:
                     (codes.shape[-1] if codes is not None else 0) - tail_frames - prompt_frames
                 ) / self.frame_rate
                 chroma = self._chroma(items, max(0.0, start_s))
-                window = self._window(text, tail, new_frames, generators, sampling, hook, chroma)[..., tail_frames:]
+                window = self._window(text, tail, new_frames, sampler, sampling, hook, chroma)[..., tail_frames:]
                 codes = window if codes is None else torch.cat([codes, window], dim=-1)
         except torch.OutOfMemoryError as exc:
             raise GenerationError("the GPU ran out of memory; try a shorter beat or fewer takes") from exc
@@ -291,7 +299,7 @@ class MusicGenEngine:
         text: Any,
         tail: torch.Tensor | None,
         new_frames: int,
-        generators: list[torch.Generator],
+        sampler: SeededSampler,
         sampling: SamplingParams,
         hook: _StepHook,
         chroma: torch.Tensor | None = None,
@@ -300,17 +308,9 @@ class MusicGenEngine:
 
         Returns the window's codes, ``tail`` included, shape (batch, codebooks, frames).
         """
-        batch, k = len(generators), self.num_codebooks
+        batch, k = text["input_ids"].shape[0], self.num_codebooks
         start = torch.full((batch * k, 1), int(self.model.generation_config.decoder_start_token_id), device=self.device)
         initial = start if tail is None else torch.cat([start, tail.reshape(batch * k, -1)], dim=-1)
-        sampler = SeededSampler(
-            generators,
-            num_codebooks=k,
-            guidance_scale=sampling.guidance_scale,
-            temperature=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-        )
         hook.ids, hook.window_end = None, hook.done + new_frames + self.delay
         extra = {"input_features": chroma} if chroma is not None else {}
         with contextlib.suppress(_WindowDone):  # the normal end of a window, raised by the hook

@@ -2,9 +2,13 @@
 
 transformers samples every row of a batch from torch's one global stream, so a take's tokens depend on what
 else was in the batch. :class:`SeededSampler` runs as the first logits processor: it applies classifier-free
-guidance, temperature, top-k and top-p itself, draws each take's tokens from that take's own
-``torch.Generator``, and hands ``generate`` scores where only the drawn token is possible, which greedy decoding
-then picks (the built-in guidance step that follows maps those scores onto themselves).
+guidance, temperature, top-k and top-p itself, draws each take's tokens with that take's own random numbers,
+and hands ``generate`` scores where only the drawn token is possible, which greedy decoding then picks (the
+built-in guidance step that follows maps those scores onto themselves).
+
+The random numbers are a counter-based hash of (take seed, step, codebook): one set of tensor operations for
+the whole batch, whatever its size (a ``torch.Generator`` per take would cost a kernel launch per take and
+step), and the same numbers on every device.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from beatforge.contract import MAX_SEED
 #: The score of every token but the drawn one: far below any real logit, finite so guidance arithmetic stays finite.
 IMPOSSIBLE = -1e4
 _GOLDEN = 0x9E3779B1  # spreads consecutive take numbers over the seed range
+_MASK32 = 0xFFFFFFFF
+_MIX = 0x45D9F3B  # a 32-bit integer hash's multiplier; below 2**31, so products fit in int64
 
 
 def take_seed(seed: int, take: int) -> int:
@@ -26,25 +32,38 @@ def take_seed(seed: int, take: int) -> int:
     return seed if take == 0 else (seed + take * _GOLDEN) % (MAX_SEED + 1)
 
 
+def uniform(seeds: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
+    """One number in (0, 1) per (seed, step, row), from a 32-bit integer hash: pure, vectorised, device-free."""
+    x = (seeds * 0x27D4EB2F + step * 0x165667B1 + rows * 0x61C88647) & _MASK32
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * _MIX) & _MASK32
+    x = x ^ (x >> 16)
+    return (x.double() + 0.5) / 2.0**32
+
+
 class SeededSampler(LogitsProcessor):
-    """Draws the next token of every codebook of every take from that take's generator.
+    """Draws the next token of every codebook of every take from that take's own random numbers.
 
     Rows are ordered take-major (take 0's codebooks, then take 1's, ...), as MusicGen lays out its batch; with
-    guidance on, ``scores`` has the conditional rows first and the unconditional ones after them.
+    guidance on, ``scores`` has the conditional rows first and the unconditional ones after them. One sampler
+    serves all windows of a generation, so its step counter keeps the random numbers moving across them.
     """
 
     def __init__(
         self,
-        generators: Sequence[torch.Generator],
+        seeds: Sequence[int],
         *,
         num_codebooks: int,
         guidance_scale: float,
         temperature: float,
         top_k: int,
         top_p: float,
+        device: str | torch.device = "cpu",
     ) -> None:
-        self.generators, self.num_codebooks = list(generators), num_codebooks
         self.guidance_scale, self.temperature, self.top_k, self.top_p = guidance_scale, temperature, top_k, top_p
+        self.seeds = torch.tensor(list(seeds), dtype=torch.int64, device=device).repeat_interleave(num_codebooks)
+        self.codebooks = torch.arange(num_codebooks, dtype=torch.int64, device=device).repeat(len(seeds))
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = input_ids.shape[0]
@@ -53,12 +72,10 @@ class SeededSampler(LogitsProcessor):
             cond, uncond = logits.split(rows, dim=0)
             logits = uncond + (cond - uncond) * self.guidance_scale
         probs = torch.softmax(filter_logits(logits / self.temperature, top_k=self.top_k, top_p=self.top_p), dim=-1)
-        tokens = torch.cat(
-            [
-                torch.multinomial(probs[i * self.num_codebooks : (i + 1) * self.num_codebooks], 1, generator=g)
-                for i, g in enumerate(self.generators)
-            ]
-        )
+        cdf = probs.double().cumsum(dim=-1)
+        u = uniform(self.seeds, self.step, self.codebooks) * cdf[:, -1]
+        self.step += 1
+        tokens = torch.searchsorted(cdf, u[:, None]).clamp_(max=probs.shape[-1] - 1)
         chosen = torch.full_like(scores, IMPOSSIBLE)
         return chosen.scatter_(1, tokens.repeat(scores.shape[0] // rows, 1), 0.0)  # type: ignore[return-value]
 
@@ -75,7 +92,3 @@ def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Te
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def generators_for(seeds: Sequence[int], device: str | torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
