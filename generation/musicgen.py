@@ -4,7 +4,7 @@ Backed by transformers' ``MusicgenForConditionalGeneration``, which loads the sa
 checkpoints audiocraft publishes (audiocraft itself pins torch 2.1). Generation parameters travel with each
 call; nothing is set as state on the shared model.
 
-* Takes are rows of one batched ``generate``; each row samples from its own seeded generator
+* Takes are rows of one batched ``generate``; each row samples with its own seeded random numbers
   (:mod:`generation.sampling`), so a take's seed reproduces it alone or in any batch.
 * Beyond one window (30 s), generation continues window by window with the last 10 s of codes as the prompt;
   the codes of all windows are joined and decoded once, so there is no seam to hide.
