@@ -95,7 +95,6 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from generation.audio import read_audio, resample, write_wav
     from generation.errors import GenerationError
     from generation.models import ModelCache
-    from generation.registry import ModelRegistry
 
     seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
     try:
@@ -118,10 +117,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
-        cache = ModelCache(
-            device=settings.resolved_device(), default=args.model, registry=ModelRegistry(settings.model_registry_file)
-        )
-        engine = cache.get(args.model)
+        engine = ModelCache.from_settings(settings, default=args.model).get(args.model)
         audio_in: dict[str, Any] = {}
         for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
             if path is not None:

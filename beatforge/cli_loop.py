@@ -55,12 +55,9 @@ class _Runner:
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
         from generation.models import ModelCache
-        from generation.registry import ModelRegistry
 
         if self.engine is None:
-            registry = ModelRegistry(self.settings.model_registry_file)
-            cache = ModelCache(device=self.settings.resolved_device(), default=self.args.model, registry=registry)
-            self.engine = cache.get(self.args.model)
+            self.engine = ModelCache.from_settings(self.settings, default=self.args.model).get(self.args.model)
         params = BeatParams(
             prompt=prompt, seed=seed, bpm=self.args.bpm, duration_s=loop.generation_seconds(self.args.bpm), loop=loop
         )

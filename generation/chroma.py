@@ -12,7 +12,7 @@ import numpy.typing as npt
 import torch
 from transformers.audio_utils import chroma_filter_bank
 
-from generation.audio import Samples
+from generation.audio import Samples, resample
 
 CHROMA_SR = 32_000
 N_FFT = 16_384
@@ -21,9 +21,7 @@ HOP = 4_096
 
 def melody_chroma(samples: Samples, sr: int) -> npt.NDArray[np.float32]:
     """(frames, 12) one-hot chroma of ``samples`` (channels, n) at ``sr`` (resampled to 32 kHz when needed)."""
-    from generation.audio import resample
-
-    mono = resample(samples, sr, CHROMA_SR).mean(axis=0) if sr != CHROMA_SR else samples.mean(axis=0)
+    mono = resample(samples, sr, CHROMA_SR).mean(axis=0)
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     if wave.shape[-1] < N_FFT:
         pad = N_FFT - wave.shape[-1]

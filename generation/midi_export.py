@@ -40,7 +40,7 @@ def _write_zip(path: Path, members: Mapping[str, bytes]) -> Path:
 def _stem_audio(stems: Stems, *, limit: int | None = None) -> dict[str, bytes]:
     out = {}
     for name, samples in stems.items():
-        audio = peak_normalize(samples, peak=0.98) if samples.size else samples
+        audio = peak_normalize(samples, peak=0.98)
         if limit is None:
             out[f"{name}.{STEM_FORMAT}"] = encode(audio, sample_rate=stems.sample_rate, fmt=STEM_FORMAT)
         else:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from beatforge.config import Settings
 from generation.errors import ModelUnavailable
 from generation.musicgen import MusicGenEngine
 from generation.registry import DEBUG_MODEL, ModelRegistry, ModelSpec, is_local_source
@@ -166,6 +167,19 @@ class ModelCache:
         self._sizes: dict[str, int] = {}  # bytes measured at earlier loads, to make room before a reload
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, default: str | None = None, registry: ModelRegistry | None = None
+    ) -> ModelCache:
+        """The cache as configured; ``registry`` defaults to built-ins + the registry file (the worker adds its
+        database rows; the command line has no database)."""
+        return cls(
+            device=settings.resolved_device(),
+            default=default or settings.default_model,
+            registry=registry if registry is not None else ModelRegistry(settings.model_registry_file),
+            memory_gb=settings.model_memory_gb,
+        )
 
     def get(self, name: str | None) -> MusicGenEngine:
         """Return the engine for ``name`` (None: the default), loading it and evicting others as needed.

@@ -204,9 +204,9 @@ class MusicGenEngine:
             have, left = have + step, left - step
         return plan
 
-    def decoding_steps(self, duration_s: float, *, prompt_s: float = 0.0) -> int:
+    def decoding_steps(self, duration_s: float) -> int:
         """Decoding steps for ``duration_s`` new seconds, over all windows."""
-        return sum(new + self.delay for _, new in self._window_plan(self.frames(duration_s), self.frames(prompt_s)))
+        return sum(new + self.delay for _, new in self._window_plan(self.frames(duration_s), 0))
 
     def generate(
         self,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from generation.audio import Samples
+from generation.audio import Samples, resample
 from generation.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,11 @@ class DemucsSeparator:
         self.method = f"demucs {name or 'htdemucs'} (neural)"
 
     def split(self, samples: Samples, sr: int) -> Stems:
-        import librosa
         import torch
         from demucs.apply import apply_model
 
         model_sr, channels = int(self.model.samplerate), int(self.model.audio_channels)
-        x = librosa.resample(samples, orig_sr=sr, target_sr=model_sr) if sr != model_sr else samples
+        x = resample(samples, sr, model_sr)
         x = np.repeat(x[:1], channels, axis=0) if x.shape[0] < channels else x[:channels]
         with torch.inference_mode():
             out = apply_model(self.model, torch.from_numpy(x)[None].to(self.device), device=self.device)[0]
@@ -99,7 +98,7 @@ class DemucsSeparator:
         other = sum(v for k, v in parts.items() if k not in ("drums", "bass"))
 
         def back(stem: npt.NDArray[np.float32]) -> Samples:
-            y = librosa.resample(stem, orig_sr=model_sr, target_sr=sr) if sr != model_sr else stem
+            y = resample(stem, model_sr, sr)
             y = y.mean(axis=0, keepdims=True) if samples.shape[0] == 1 else y[: samples.shape[0]]
             return np.ascontiguousarray(y[:, : samples.shape[-1]], dtype=np.float32)
 

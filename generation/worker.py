@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from arq import Worker, func
@@ -50,6 +51,7 @@ from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
 from storage.errors import StorageError
+from storage.jobs import JobView
 from storage.s3 import s3_target, upload_files
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["store"] = ArtifactStore(settings.artifact_dir)
     device = settings.resolved_device()
     registry = await load_registry(settings.model_registry_file, ctx["sessions"])  # built-ins + file + database
-    ctx["models"] = cache = ModelCache(
-        device=device, default=settings.default_model, registry=registry, memory_gb=settings.model_memory_gb
-    )
+    ctx["models"] = cache = ModelCache.from_settings(settings, registry=registry)
     ctx["covers"] = covers = CoverMaker(settings, device=device)
     ctx["cover_lock"] = asyncio.Lock()  # jobs run side by side; the diffusion pipeline is not reentrant
     ctx["batcher"] = Batcher(
@@ -146,6 +146,16 @@ class JobRun:
     @property
     def params(self) -> BeatParams:
         return self.request.params
+
+    async def parent_audio(self, purpose: str) -> tuple[JobView, Path]:
+        """The beat this job works on and its audio file (take 1), or why there is none."""
+        async with self.ctx["sessions"]() as session:
+            job = await jobs.get_job(session, self.request.job_id)
+            parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
+        audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
+        if parent is None or audio is None:
+            raise AudioParameterError(f"job #{self.request.job_id} has no finished beat to {purpose}")
+        return parent, self.ctx["store"].resolve(audio.path)
 
     async def mark_running(self, resolved_model: str) -> bool:
         async with self.ctx["sessions"]() as session:
@@ -315,16 +325,10 @@ async def _beat(run: JobRun) -> bool:
 
 async def _loop(run: JobRun) -> bool:
     """Cut a loop from the job's parent beat (the Loop button)."""
-    async with run.ctx["sessions"]() as session:
-        job = await jobs.get_job(session, run.request.job_id)
-        parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
-    audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
-    if parent is None or audio is None:
-        raise AudioParameterError(f"job #{run.request.job_id} has no finished beat to loop")
+    parent, audio_path = await run.parent_audio("loop")
     if not await run.mark_running(parent.resolved_model or "loop"):
         return False
-    store: ArtifactStore = run.ctx["store"]
-    samples, sample_rate = await asyncio.to_thread(read_audio, store.resolve(audio.path))
+    samples, sample_rate = await asyncio.to_thread(read_audio, audio_path)
     await run.cut_loop(samples, sample_rate, model=parent.resolved_model)
     return True
 
@@ -343,13 +347,8 @@ async def _midi(run: JobRun) -> bool:
     if midi.upload is not None:
         source_path, source = store.resolve(midi.upload), run.params.prompt
     else:
-        async with run.ctx["sessions"]() as session:
-            job = await jobs.get_job(session, job_id)
-            parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
-        audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
-        if parent is None or audio is None:
-            raise AudioParameterError(f"job #{job_id} has no finished beat to transcribe")
-        source_path, source = store.resolve(audio.path), f"beat #{parent.id}"
+        parent, source_path = await run.parent_audio("transcribe")
+        source = f"beat #{parent.id}"
     if not await run.mark_running("basic-pitch"):
         return False
     await run.progress.publish(JobProgress(stage="transcribing", done=0, total=1))

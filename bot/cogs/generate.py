@@ -269,10 +269,14 @@ class Generate(commands.Cog):
         await interaction.response.defer(thinking=True)
         await self.submit(interaction, params, job_name=JOB_COVER, kind="cover", parent_id=original.id)
 
-    async def make_loop(self, interaction: discord.Interaction, beat_id: int) -> None:
+    async def _finished_beat(self, interaction: discord.Interaction, beat_id: int) -> JobView:
         original = await self._own_beat(interaction, beat_id)
         if original.status is not JobStatus.DONE:
             raise UserFacingError(f"Beat #{beat_id} is not finished yet.")
+        return original
+
+    async def make_loop(self, interaction: discord.Interaction, beat_id: int) -> None:
+        original = await self._finished_beat(interaction, beat_id)
         p = original.params
         loop = p.loop or LoopParams(target_bpm=p.bpm)
         params = p.model_copy(update={"loop": loop})
@@ -280,9 +284,7 @@ class Generate(commands.Cog):
         await self.submit(interaction, params, job_name=JOB_LOOP, kind="loop", parent_id=original.id)
 
     async def make_midi(self, interaction: discord.Interaction, beat_id: int, *, stems: bool = False) -> None:
-        original = await self._own_beat(interaction, beat_id)
-        if original.status is not JobStatus.DONE:
-            raise UserFacingError(f"Beat #{beat_id} is not finished yet.")
+        original = await self._finished_beat(interaction, beat_id)
         params = original.params.model_copy(update={"midi": MidiParams(stems=stems), "loop": None})
         await interaction.response.defer(thinking=True)
         await self.submit(interaction, params, job_name=JOB_MIDI, kind="midi", parent_id=original.id)
