@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     #: offline harmonic/percussive split, which always works.
     stems_model: str | None = None
 
+    #: Discord user ids allowed every /admin command on every server, beside members with Manage Server
+    #: (e.g. BEATFORGE_OWNER_IDS=[1234,5678]).
+    owner_ids: list[int] = Field(default_factory=list)
+    #: Per-user limits; each server's admins may override them with /admin limits.
+    jobs_per_hour: int = Field(default=20, ge=1, le=10_000)
+    concurrent_jobs: int = Field(default=3, ge=1, le=100)
+    #: Jobs waiting in the queue (all users) beyond which new ones are refused until it drains.
+    queue_cap: int = Field(default=100, ge=1, le=100_000)
+    #: 🔁 on anyone's result re-rolls it; otherwise only its requester's (and admins') do.
+    everyone_can_reroll: bool = False
+
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
 

@@ -13,6 +13,7 @@ from bot.errors import UserFacingError, reply_privately
 if TYPE_CHECKING:
     from bot.app import Beatforge
     from bot.cogs.generate import Generate
+    from storage.jobs import JobView
 
 #: action → (label, emoji, Generate method taking (interaction, beat_id)); order is the order shown.
 ACTIONS: dict[str, tuple[str, str, str]] = {
@@ -52,8 +53,11 @@ class JobButton(
             await reply_privately(interaction, f"⚠️ {exc}")
 
 
-def result_view(beat_id: int) -> discord.ui.View:
-    """The buttons under a result, acting on ``beat_id``."""
+def result_view(job: JobView) -> discord.ui.View | None:
+    """The buttons under a result: they act on the beat (this one, or the one this job was made from)."""
+    beat_id = job.id if job.kind == "beat" else job.parent_id
+    if beat_id is None:  # an upload's MIDI has no beat to act on
+        return None
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
         view.add_item(JobButton(action, beat_id))

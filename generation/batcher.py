@@ -88,6 +88,10 @@ class Batcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, engine: MusicGenEngine, sampling: SamplingParams, batch: list[_Request]) -> None:
+        # a job cancelled while it waited for company is not generated at all
+        batch = [r for r in batch if not r.future.done() and not (r.should_stop is not None and r.should_stop())]
+        if not batch:
+            return
         items = [item for r in batch for item in r.items]
 
         def progress(done: int, total: int) -> None:

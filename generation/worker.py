@@ -16,6 +16,7 @@ from typing import Any
 
 from arq import Worker, func
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
@@ -35,6 +36,7 @@ from beatforge.contract import (
     LoopParams,
     explain,
 )
+from beatforge.fleet import ModelInfo, publish_models, record_speed, speed_key
 from beatforge.queue import SERIALIZERS, redis_settings
 from generation.audio import Samples, read_audio, resample, write_wav
 from generation.batcher import Batcher
@@ -98,6 +100,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["cover_lock"] = asyncio.Lock()  # jobs run side by side; the diffusion pipeline is not reentrant
     ctx["batcher"] = Batcher(
         wait_s=settings.batch_wait_s, max_rows=settings.max_batch_rows, fade_out_s=settings.fade_out_s
+    )
+    await publish_models(
+        ctx["redis"],
+        [ModelInfo(s.name, s.kind, s.licence, s.description, s.melody, s.stereo, s.base) for s in registry.list()],
+        default=settings.default_model,
     )
     try:
         await asyncio.to_thread(cache.get, None)
@@ -227,7 +234,7 @@ class JobRun:
 JobBody = Callable[[JobRun], Awaitable[bool]]
 
 
-async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, Any]:
+async def _run(ctx: dict[str, Any], payload: Any, body: JobBody, *, kind: str) -> dict[str, Any]:
     """Validate, run ``body``, record the outcome. Every failure lands on the job row as data, never raised."""
     sessions: async_sessionmaker[AsyncSession] = ctx["sessions"]
     try:
@@ -242,6 +249,7 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, An
 
     job_id = request.job_id
     run = JobRun(ctx, request, ProgressPublisher(ctx, job_id, asyncio.get_running_loop()), threading.Event(), [])
+    started = time.monotonic()
     try:
         await run.progress.publish(JobProgress(stage="loading", done=0, total=1))
         if not await body(run):
@@ -249,10 +257,16 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, An
             return JobOutcome(job_id=job_id, status=JobStatus.DONE).model_dump(mode="json")
         await run.progress.publish(JobProgress(stage="saving", done=1, total=1))
         async with sessions() as session:
-            await jobs.mark_done(session, job_id, artifacts=run.artifacts)
+            recorded = await jobs.mark_done(session, job_id, artifacts=run.artifacts)
+        if not recorded:
+            log.info("job was cancelled while it ran; result dropped", extra={"job_id": job_id})
+            return JobOutcome(job_id=job_id, status=JobStatus.FAILED, error_code=ErrorCode.CANCELLED).model_dump(
+                mode="json"
+            )
     except asyncio.CancelledError:
-        # A shutdown (deploy, scale-down): arq re-queues the job, so put the row back in line too.
-        run.stop.set()  # the thread cannot be killed; it checks this flag between steps
+        # Cancelled (❌, /admin cancel: the row is already failed and stays so) or a shutdown (deploy,
+        # scale-down: arq re-queues the job, so the row goes back in line too; requeue only moves running rows).
+        run.stop.set()  # the thread cannot be killed; it checks this flag between steps and frees the GPU
         async with sessions() as session:
             await asyncio.shield(jobs.requeue(session, job_id))
         raise
@@ -262,8 +276,24 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody) -> dict[str, An
         log.exception("job crashed", extra={"job_id": job_id})
         return await _fail(sessions, job_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__})")
     log.info("job done", extra={"job_id": job_id, "artifacts": [a.path for a in run.artifacts]})
+    await _record_speed(ctx, run, kind=kind, seconds=time.monotonic() - started)
     audio = next((a.path for a in run.artifacts if a.kind == "audio"), None)
     return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=audio).model_dump(mode="json")
+
+
+async def _record_speed(ctx: dict[str, Any], run: JobRun, *, kind: str, seconds: float) -> None:
+    """Tell the bot how fast this worker is (``/queue`` estimates waits from it): audio seconds per second for
+    a beat, per model; jobs per second for the other kinds."""
+    audio = [a for a in run.artifacts if a.kind == "audio"]
+    if audio:
+        model, work = audio[0].meta["model"], run.params.duration_s * len(audio)
+        key = speed_key("beat", model)
+    else:
+        key, work = speed_key(kind, None), 1.0
+    try:
+        await record_speed(ctx["redis"], key, work=work, seconds=max(seconds, 1e-3))
+    except (RedisError, OSError) as exc:  # the job is done; only the estimate misses a sample
+        log.warning("could not record speed", extra={"job_id": run.request.job_id, "error": repr(exc)})
 
 
 async def _input_audio(run: JobRun, source: str | None, sample_rate: int) -> Samples | None:
@@ -296,6 +326,7 @@ async def _beat(run: JobRun) -> bool:
     store: ArtifactStore = run.ctx["store"]
     job_id = run.request.job_id
     records: list[ArtifactRecord] = []
+    licence = run.ctx["models"].registry.get(engine.name).licence  # the provenance line on the result
     for number, audio in enumerate(takes, start=1):
         analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
         tag = f"-{analysis.tag()}" if analysis.tag() else ""
@@ -305,6 +336,7 @@ async def _beat(run: JobRun) -> bool:
             await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
         meta: dict[str, Any] = {
             "model": engine.name,
+            "licence": licence,
             "take": number,
             "seed": audio.seed,
             "sample_rate": audio.sample_rate,
@@ -384,22 +416,22 @@ async def _cover(run: JobRun) -> bool:
 
 async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Generate one beat and its cover."""
-    return await _run(ctx, payload, _beat)
+    return await _run(ctx, payload, _beat, kind="beat")
 
 
 async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Cut a seamless loop from an existing beat."""
-    return await _run(ctx, payload, _loop)
+    return await _run(ctx, payload, _loop, kind="loop")
 
 
 async def transcribe_midi(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """MIDI files (drums, bass, melody, full) and optionally stems from a beat or an uploaded file."""
-    return await _run(ctx, payload, _midi)
+    return await _run(ctx, payload, _midi, kind="midi")
 
 
 async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Draw a new cover for an existing beat (the payload carries its description, style, mood and a new seed)."""
-    return await _run(ctx, payload, _cover)
+    return await _run(ctx, payload, _cover, kind="cover")
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:

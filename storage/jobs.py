@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,10 +27,14 @@ class JobView:
     id: int
     kind: str
     parent_id: int | None
+    #: How it came from its parent: reroll, extend, edit, take, loop, midi, cover (None: made from scratch).
+    relation: str | None
     user_id: int
     guild_id: int | None
     channel_id: int | None
     status_message_id: int | None
+    result_message_id: int | None
+    kept: bool
     queue_job_id: str
     params: BeatParams
     status: JobStatus
@@ -55,10 +59,13 @@ def _view(row: Generation) -> JobView:
         id=row.id,
         kind=row.kind,
         parent_id=row.parent_id,
+        relation=row.relation,
         user_id=row.user_id,
         guild_id=row.guild_id,
         channel_id=row.channel_id,
         status_message_id=row.status_message_id,
+        result_message_id=row.result_message_id,
+        kept=bool(row.kept),
         queue_job_id=row.queue_job_id or str(row.id),
         params=BeatParams.model_validate(row.params),
         status=JobStatus(row.status),
@@ -85,6 +92,7 @@ async def create_job(
     channel_id: int | None,
     kind: str = "beat",
     parent_id: int | None = None,
+    relation: str | None = None,
 ) -> JobView:
     """Record a queued job (and its user, first time seen)."""
     user = await session.get(User, user_id)
@@ -95,6 +103,7 @@ async def create_job(
     row = Generation(
         kind=kind,
         parent_id=parent_id,
+        relation=relation,
         user_id=user_id,
         guild_id=guild_id,
         channel_id=channel_id,
@@ -151,11 +160,16 @@ async def requeue(session: AsyncSession, job_id: int) -> None:
     await _update(session, job_id, Generation.status == JobStatus.RUNNING, status=JobStatus.QUEUED, started_at=None)
 
 
-async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> None:
-    """Record the files and finish the job in one transaction; re-running replaces earlier rows (idempotent)."""
+async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> bool:
+    """Record the files and finish the job in one transaction; re-running replaces earlier rows (idempotent).
+
+    False (and nothing recorded) when the job has failed meanwhile: it was cancelled while it ran.
+    """
     row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
     if row is None:
         raise JobNotFound(job_id)
+    if row.status == JobStatus.FAILED:
+        return False
     kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
     row.artifacts = kept + [
         Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256, meta=r.meta) for r in artifacts
@@ -164,10 +178,102 @@ async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[A
     row.finished_at = utcnow()
     row.error_code = row.error = None
     await session.commit()
+    return True
 
 
 async def mark_failed(session: AsyncSession, job_id: int, *, code: ErrorCode, message: str) -> None:
     await _update(session, job_id, status=JobStatus.FAILED, error_code=code, error=message[:2000], finished_at=utcnow())
+
+
+async def cancel(session: AsyncSession, job_id: int, *, by: str) -> bool:
+    """Queued or running → failed (cancelled). False when it had already finished."""
+    return await _update(
+        session,
+        job_id,
+        Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        status=JobStatus.FAILED,
+        error_code=ErrorCode.CANCELLED,
+        error=f"cancelled by {by}"[:2000],
+        finished_at=utcnow(),
+    )
+
+
+async def set_result_message(session: AsyncSession, job_id: int, message_id: int) -> None:
+    await _update(session, job_id, result_message_id=message_id)
+
+
+async def set_kept(session: AsyncSession, job_id: int, kept: bool) -> None:
+    await _update(session, job_id, kept=kept)
+
+
+async def find_by_message(session: AsyncSession, message_id: int) -> JobView | None:
+    """The job whose result (or status) message this is, e.g. the one a 🔁 reaction was added to."""
+    row = await session.scalar(
+        select(Generation)
+        .where((Generation.result_message_id == message_id) | (Generation.status_message_id == message_id))
+        .options(selectinload(Generation.artifacts))
+        .limit(1)
+    )
+    return _view(row) if row is not None else None
+
+
+async def list_history(
+    session: AsyncSession, *, user_id: int, guild_id: int | None, offset: int = 0, limit: int = 5, kept: bool = False
+) -> tuple[list[JobView], int]:
+    """A user's jobs on a server, newest first, one page of them, and how many there are in all."""
+    where = [Generation.user_id == user_id, Generation.guild_id == guild_id]
+    if kept:
+        where.append(Generation.kept.is_(True))
+    total = await session.scalar(select(func.count()).select_from(Generation).where(*where))
+    rows = await session.scalars(
+        select(Generation)
+        .where(*where)
+        .order_by(Generation.id.desc())
+        .offset(offset)
+        .limit(limit)
+        .options(selectinload(Generation.artifacts))
+    )
+    return [_view(r) for r in rows], int(total or 0)
+
+
+async def lineage(session: AsyncSession, job_id: int, *, depth: int = 10) -> list[JobView]:
+    """The job's ancestors, nearest first (a re-roll of an extend of a beat: [extend, beat])."""
+    found: list[JobView] = []
+    parent_id = (await get_job(session, job_id)).parent_id
+    while parent_id is not None and len(found) < depth:
+        try:
+            parent = await get_job(session, parent_id)
+        except JobNotFound:
+            break
+        found.append(parent)
+        parent_id = parent.parent_id
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class UserActivity:
+    """What the rate limits look at: a user's jobs now, and those started within the window."""
+
+    active: int
+    recent: int
+    oldest_recent: datetime | None
+
+
+async def user_activity(session: AsyncSession, *, user_id: int, since: datetime) -> UserActivity:
+    mine = Generation.user_id == user_id
+    active = await session.scalar(
+        select(func.count())
+        .select_from(Generation)
+        .where(mine, Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    )
+    recent, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Generation.queued_at)).where(mine, Generation.queued_at >= since)
+        )
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:  # aggregates bypass the column type's conversion
+        oldest = oldest.replace(tzinfo=UTC)
+    return UserActivity(active=int(active or 0), recent=int(recent or 0), oldest_recent=oldest)
 
 
 async def mark_delivered(session: AsyncSession, job_id: int) -> None:

@@ -73,11 +73,17 @@ class Generation(Base):
     kind: Mapped[str] = mapped_column(String(16), default="beat", server_default="beat")
     #: What this job was made from (a re-roll's or a new cover's original).
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
+    #: How it was made from its parent (reroll, extend, edit, loop, midi, cover), for /history's lineage.
+    relation: Mapped[str | None] = mapped_column(String(16))
+    #: ⭐ Keep: the user marked it as one of their keepers.
+    kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
     #: The bot's "queued…" message; the result replies to it and progress edits it.
     status_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The message that carries the result (for /history's links and 🔁 reactions on it).
+    result_message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     #: arq's job id: unique across database resets, unlike ``id``, so a fresh database never
     #: collides with results a long-lived redis still keeps (arq would silently drop the job).
     queue_job_id: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -135,3 +141,30 @@ class RegisteredModel(Base):
     stereo: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     added_by: Mapped[int | None] = mapped_column(BigInteger, comment="Discord user id of the admin who added it")
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GuildConfig(Base):
+    """What a server's admins chose (``/admin``); a column left None means the bot's global setting."""
+
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    model: Mapped[str | None] = mapped_column(String(300), comment="registry name new jobs use")
+    jobs_per_hour: Mapped[int | None] = mapped_column(Integer, comment="per user")
+    concurrent_jobs: Mapped[int | None] = mapped_column(Integer, comment="per user, queued or running")
+    max_duration_s: Mapped[float | None] = mapped_column(Float)
+    everyone_can_reroll: Mapped[bool | None] = mapped_column(Boolean, comment="🔁 on anyone's result")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    """One admin action: who did what, where, and when. Written in the same transaction as the action."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, comment="Discord user id of the admin")
+    action: Mapped[str] = mapped_column(String(32), comment="e.g. model.use, limits, cancel")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,24 @@ DEFAULT_FILESIZE_LIMIT = 10 * 2**20
 ATTACHED_KINDS = ("audio", "loop", "preview", "metadata", "midi", "stems", "stems_preview", "cover")
 #: A smaller copy the worker made in case the full file is over the limit: posted only when the full one is not.
 PREVIEW_OF = {"preview": "loop", "stems_preview": "stems"}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMessage:
+    content: str
+    attachments: tuple[Path, ...] = ()
+    embed: discord.Embed | None = None
+    view: discord.ui.View | None = None
+
+    def send_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``send``; the files are opened anew on each call (discord.py closes them once
+        sent, so each attempt needs its own)."""
+        kwargs: dict[str, Any] = {"files": [discord.File(path, filename=path.name) for path in self.attachments]}
+        if self.embed is not None:
+            kwargs["embed"] = self.embed
+        if self.view is not None:
+            kwargs["view"] = self.view
+        return kwargs
 
 
 class JobWatcher(commands.Cog):
@@ -126,26 +144,12 @@ class JobWatcher(commands.Cog):
         guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
         return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
 
-    async def _post(
-        self,
-        job: JobView,
-        content: str,
-        attachments: Sequence[Path] = (),
-        *,
-        embed: discord.Embed | None = None,
-        view: discord.ui.View | None = None,
-    ) -> None:
-        def files() -> list[discord.File]:  # discord.py closes a File once sent, so each try opens its own
-            return [discord.File(path, filename=path.name) for path in attachments]
-
-        extras: dict[str, Any] = {"embed": embed} if embed is not None else {}
-        if view is not None:
-            extras["view"] = view
+    async def _post(self, job: JobView, message: ResultMessage) -> discord.Message:
+        """Post as a follow-up while the token lives, else in the channel replying to the status message."""
         interaction = self._live(job.id)
         if interaction is not None:
             try:
-                await interaction.followup.send(content, files=files(), wait=True, **extras)
-                return
+                return await interaction.followup.send(message.content, wait=True, **message.send_kwargs())
             except discord.NotFound:
                 log.info("interaction token gone; posting to the channel", extra={"job_id": job.id})
         if job.channel_id is None:
@@ -158,7 +162,7 @@ class JobWatcher(commands.Cog):
             else None
         )
         channel = self.bot.get_partial_messageable(job.channel_id)
-        await channel.send(content, files=files(), reference=reference, **extras)
+        return await channel.send(message.content, reference=reference, **message.send_kwargs())
 
     async def deliver(self, job: JobView) -> None:
         try:
@@ -178,11 +182,14 @@ class JobWatcher(commands.Cog):
         self.bot.status_shown.pop(job.id, None)
         self.attempts.pop(job.id, None)
 
-    async def _deliver_result(self, job: JobView) -> None:
+    def compose(self, job: JobView, limit: int) -> ResultMessage:
+        """A finished job's result message: text, the files that fit under ``limit``, cover embed and buttons.
+
+        Used for the first delivery and whenever a result is posted again (/history, /show).
+        """
         by_kind = {a.kind: a for a in reversed(job.artifacts)}  # the first of each kind (take 1 of the audio)
         if job.kind == "beat" and "audio" not in by_kind:
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
-        limit = self._filesize_limit(job)
         lines, attachments, embed = [result_text(job)], [], None
         for artifact in sorted(
             (a for a in job.artifacts if a.kind in ATTACHED_KINDS), key=lambda a: ATTACHED_KINDS.index(a.kind)
@@ -198,16 +205,18 @@ class JobWatcher(commands.Cog):
             attachments.append(path)
             if artifact.kind == "cover":
                 embed = discord.Embed(colour=discord.Colour.dark_purple()).set_image(url=f"attachment://{path.name}")
-        # buttons act on a beat: this one, or the one this job was made from (an upload's MIDI has none)
-        beat_id = job.id if job.kind == "beat" else job.parent_id
-        view = result_view(beat_id) if beat_id is not None else None
-        await self._post(job, "\n".join(lines), attachments, embed=embed, view=view)
+        return ResultMessage("\n".join(lines), tuple(attachments), embed, result_view(job))
+
+    async def _deliver_result(self, job: JobView) -> None:
+        message = await self._post(job, self.compose(job, self._filesize_limit(job)))
+        async with self.bot.sessions() as session:
+            await jobs.set_result_message(session, job.id, message.id)
         await self._edit_status(job, done_status_text(job))
 
     async def _deliver_failure(self, job: JobView) -> None:
         text = failure_text(job)
         if self._live(job.id) is None:
-            await self._post(job, text)  # a fresh reply the user will notice, unlike an old message's edit
+            await self._post(job, ResultMessage(text))  # a fresh reply the user will notice, unlike an old edit
         await self._edit_status(job, text)
 
 
