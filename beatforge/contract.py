@@ -188,6 +188,8 @@ class BeatParams(_Frozen):
     continue_from: ArtifactPath | None = None
     #: An uploaded melody to follow (melody models only).
     melody: UploadPath | None = None
+    #: Which take of the parent beat a loop or MIDI job works on (the per-take buttons).
+    take: int = Field(default=1, ge=1, le=MAX_TAKES)
 
     @property
     def music_text(self) -> str:

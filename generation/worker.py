@@ -155,14 +155,16 @@ class JobRun:
         return self.request.params
 
     async def parent_audio(self, purpose: str) -> tuple[JobView, Path]:
-        """The beat this job works on and its audio file (take 1), or why there is none."""
+        """The beat this job works on and the audio file of the take asked for, or why there is none."""
         async with self.ctx["sessions"]() as session:
             job = await jobs.get_job(session, self.request.job_id)
             parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
-        audio = next((a for a in parent.artifacts if a.kind == "audio"), None) if parent else None
-        if parent is None or audio is None:
+        takes = [a for a in parent.artifacts if a.kind == "audio"] if parent else []
+        if parent is None or not takes:
             raise AudioParameterError(f"job #{self.request.job_id} has no finished beat to {purpose}")
-        return parent, self.ctx["store"].resolve(audio.path)
+        if self.params.take > len(takes):
+            raise AudioParameterError(f"beat #{parent.id} has {len(takes)} take(s), not a take {self.params.take}")
+        return parent, self.ctx["store"].resolve(takes[self.params.take - 1].path)
 
     async def mark_running(self, resolved_model: str) -> bool:
         async with self.ctx["sessions"]() as session:
