@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.generate", "bot.cogs.watcher")
+EXTENSIONS = ("bot.cogs.generate", "bot.cogs.watcher", "bot.cogs.admin", "bot.cogs.history")
 
 
 class Beatforge(commands.Bot):

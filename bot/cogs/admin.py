@@ -1,0 +1,319 @@
+"""/admin: a server's model, its limits, cancelling any job on it, and the audit log of all that.
+
+Who may: members with Manage Server in the channel the command is used in, and the bot's owners
+(``settings.owner_ids``) everywhere. ``default_permissions`` only hides the group in Discord's client
+(and a server can change that in its integration settings), so the same rule is checked again on every
+call. Every change is written to the audit log in the transaction that makes it; reading the model list,
+the limits or the log changes nothing and is not logged. All answers are ephemeral: they are the admin's
+business, not the channel's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from redis.exceptions import RedisError
+
+from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S, JobStatus
+from beatforge.fleet import ModelInfo, read_models
+from bot.cancel import cancel_job
+from bot.errors import UserFacingError
+from bot.limits import Limits, effective_limits
+from bot.messages import label
+from storage import guilds, jobs
+from storage.errors import JobNotFound
+from storage.guilds import GuildSettings
+
+if TYPE_CHECKING:
+    from bot.app import Beatforge
+
+log = logging.getLogger(__name__)
+
+#: Discord's limit on a message's text.
+MESSAGE_LIMIT = 2000
+#: What ``/admin model use`` takes to go back to the bot's default model.
+DEFAULT_CHOICE = "default"
+#: Bounds for ``/admin limits``; the same as the bot-wide settings accept (beatforge.config.Settings).
+JOBS_PER_HOUR_MAX = 10_000
+CONCURRENT_JOBS_MAX = 100
+LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
+
+
+def is_admin(interaction: discord.Interaction) -> bool:
+    """Manage Server here, or one of the bot's owners (who may lack it on servers they help with)."""
+    bot: Beatforge = interaction.client  # type: ignore[assignment]
+    return interaction.permissions.manage_guild or interaction.user.id in bot.settings.owner_ids
+
+
+def fit(lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
+    """Join lines, dropping whole lines from the end (and saying how many) rather than cutting one in half."""
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        remaining = len(lines) - index
+        tail = f"\n…and {remaining} more line(s)."
+        if size + len(line) + 1 + (len(tail) if remaining > 1 else 0) > limit:
+            kept.append(tail.strip())
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
+def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None) -> str:
+    """The model list: each model's kind, licence and description, marking the server's and the default."""
+    if models is None:
+        server = f" This server is set to `{current}`." if current else ""
+        return f"No worker has reported its models yet (none has started since redis was last cleared).{server}"
+    available, default = models
+    lines = [f"**Models** (this server uses `{current or default}`{'' if current else ', the default'}):"]
+    for m in available:
+        marks = [mark for mark, on in (("⭐ this server", m.name == current), ("default", m.name == default)) if on]
+        extras = [flag for flag, on in (("melody", m.melody), ("stereo", m.stereo)) if on]
+        extras += [f"on `{m.base}`"] if m.base else []
+        head = f"• `{m.name}`" + (f" — **{', '.join(marks)}**" if marks else "")
+        details = " · ".join([m.kind, m.licence, *extras])
+        lines.append(f"{head}\n  {details} — {m.description}")
+    if current and current not in {m.name for m in available}:
+        lines.append(
+            f"⚠️ This server's model `{current}` is not among them any more; its new beats will fail until an admin "
+            "picks another (`/admin model use`)."
+        )
+    lines.append("Change it with `/admin model use NAME` (`default` goes back to the bot's default).")
+    return fit(lines)
+
+
+def limits_text(limits: Limits, guild: GuildSettings, heading: str) -> str:
+    """The limits in force, saying which are this server's own and which the bot's defaults."""
+
+    def source(field: str) -> str:
+        return "this server" if getattr(guild, field) is not None else "bot default"
+
+    reroll = "anyone" if limits.everyone_can_reroll else "the requester and admins"
+    return "\n".join(
+        [
+            heading,
+            f"• jobs per hour per user: **{limits.jobs_per_hour}** ({source('jobs_per_hour')})",
+            f"• jobs at once per user: **{limits.concurrent_jobs}** ({source('concurrent_jobs')})",
+            f"• longest beat: **{limits.max_duration_s:g} s** ({source('max_duration_s')})",
+            f"• who can re-roll a result: **{reroll}** ({source('everyone_can_reroll')})",
+        ]
+    )
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    """An audit entry's detail in one short line (``before``/``after`` as ``name: old → new``)."""
+    before, after = detail.get("before"), detail.get("after")
+    if isinstance(before, dict) and isinstance(after, dict):
+        return ", ".join(f"{name}: {before.get(name)} → {value}" for name, value in after.items())
+    text = ", ".join(f"{name}: {value}" for name, value in detail.items())
+    return text if len(text) <= 200 else json.dumps(detail)[:199] + "…"
+
+
+class Admin(commands.Cog):
+    admin = app_commands.Group(
+        name="admin",
+        description="Server settings for beatforge (Manage Server only).",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+    model = app_commands.Group(name="model", description="The music model this server uses.", parent=admin)
+
+    def __init__(self, bot: Beatforge) -> None:
+        self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+        """Every /admin command: refused (privately, by the tree's error handler) unless ``is_admin``."""
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage("/admin only works in a server.")
+        if not is_admin(interaction):
+            raise app_commands.CheckFailure("Only members with Manage Server (or the bot's owners) can use /admin.")
+        return True
+
+    async def _guild(self, guild_id: int) -> GuildSettings:
+        async with self.bot.sessions() as session:
+            return await guilds.get_guild(session, guild_id)
+
+    async def _models(self) -> tuple[list[ModelInfo], str] | None:
+        try:
+            return await read_models(self.bot.redis)
+        except RedisError as exc:
+            raise UserFacingError("Can't reach the job queue to read the models; try again in a minute.") from exc
+
+    @model.command(name="list")
+    async def model_list(self, interaction: discord.Interaction) -> None:
+        """Show the models the workers can run, and which one this server uses."""
+        assert interaction.guild_id is not None  # interaction_check
+        guild = await self._guild(interaction.guild_id)
+        await interaction.response.send_message(models_text(await self._models(), guild.model), ephemeral=True)
+
+    @model.command(name="use")
+    async def model_use(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 300]) -> None:
+        """Use another model for this server's new beats.
+
+        Args:
+            name: A model from `/admin model list`, or `default` for the bot's default.
+        """
+        assert interaction.guild_id is not None  # interaction_check
+        name = name.strip()
+        if not name:
+            raise UserFacingError("Give a model name (see `/admin model list`), or `default`.")
+        models = await self._models()
+        choice: str | None = None if name.lower() == DEFAULT_CHOICE else name
+        if choice is not None and models is not None:
+            names = [m.name for m in models[0]]
+            if choice not in names:
+                listed = ", ".join(f"`{n}`" for n in names)
+                raise UserFacingError(f"There is no model `{choice}`. Choose one of {listed}, or `default`."[:1900])
+        async with self.bot.sessions() as session:
+            await guilds.update_guild(
+                session, interaction.guild_id, by=interaction.user.id, action="model.use", model=choice
+            )
+        log.info("server model changed", extra={"guild_id": interaction.guild_id, "model": choice})
+        if choice is None:
+            default = f" (`{models[1]}`)" if models else ""
+            text = f"✅ New beats on this server use the bot's default model{default}."
+        else:
+            unchecked = (
+                "\n⚠️ No worker has reported its models yet, so the name could not be checked." if models is None else ""
+            )
+            text = f"✅ New beats on this server use `{choice}`.{unchecked}"
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @model_use.autocomplete("name")
+    async def _model_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        # Autocomplete skips the cog's interaction_check, so suggestions are for admins only here.
+        if not is_admin(interaction):
+            return []
+        try:
+            models = await read_models(self.bot.redis)
+        except RedisError:
+            log.warning("model autocomplete could not read redis")
+            return []
+        names = [DEFAULT_CHOICE, *(m.name for m in models[0])] if models else [DEFAULT_CHOICE]
+        wanted = current.lower()
+        return [app_commands.Choice(name=n[:100], value=n) for n in names if wanted in n.lower()][:25]
+
+    @admin.command(name="limits")
+    async def limits(
+        self,
+        interaction: discord.Interaction,
+        jobs_per_hour: app_commands.Range[int, 1, JOBS_PER_HOUR_MAX] | None = None,
+        concurrent_jobs: app_commands.Range[int, 1, CONCURRENT_JOBS_MAX] | None = None,
+        max_duration: app_commands.Range[float, MIN_DURATION_S, MAX_DURATION_S] | None = None,
+        everyone_can_reroll: bool | None = None,
+        reset: bool = False,
+    ) -> None:
+        """Show this server's limits per user; give options to change them.
+
+        Args:
+            jobs_per_hour: Most jobs one user may start in an hour.
+            concurrent_jobs: Most jobs one user may have queued or running at once.
+            max_duration: Longest beat in seconds (1-120).
+            everyone_can_reroll: Whether anyone (not only the requester and admins) may re-roll a result.
+            reset: Go back to the bot's defaults for all of these.
+        """
+        assert interaction.guild_id is not None  # interaction_check
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("jobs_per_hour", jobs_per_hour),
+                ("concurrent_jobs", concurrent_jobs),
+                ("max_duration_s", max_duration),
+                ("everyone_can_reroll", everyone_can_reroll),
+            )
+            if value is not None
+        }
+        # Discord checks ranges in its client only; a crafted payload reaches us unchecked.
+        if jobs_per_hour is not None and not 1 <= jobs_per_hour <= JOBS_PER_HOUR_MAX:
+            raise UserFacingError(f"jobs_per_hour must be between 1 and {JOBS_PER_HOUR_MAX}, not {jobs_per_hour}.")
+        if concurrent_jobs is not None and not 1 <= concurrent_jobs <= CONCURRENT_JOBS_MAX:
+            raise UserFacingError(
+                f"concurrent_jobs must be between 1 and {CONCURRENT_JOBS_MAX}, not {concurrent_jobs}."
+            )
+        if max_duration is not None and not MIN_DURATION_S <= max_duration <= MAX_DURATION_S:
+            raise UserFacingError(
+                f"max_duration must be between {MIN_DURATION_S:g} and {MAX_DURATION_S:g} seconds, not {max_duration:g}."
+            )
+        if reset and changes:
+            raise UserFacingError("Either reset the limits or set some, not both at once.")
+        if reset:
+            changes, action, heading = dict.fromkeys(LIMIT_FIELDS), "limits.reset", "✅ Back to the bot's defaults:"
+        elif changes:
+            action, heading = "limits.set", "✅ Limits changed. Now in force:"
+        else:
+            guild = await self._guild(interaction.guild_id)
+            text = limits_text(effective_limits(self.bot.settings, guild), guild, "**Limits on this server**:")
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        async with self.bot.sessions() as session:
+            guild = await guilds.update_guild(
+                session, interaction.guild_id, by=interaction.user.id, action=action, **changes
+            )
+        log.info("server limits changed", extra={"guild_id": interaction.guild_id, "changes": changes})
+        text = limits_text(effective_limits(self.bot.settings, guild), guild, heading)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @admin.command(name="cancel")
+    async def cancel(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+        """Cancel anyone's queued or running job on this server.
+
+        Args:
+            job: The job's number (the # in "Beat #N").
+        """
+        assert interaction.guild_id is not None  # interaction_check
+        async with self.bot.sessions() as session:
+            try:
+                found = await jobs.get_job(session, job)
+            except JobNotFound as exc:
+                raise UserFacingError(f"There is no job #{job}.") from exc
+        if found.guild_id != interaction.guild_id:
+            raise UserFacingError(f"Job #{job} is not from this server; admins can only cancel their own server's.")
+        if found.status in (JobStatus.DONE, JobStatus.FAILED):
+            state = "finished" if found.status is JobStatus.DONE else "already failed or was cancelled"
+            raise UserFacingError(f"{label(found)} has {state}; there is nothing to cancel.")
+        user = interaction.user
+        if not await cancel_job(self.bot, found, by=f"admin {user.name} ({user.id})"):
+            raise UserFacingError(f"{label(found)} finished just now; there was nothing left to cancel.")
+        async with self.bot.sessions() as session:
+            await guilds.audit(
+                session,
+                guild_id=interaction.guild_id,
+                by=user.id,
+                action="job.cancel",
+                job_id=found.id,
+                owner_id=found.user_id,
+                status=str(found.status),
+            )
+        await interaction.response.send_message(
+            f"🛑 {label(found)} (by <@{found.user_id}>) is cancelled; its status message will say so.", ephemeral=True
+        )
+
+    @admin.command(name="audit")
+    async def audit(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
+        """What admins changed on this server, newest first.
+
+        Args:
+            count: How many entries to show (1-25, default 10).
+        """
+        assert interaction.guild_id is not None  # interaction_check
+        if not 1 <= count <= 25:
+            raise UserFacingError(f"count must be between 1 and 25, not {count}.")
+        async with self.bot.sessions() as session:
+            entries = await guilds.audit_log(session, guild_id=interaction.guild_id, limit=count)
+        if not entries:
+            await interaction.response.send_message("No admin has changed anything here yet.", ephemeral=True)
+            return
+        lines = ["**Audit log** (newest first):"] + [
+            f"• <t:{int(e.at.timestamp())}:R> <@{e.user_id}> `{e.action}` {_detail_text(e.detail)}" for e in entries
+        ]
+        await interaction.response.send_message(fit(lines), ephemeral=True)
+
+
+async def setup(bot: Beatforge) -> None:
+    await bot.add_cog(Admin(bot))
