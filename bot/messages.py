@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import discord
@@ -113,15 +114,116 @@ def midi_line(job: JobView) -> str | None:
     )
 
 
-def result_text(job: JobView) -> str:
+def result_headline(job: JobView) -> str:
+    """The first line of a result: what it is and whose (the mention never pings: allowed_mentions is off)."""
     head = {"cover": "🖼️", "loop": "➰", "midi": "🎹"}.get(job.kind, "🎵")
     title = f" — *{quote_prompt(job.params.title, 80)}*" if job.params.title else ""
-    lines = [f"{head} **{label(job)}**{title} for <@{job.user_id}>"]
-    if not (job.params.midi and job.params.midi.upload):  # an upload's "prompt" is its file name, already shown
-        lines.append(f"> {quote_prompt(job.params.prompt)}")
-    lines.append(details_line(job))
+    return f"{head} **{label(job)}**{title} for <@{job.user_id}>"
+
+
+def result_text(job: JobView) -> str:
+    """The message text of a result: the headline and the kind's summary; the details are in the embed."""
+    lines = [result_headline(job)]
     lines += [extra for extra in (loop_line(job), midi_line(job), cover_note(job)) if extra]
-    return "\n".join(line for line in lines if line)
+    return "\n".join(lines)
+
+
+def _takes(job: JobView) -> list[dict[str, Any]]:
+    return sorted(
+        (dict(a.meta or {}) for a in job.artifacts if a.kind == "audio"), key=lambda meta: meta.get("take", 1)
+    )
+
+
+def seeds_text(job: JobView) -> str:
+    """The seed, or each take's seed (``--seed`` with a take's seed reproduces that take alone)."""
+    seeds = [meta["seed"] for meta in _takes(job) if "seed" in meta]
+    if len(seeds) > 1:
+        return "\n".join(f"take {number}: `{seed}`" for number, seed in enumerate(seeds, start=1))
+    return f"`{seeds[0] if seeds else job.params.seed}`"
+
+
+_NON_COMMERCIAL = re.compile(r"non[- ]?commercial|\bNC\b", re.IGNORECASE)
+
+
+def licence_text(licence: str | None) -> str:
+    """What the model's weights licence means for the user's beat, in plain words."""
+    if not licence or licence.strip().lower() == "unknown":
+        return "licence of the model's weights unknown: check the model's terms before any commercial use"
+    if _NON_COMMERCIAL.search(licence):
+        return f"weights licensed {licence}: this beat may not be sold or used commercially"
+    return f"weights licensed {licence}"
+
+
+def provenance_text(job: JobView) -> str:
+    """Where a result came from: model, its licence, seed and prompt (shown on every result)."""
+    prompt = f"prompt “{quote_prompt(job.params.prompt, 200)}”"
+    if job.kind == "beat":
+        takes = _takes(job)
+        model = (takes[0].get("model") if takes else None) or job.resolved_model or job.params.model or "default"
+        licence = takes[0].get("licence") if takes else None
+        seeds = [str(meta["seed"]) for meta in takes if "seed" in meta] or [str(job.params.seed)]
+        seed = f"seeds {', '.join(seeds)}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        return f"Made by `{model}` ({licence_text(licence)}) · {seed} · {prompt}"
+    if job.kind == "cover":
+        cover = _meta(job, "cover")
+        if cover.get("source") == "procedural" or not cover.get("model"):
+            return f"Cover drawn in code (no model, nothing to license) · seed {job.params.seed} · {prompt}"
+        return (
+            f"Cover drawn by `{cover['model']}` (licence not recorded: check the model's terms before commercial "
+            f"use) · seed {job.params.seed} · {prompt}"
+        )
+    if job.parent_id is not None:
+        return f"Made from beat #{job.parent_id}: its model's licence applies (see that beat's result) · {prompt}"
+    return "Made from your upload: the MIDI carries the same rights as that audio."
+
+
+def result_embed(job: JobView) -> discord.Embed:
+    """The details of a result as an embed; the caller sets the cover image (an ``attachment://`` URL)."""
+    p = job.params
+    description = "" if p.midi and p.midi.upload else f"> {quote_prompt(p.prompt)}"  # an upload's prompt is its name
+    embed = discord.Embed(title=label(job), description=description or None, colour=discord.Colour.dark_purple())
+    if p.style:
+        embed.add_field(name="Style", value=STYLES[p.style].label)
+    if p.mood:
+        embed.add_field(name="Mood", value=MOODS[p.mood].label)
+    if job.kind == "beat":
+        takes = _takes(job)
+        model = (takes[0].get("model") if takes else None) or job.resolved_model or p.model or "default"
+        embed.add_field(name="Model", value=f"`{model}`")
+        embed.add_field(name="Seeds" if len(takes) > 1 else "Seed", value=seeds_text(job))
+        audio = takes[0] if takes else {}
+        if audio.get("bpm"):
+            embed.add_field(name="Tempo", value=f"{audio['bpm']:.0f} bpm")
+        if audio.get("key"):
+            embed.add_field(name="Key", value=str(audio["key"]))
+        embed.add_field(name="Duration", value=f"{p.duration_s:g} s" + (" more" if p.continue_from else ""))
+    elif job.kind == "cover":
+        embed.add_field(name="Cover seed", value=f"`{p.seed}`")
+    if job.seconds_taken is not None:
+        embed.add_field(name="Time taken", value=f"{job.seconds_taken:.1f} s")
+    embed.add_field(name="Provenance", value=provenance_text(job), inline=False)
+    return embed
+
+
+def compact_note(name: str, fmt: str, kbps: int | None) -> str:
+    """The attached file is a smaller copy of one over the limit (the line before says where the full one is)."""
+    rate = f" at {kbps} kbps" if kbps else ""
+    return f"🎧 Attached instead: {name}, a {fmt.upper()} copy{rate} that plays right here."
+
+
+def left_out_text(name: str, size: int, reason: str, url: str | None = None, expires: int | None = None) -> str:
+    """A file that fits the per-file limit but not in this message (``reason`` says why), with its link if any."""
+    head = f"⚠️ {name} ({size / 2**20:.1f} MiB) is not attached: {reason}"
+    if url is None:
+        return f"{head}. (An admin can turn on download links: set BEATFORGE_PUBLIC_URL and BEATFORGE_LINK_SECRET.)"
+    until = f" (link expires <t:{expires}:R>)" if expires is not None else ""
+    return f"{head} — download it here{until}: <{url}>"
+
+
+def dm_fallback_text(job: JobView) -> str:
+    """Lead line of a result sent by DM because the bot may not post in the job's channel."""
+    where = f"<#{job.channel_id}>" if job.channel_id else "the channel you asked in"
+    return f"📬 I may not post in {where} (missing permissions: an admin can fix that), so here is {label(job)} by DM."
 
 
 def done_status_text(job: JobView) -> str:

@@ -61,6 +61,8 @@ _SOUNDFILE: Final[Mapping[AudioFormat, tuple[str, str]]] = {
 #: allow every bitrate up to 320 kbps, so other rates go through ffmpeg and are resampled.
 _MPEG1_RATES: Final[tuple[int, ...]] = (32_000, 44_100, 48_000)
 _FFMPEG_TIMEOUT_S: Final[float] = 120.0
+#: Bytes an MP3 file carries beyond its frames: ID3 tag, LAME/Xing header, a spare frame.
+_MP3_OVERHEAD_BYTES: Final[int] = 16 * 1024
 
 
 class AudioTooLarge(GenerationError):
@@ -131,6 +133,51 @@ def encode_to_fit(
             smallest = (len(data), fmt if kbps is None else f"{fmt} {kbps} kbps")
     assert smallest is not None  # the ladder always has the preferred rung
     raise AudioTooLarge(smallest_bytes=smallest[0], smallest=smallest[1], limit_bytes=limit_bytes)
+
+
+def mp3_bitrate_to_fit(duration_s: float, limit_bytes: int, *, ceiling_kbps: int = 320) -> int:
+    """The highest MP3 bitrate (at most ``ceiling_kbps``) whose constant-bitrate stream of ``duration_s``
+    seconds fits in ``limit_bytes``.
+
+    Computed from the duration instead of by trial encoding: a CBR stream is bitrate x duration plus a few
+    KiB of headers (ID3, LAME tag, frame padding), and encoding two minutes of audio several times over
+    just to find the rung costs seconds of worker time per take. Raises :class:`AudioTooLarge` when not
+    even the lowest MP3 bitrate fits.
+    """
+    if not math.isfinite(duration_s) or duration_s <= 0:
+        raise AudioParameterError(f"duration_s={duration_s!r} must be a positive number of seconds")
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes <= 0:
+        raise AudioParameterError(f"limit_bytes={limit_bytes!r} must be a positive number of bytes")
+    # 2 % for frame padding and bit-reservoir slack, plus a fixed allowance for the tags.
+    budget_kbps = (limit_bytes - _MP3_OVERHEAD_BYTES) * 8 / duration_s / 1000 * 0.98
+    fitting = [kbps for kbps in MP3_BITRATES_KBPS if kbps <= min(ceiling_kbps, budget_kbps)]
+    if not fitting:
+        lowest = MP3_BITRATES_KBPS[0]
+        raise AudioTooLarge(
+            smallest_bytes=math.ceil(lowest * 1000 / 8 * duration_s) + _MP3_OVERHEAD_BYTES,
+            smallest=f"mp3 {lowest} kbps",
+            limit_bytes=limit_bytes,
+        )
+    return fitting[-1]
+
+
+def encode_compact(samples: Samples, *, sample_rate: int, limit_bytes: int) -> tuple[bytes, AudioFormat, int]:
+    """A compact MP3 of ``samples`` (float, shape (channels, n)) that fits in ``limit_bytes``, for chat uploads.
+
+    A 120 s stereo WAV is ~15 MiB, over Discord's default 10 MiB per file; the full WAV stays available
+    as a download link and this copy is what plays in the channel. MP3 rather than OGG because every
+    Discord client (iOS included) plays it inline. Starts at the best bitrate the duration allows
+    (:func:`mp3_bitrate_to_fit`) and still checks the real size, stepping down if an encoder ran large.
+    Returns ``(data, "mp3", bitrate_kbps)``.
+    """
+    data = _check_samples(samples)
+    _check_rate(sample_rate)
+    kbps = mp3_bitrate_to_fit(data.shape[1] / sample_rate, limit_bytes)
+    encoded, fmt, used = encode_to_fit(
+        data, sample_rate=sample_rate, limit_bytes=limit_bytes, preferred="mp3", bitrate_kbps=kbps
+    )
+    assert used is not None  # an mp3 preference only ever steps down to other mp3 rungs
+    return encoded, fmt, used
 
 
 def write_metadata(path: Path, metadata: Mapping[str, object]) -> Path:

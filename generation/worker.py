@@ -39,6 +39,7 @@ from beatforge.contract import (
 from beatforge.fleet import ModelInfo, publish_models, record_speed, speed_key
 from beatforge.queue import SERIALIZERS, redis_settings
 from generation.audio import Samples, read_audio, resample, write_wav
+from generation.audio_formats import encode_compact
 from generation.batcher import Batcher
 from generation.cover import Cover, CoverMaker
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
@@ -351,10 +352,41 @@ async def _beat(run: JobRun) -> bool:
                 await run.cut_loop(audio.samples, audio.sample_rate, model=engine.name)
             except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
                 meta["loop_error"] = str(exc)
+        compact = await _compact_take(run, filename, audio.samples, audio.sample_rate, take=number, meta=meta)
         records.append(store.record(job_id, filename, kind="audio", meta=meta))
+        if compact is not None:
+            records.append(compact)
     run.artifacts[:0] = records
     await run.draw_cover()
     return True
+
+
+async def _compact_take(
+    run: JobRun, wav_name: str, samples: Samples, sample_rate: int, *, take: int, meta: dict[str, Any]
+) -> ArtifactRecord | None:
+    """An MP3 copy of a take whose WAV is over Discord's default upload limit (a 120 s stereo WAV is ~15 MiB),
+    so the bot can attach something playable and link the full WAV; None when the WAV fits.
+
+    A failed encode never fails the beat: the WAV is delivered as a link or a "too large" note, and
+    ``meta["compact_error"]`` records why there is no copy.
+    """
+    store: ArtifactStore = run.ctx["store"]
+    job_id = run.request.job_id
+    if store.resolve(f"{job_id}/{wav_name}").stat().st_size <= DISCORD_UPLOAD_LIMIT:
+        return None
+    try:
+        data, fmt, kbps = await asyncio.to_thread(
+            encode_compact, samples, sample_rate=sample_rate, limit_bytes=DISCORD_UPLOAD_LIMIT
+        )
+    except GenerationError as exc:
+        log.warning("no compact copy of a large take", extra={"job_id": job_id, "take": take, "error": str(exc)})
+        meta["compact_error"] = str(exc)
+        return None
+    name = f"{Path(wav_name).stem}.{fmt}"
+    with store.writing(job_id, name) as tmp:
+        await asyncio.to_thread(tmp.write_bytes, data)
+    compact_meta = {"take": take, "format": fmt, "bitrate_kbps": kbps, "of": wav_name, "seed": meta["seed"]}
+    return store.record(job_id, name, kind="audio_compact", meta=compact_meta)
 
 
 async def _loop(run: JobRun) -> bool:

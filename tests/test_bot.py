@@ -131,10 +131,12 @@ async def test_beat_end_to_end(
     assert custom_ids(followup.json) == ["bf:loop:1", "bf:midi:1", "bf:cover:1"]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 5 * 32_000) and audio.std() > 1e-3
-    content = followup.json["content"]
-    assert "dark psychedelic trap, 808s" in content and "seed `1234`" in content and "5 s" in content
-    assert settings.default_model in content
-    assert "@everyone" not in content  # defused, and pinging is off besides
+    content, embed = followup.json["content"], followup.json["embeds"][0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert "dark psychedelic trap, 808s" in embed["description"] and "Beat #1" in content
+    assert (fields["Seed"], fields["Duration"]) == ("`1234`", "5 s")
+    assert settings.default_model in fields["Model"] and settings.default_model in fields["Provenance"]
+    assert "@everyone" not in content and "@everyone" not in json.dumps(embed)  # defused, and pinging is off besides
     assert followup.json["allowed_mentions"] == {"parse": []}
     await wait_for_edit(fake, lambda c: c.startswith("✅"), timeout=5)
 
@@ -572,7 +574,8 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     assert [f.filename for f in post.files] == ["beatforge-1-midi.zip"]
     assert "🎹 **MIDI #1 of my track.wav**" in content
     assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
-    assert "harmonic/percussive split" in content and "\n> " not in content  # no prompt quote for an upload
+    assert "harmonic/percussive split" in content
+    assert "description" not in post.json["embeds"][0]  # no prompt quote for an upload: its "prompt" is its name
     assert custom_ids(post.json) == []  # no beat to act on
     await delivered_job(sessions, job.id)  # let the watcher finish its database write before teardown
 
@@ -636,5 +639,6 @@ async def test_takes_are_queued_and_every_take_is_posted(
         await jobs.mark_done(session, job.id, artifacts=records)
     post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
     assert [f.filename for f in post.files] == ["take1.wav", "take2.wav", "take3.wav"]
-    assert f"seeds `{job.params.seed}`, `11`, `12`" in post.json["content"]
+    fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
+    assert fields["Seeds"] == f"take 1: `{job.params.seed}`\ntake 2: `11`\ntake 3: `12`"
     await delivered_job(sessions, job.id)
