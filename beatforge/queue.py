@@ -1,8 +1,10 @@
-"""The arq connection both sides share: JSON on the wire, one queue name, one redis URL."""
+"""The arq connection both sides share: JSON on the wire, one queue name, one redis URL, fair ordering by user."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq import create_pool
@@ -37,15 +39,113 @@ class QueueError(Exception):
     """The job could not be put on the queue; nothing will run it."""
 
 
-async def enqueue_job(redis: ArqRedis, job_name: str, *, job_id: int, queue_job_id: str, params: BeatParams) -> None:
+#: One "round" of fair ordering: a user's (k+1)-th active job is placed k rounds after its arrival.
+ROUND_MS = 3_600_000
+#: Rounds stop growing here: a user's 25th and later active jobs all queue in round 24, in arrival order.
+MAX_ROUNDS = 24
+#: Every score is shifted this far into the past, so the latest round still scores before "now" (a score in
+#: the future would make an idle worker wait for it; arq only pops scores <= now). One round more than
+#: needed, so a job's score is always at least a round before its arrival (see ``fair_score``).
+OFFSET_MS = (MAX_ROUNDS + 1) * ROUND_MS
+#: A job not started by then is dropped by arq (its default, which it would otherwise compute from the
+#: score and so from the negative offset).
+JOB_EXPIRES = timedelta(days=1)
+#: Per user, the queue ids of the jobs they queued (members) and their scores: what fair ordering reads.
+USER_JOBS_KEY = "beatforge:fair:user:{user_id}"
+
+#: A user's active jobs (still in arq's queue: waiting or running, since arq removes a job from its sorted set
+#: only when it finishes) and the highest score among them; finished ones are pruned on the way. A script, so
+#: the count and the pruning are one atomic step.
+_USER_ROUND_SCRIPT = """
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+local active, latest = 0, nil
+for _, id in ipairs(ids) do
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score then
+    active = active + 1
+    score = tonumber(score)
+    if latest == nil or score > latest then latest = score end
+  else
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+if latest == nil then return {active, 0, 0} end
+return {active, 1, latest}
+"""
+
+
+def fair_score(arrival_ms: int, *, active: int, latest_ms: int | None) -> int:
+    """The queue score of a job that arrives while its user has ``active`` jobs waiting or running.
+
+    arq runs the lowest score <= now first. Scoring ``arrival + k * ROUND_MS - OFFSET_MS`` with ``k`` the
+    user's active jobs interleaves users round by round: one user's twenty jobs take rounds 0-19, and
+    another user's single job (round 0) runs right after the first of them instead of after all twenty.
+    Within a round, jobs keep their arrival order.
+
+    ``latest_ms`` (the score of the user's latest job still queued) keeps one user's jobs in FIFO order:
+    ``k`` counts jobs *now* active, so after some of a user's jobs finished, a new job could land in an
+    earlier round than that user's older jobs still waiting. It is placed just after them instead.
+
+    The result is never in the future: every round term is at most ``MAX_ROUNDS * ROUND_MS`` while the
+    offset is one round more, and ``latest_ms`` itself was at least a round before its own arrival.
+    """
+    if active < 0:
+        raise ValueError(f"active must be >= 0, not {active}")
+    score = arrival_ms + min(active, MAX_ROUNDS) * ROUND_MS - OFFSET_MS
+    if latest_ms is not None:
+        score = max(score, latest_ms + 1)
+    return score
+
+
+async def _user_round(redis: ArqRedis, queue_name: str, user_id: int) -> tuple[int, int | None]:
+    """The user's active job count and their latest job's score (None without a queued job)."""
+    active, has_latest, latest = await redis.eval(  # type: ignore[misc]
+        _USER_ROUND_SCRIPT, 2, queue_name, USER_JOBS_KEY.format(user_id=user_id)
+    )
+    return int(active), int(latest) if has_latest else None
+
+
+async def enqueue_job(
+    redis: ArqRedis,
+    job_name: str,
+    *,
+    job_id: int,
+    queue_job_id: str,
+    params: BeatParams,
+    user_id: int | None = None,
+) -> None:
     """Queue a stored job for the worker, by function name (``JOB_*``) and as JSON (see the contract).
+
+    Jobs are ordered fairly across users (see ``fair_score``): pass the requester's ``user_id``. A job
+    without one (the command line, scripts) counts as its own user's only job, i.e. round 0: those jobs are
+    FIFO among themselves and never starve anyone.
+
+    Why this scheme: the round comes from redis, at the moment of queueing, from what arq really holds for
+    that user (waiting or running), so the shared kernel needs no database and a job that failed to queue
+    or was cancelled never counts. Two jobs of one user queued in the same instant may share a round; they
+    still keep their arrival order.
 
     Raises:
         QueueError: redis is unreachable, or arq already holds this job id (it would drop the job silently).
     """
     payload = GenerateRequest(job_id=job_id, params=params).model_dump(mode="json")
+    queue_name = redis.default_queue_name
     try:
-        queued = await redis.enqueue_job(job_name, payload, _job_id=queue_job_id)
+        active, latest = (0, None) if user_id is None else await _user_round(redis, queue_name, user_id)
+        score = fair_score(int(time.time() * 1000), active=active, latest_ms=latest)
+        queued = await redis.enqueue_job(
+            job_name,
+            payload,
+            _job_id=queue_job_id,
+            _defer_until=datetime.fromtimestamp(score / 1000, UTC),
+            _expires=JOB_EXPIRES,
+        )
+        if queued is not None and user_id is not None:
+            key = USER_JOBS_KEY.format(user_id=user_id)
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {queue_job_id: score})
+                pipe.pexpire(key, JOB_EXPIRES * 2)
+                await pipe.execute()
     except (RedisError, OSError) as exc:
         raise QueueError(f"redis is unreachable: {exc!r}") from exc
     if queued is None:

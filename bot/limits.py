@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from beatforge.config import Settings
-from beatforge.contract import MAX_DURATION_S
+from beatforge.contract import MAX_DURATION_S, BeatParams, JobStatus
+from bot.errors import UserFacingError
+from storage import guilds, jobs
 from storage.guilds import GuildSettings
+from storage.jobs import UserActivity
+
+if TYPE_CHECKING:
+    import discord
+
+    from bot.app import Beatforge
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +39,66 @@ def effective_limits(settings: Settings, guild: GuildSettings | None) -> Limits:
         max_duration_s=MAX_DURATION_S if g.max_duration_s is None else g.max_duration_s,
         everyone_can_reroll=settings.everyone_can_reroll if g.everyone_can_reroll is None else g.everyone_can_reroll,
     )
+
+
+#: The window ``jobs_per_hour`` counts over.
+HOUR = timedelta(hours=1)
+
+
+def _refusal(
+    *, settings: Settings, limits: Limits, activity: UserActivity, params: BeatParams, user_id: int, now: datetime
+) -> str | None:
+    """Why this user may not queue this job now (None: they may), as a sentence that says when to try again.
+
+    Owners (``settings.owner_ids``) are exempt from everything here; the queue cap is checked separately.
+    """
+    if user_id in settings.owner_ids:
+        return None
+    # MIDI of an upload carries the longest duration as a placeholder (the file decides); it generates nothing.
+    if params.midi is None and params.duration_s > limits.max_duration_s:
+        return (
+            f"Beats on this server can be up to {limits.max_duration_s:g} s long; you asked for "
+            f"{params.duration_s:g} s. Try again with `duration` of {limits.max_duration_s:g} or less."
+        )
+    if activity.recent >= limits.jobs_per_hour:
+        # The oldest job in the window leaves it an hour after it was queued, freeing one slot.
+        oldest = activity.oldest_recent or now
+        again = int((oldest + HOUR).timestamp()) + 1
+        return (
+            f"You've queued {activity.recent} jobs in the last hour; the limit here is {limits.jobs_per_hour} "
+            f"an hour. You can queue another <t:{again}:R>."
+        )
+    if activity.active >= limits.concurrent_jobs:
+        jobs_word = "job" if limits.concurrent_jobs == 1 else "jobs"
+        return (
+            f"You already have {activity.active} queued or running; the limit here is {limits.concurrent_jobs} "
+            f"{jobs_word} at once. Try again as soon as one of them finishes (`/queue` shows when)."
+        )
+    return None
+
+
+async def check_limits(bot: Beatforge, interaction: discord.Interaction, params: BeatParams) -> None:
+    """Refuse a new job before anything is recorded or queued, when it would break a limit.
+
+    Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,
+    jobs queued or running at once; the server's own choices (``/admin limits``) override the bot's
+    settings. For everyone: the whole queue's cap, so a flood cannot grow the wait without bound.
+
+    Raises:
+        UserFacingError: the refusal, written for the user, saying when they can try again.
+    """
+    settings, user_id, now = bot.settings, interaction.user.id, datetime.now(UTC)
+    async with bot.sessions() as session:
+        guild = await guilds.get_guild(session, interaction.guild_id) if interaction.guild_id else None
+        activity = await jobs.user_activity(session, user_id=user_id, since=now - HOUR)
+        waiting = await jobs.count_jobs(session, status=JobStatus.QUEUED)
+    limits = effective_limits(settings, guild)
+    reason = _refusal(settings=settings, limits=limits, activity=activity, params=params, user_id=user_id, now=now)
+    if reason is None and waiting >= settings.queue_cap:
+        reason = (
+            f"The queue is full right now ({waiting} jobs waiting, the most it takes is {settings.queue_cap}). "
+            "Please try again in a few minutes."
+        )
+    if reason is not None:
+        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": interaction.guild_id})
+        raise UserFacingError(reason)
