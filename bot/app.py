@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.generate", "bot.cogs.watcher", "bot.cogs.admin", "bot.cogs.history")
+EXTENSIONS = (
+    "bot.cogs.generate",
+    "bot.cogs.watcher",
+    "bot.cogs.reactions",
+    "bot.cogs.admin",
+    "bot.cogs.history",
+    "bot.cogs.queue",
+)
 
 
 class Beatforge(commands.Bot):

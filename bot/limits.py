@@ -15,8 +15,6 @@ from storage.guilds import GuildSettings
 from storage.jobs import UserActivity
 
 if TYPE_CHECKING:
-    import discord
-
     from bot.app import Beatforge
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,7 @@ def _refusal(
     return None
 
 
-async def check_limits(bot: Beatforge, interaction: discord.Interaction, params: BeatParams) -> None:
+async def check_limits(bot: Beatforge, *, user_id: int, guild_id: int | None, params: BeatParams) -> None:
     """Refuse a new job before anything is recorded or queued, when it would break a limit.
 
     Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,
@@ -87,9 +85,9 @@ async def check_limits(bot: Beatforge, interaction: discord.Interaction, params:
     Raises:
         UserFacingError: the refusal, written for the user, saying when they can try again.
     """
-    settings, user_id, now = bot.settings, interaction.user.id, datetime.now(UTC)
+    settings, now = bot.settings, datetime.now(UTC)
     async with bot.sessions() as session:
-        guild = await guilds.get_guild(session, interaction.guild_id) if interaction.guild_id else None
+        guild = await guilds.get_guild(session, guild_id) if guild_id else None
         activity = await jobs.user_activity(session, user_id=user_id, since=now - HOUR)
         waiting = await jobs.count_jobs(session, status=JobStatus.QUEUED)
     limits = effective_limits(settings, guild)
@@ -100,5 +98,5 @@ async def check_limits(bot: Beatforge, interaction: discord.Interaction, params:
             "Please try again in a few minutes."
         )
     if reason is not None:
-        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": interaction.guild_id})
+        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": guild_id})
         raise UserFacingError(reason)

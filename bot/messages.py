@@ -9,6 +9,7 @@ import discord
 
 from beatforge.contract import ErrorCode, JobProgress
 from beatforge.presets import MOODS, STYLES
+from bot.eta import humanize
 from storage.jobs import JobView
 
 _FAILURE_LEAD = {
@@ -41,10 +42,13 @@ def quote_prompt(prompt: str, limit: int = 300) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
-def queued_text(job: JobView, position: int | None) -> str:
+def queued_text(job: JobView, position: int | None, eta_s: float | None = None) -> str:
+    """``eta_s``: seconds until it likely starts (``bot.eta``). Under a minute it is left out: "#N in line"
+    already says it is close, and every change of this text costs a Discord edit."""
     if position is None:
         return f"⏳ {label(job)} — starting…"
-    return f"⏳ {label(job)} queued — #{position} in line"
+    eta = f" · starts in ~{humanize(eta_s)}" if eta_s is not None and eta_s >= 60 else ""
+    return f"⏳ {label(job)} queued — #{position} in line{eta}"
 
 
 def progress_text(job: JobView, progress: JobProgress | None) -> str:

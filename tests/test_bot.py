@@ -97,7 +97,7 @@ async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, Fak
     midi = {o["name"]: o for o in commands["midi"]["options"]}
     assert midi["file"]["type"] == discord.AppCommandOptionType.attachment.value and not midi["file"]["required"]
     options = {o["name"]: o for o in commands["beat"]["options"]}
-    assert options["prompt"]["max_length"] == 500 and options["prompt"]["required"]
+    assert options["prompt"]["max_length"] == 500 and not options["prompt"]["required"]  # a style alone will do
     assert [c["value"] for c in options["style"]["choices"]] == list(STYLES)
     assert [c["value"] for c in options["mood"]["choices"]] == ["happy", "tense", "sad", "calm"]
     assert commands["beat"]["description"] == "Turn a sentence into a beat, with cover art."
@@ -128,7 +128,9 @@ async def test_beat_end_to_end(
     upload, cover = followup.files
     assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
     assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
-    assert custom_ids(followup.json) == ["bf:loop:1", "bf:midi:1", "bf:cover:1"]
+    assert custom_ids(followup.json) == [
+        f"bf:{a}:1" for a in ("reroll", "loop", "midi", "cover", "keep", "extend", "edit")
+    ]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 5 * 32_000) and audio.std() > 1e-3
     content, embed = followup.json["content"], followup.json["embeds"][0]
@@ -306,7 +308,9 @@ async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
     owner = 42
     beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
     posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
-    assert custom_ids(posted.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]
+    assert custom_ids(posted.json) == [
+        f"bf:{action}:{beat_id}" for action in ("reroll", "loop", "midi", "cover", "keep", "extend", "edit")
+    ]
     message = fake.messages[int(posted.response["id"])]
 
     # Someone else (no Manage Server) is refused privately, and nothing is queued.
@@ -373,10 +377,11 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
     assert [f.filename for f in post.files] == ["cover.png"]
     assert "fallback cover" in post.json["content"] and f"for beat #{beat_id}" in post.json["content"]
     assert custom_ids(post.json) == [
+        f"bf:keep:{job.id}",  # keep acts on the cover itself, the others on its beat
         f"bf:loop:{beat_id}",
         f"bf:midi:{beat_id}",
         f"bf:cover:{beat_id}",
-    ]  # buttons act on the beat
+    ]
 
 
 async def test_loop_command_queues_a_beat_that_ends_in_a_loop(
@@ -576,7 +581,7 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
     assert "harmonic/percussive split" in content
     assert "description" not in post.json["embeds"][0]  # no prompt quote for an upload: its "prompt" is its name
-    assert custom_ids(post.json) == []  # no beat to act on
+    assert custom_ids(post.json) == [f"bf:keep:{job.id}"]  # no beat to act on
     await delivered_job(sessions, job.id)  # let the watcher finish its database write before teardown
 
 
@@ -589,7 +594,13 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
 ) -> None:
     bot, fake = discord_bot
     beat_id, _ = await _delivered_beat(settings, sessions, fake)
-    payload = slash_command_payload("midi", {"beat": beat_id, "stems": True}, bot=bot, attachment_size_limit=limit)
+    payload = slash_command_payload(
+        "midi",
+        {"beat": beat_id, "stems": True},
+        bot=bot,
+        attachment_size_limit=limit,
+        user_id=42,  # its maker
+    )
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
     job_id = beat_id + 1
@@ -615,7 +626,9 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
     else:  # the full stems fit: no preview, no note
         assert [f.filename for f in post.files] == ["pack.zip", "stems.zip"]
         assert "upload limit" not in content
-    assert custom_ids(post.json) == [f"bf:loop:{beat_id}", f"bf:midi:{beat_id}", f"bf:cover:{beat_id}"]
+    assert custom_ids(post.json) == [
+        f"bf:{a}:{i}" for a, i in (("keep", job_id), *((a, beat_id) for a in ("loop", "midi", "cover")))
+    ]
     await delivered_job(sessions, job_id)
 
 

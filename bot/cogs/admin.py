@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S, JobStatus
 from beatforge.fleet import ModelInfo, read_models
+from bot.access import is_admin
 from bot.cancel import cancel_job
 from bot.errors import UserFacingError
 from bot.limits import Limits, effective_limits
@@ -42,12 +43,6 @@ DEFAULT_CHOICE = "default"
 JOBS_PER_HOUR_MAX = 10_000
 CONCURRENT_JOBS_MAX = 100
 LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
-
-
-def is_admin(interaction: discord.Interaction) -> bool:
-    """Manage Server here, or one of the bot's owners (who may lack it on servers they help with)."""
-    bot: Beatforge = interaction.client  # type: ignore[assignment]
-    return interaction.permissions.manage_guild or interaction.user.id in bot.settings.owner_ids
 
 
 def fit(lines: list[str], limit: int = MESSAGE_LIMIT) -> str:

@@ -18,7 +18,8 @@ from discord.ext import commands
 
 from beatforge.contract import ErrorCode, JobStatus
 from beatforge.presets import MOODS, STYLES
-from bot.cogs.admin import fit, is_admin
+from bot.access import is_admin
+from bot.cogs.admin import fit
 from bot.errors import UserFacingError, reply_privately
 from bot.messages import label, quote_prompt
 from storage import jobs

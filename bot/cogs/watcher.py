@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
 from bot.cogs.generate import queue_position
+from bot.cogs.queue import queued_eta
 from bot.messages import (
     compact_note,
     dm_fallback_text,
@@ -149,7 +150,8 @@ class JobWatcher(commands.Cog):
 
     async def _status_text(self, job: JobView) -> str:
         if job.status is JobStatus.QUEUED:
-            return queued_text(job, await queue_position(self.bot, job.queue_job_id))
+            position = await queue_position(self.bot, job.queue_job_id)
+            return queued_text(job, position, eta_s=await queued_eta(self.bot, job))
         raw = await self.bot.redis.get(PROGRESS_KEY.format(job_id=job.id))
         try:
             progress = JobProgress.model_validate_json(raw) if raw else None

@@ -636,6 +636,8 @@ class FakeDiscord:
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._channel_message),
             ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._own_reaction),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._own_reaction),
+            # after @me, which the {user_id} pattern would also match
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/{user_id}", self._user_reaction),
             ("GET", "/guilds/{guild_id}", self._get_guild),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self._get_member),
             ("GET", "/cdn/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn_attachment),
@@ -1055,6 +1057,29 @@ class FakeDiscord:
                 existing["count_details"]["normal"] += 1
         elif existing is not None and existing["me"]:
             existing["me"] = False
+            existing["count"] -= 1
+            existing["count_details"]["normal"] -= 1
+            if existing["count"] <= 0:
+                reactions.remove(existing)
+        return _Reply(204)
+
+    def _user_reaction(
+        self,
+        recorded: RecordedRequest,
+        channel_id: str,
+        message_id: str,
+        emoji: str,
+        user_id: str,
+    ) -> _Reply:
+        """Remove someone else's reaction (needs Manage Messages on real Discord). Counts only: the fake does
+        not track who reacted, so a test asserts on the recorded DELETE and its user id."""
+        message = self._message_in(channel_id, message_id)
+        if isinstance(message, _Reply):
+            return message
+        name, _, emoji_id = emoji.partition(":")
+        reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
+        existing = next((r for r in reactions if r["emoji"] == {"id": emoji_id or None, "name": name}), None)
+        if existing is not None:
             existing["count"] -= 1
             existing["count_details"]["normal"] -= 1
             if existing["count"] <= 0:
