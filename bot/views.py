@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from beatforge.contract import MAX_DURATION_S, MAX_SEED, MIN_DURATION_S, PROMPT_MAX_CHARS
+from beatforge.contract import MAX_DURATION_S, MAX_SEED, MAX_TAKES, MIN_DURATION_S, PROMPT_MAX_CHARS
 from bot.errors import UserFacingError, reply_privately
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def result_view(job: JobView) -> discord.ui.View | None:
             for action in ("loop", "midi", "cover"):
                 view.add_item(JobButton(action, job.parent_id, row=0))
         return view
-    takes = sum(1 for a in job.artifacts if a.kind == "audio")
+    takes = min(MAX_TAKES, sum(1 for a in job.artifacts if a.kind == "audio"))  # a message has 5 rows
     if takes <= 1:
         for action in ("reroll", "loop", "midi", "cover", "keep"):
             view.add_item(JobButton(action, job.id, row=0))

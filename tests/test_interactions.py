@@ -555,3 +555,26 @@ async def test_the_queue_is_fair_between_users(
     )
     status = await queued_edit(fake, since)
     assert "Beat #4 queued — #2 in line" in status.json["content"]  # ahead of the first user's 2nd and 3rd
+
+
+async def test_the_cancel_button_goes_once_the_job_is_done(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bot, fake = discord_bot
+    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "house"}, bot=bot))
+    assert custom_ids((await queued_edit(fake, 0)).json) == ["bf:cancel:1"]
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing(1, "a.wav") as tmp:
+        write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
+    async with sessions() as session:
+        await jobs.mark_running(session, 1, resolved_model="tiny")
+        await jobs.mark_done(session, 1, artifacts=[store.record(1, "a.wav", kind="audio", meta={"model": "tiny"})])
+    done = await fake.wait_for(
+        lambda r: r.method == "PATCH" and "@original" in r.path and (r.json or {}).get("content", "").startswith("✅"),
+        timeout=5,
+    )
+    assert done.json["components"] == []
+    for _ in range(100):  # the watcher marks the job delivered right after this edit
+        if (await get(sessions, 1)).delivered_at is not None:
+            break
+        await asyncio.sleep(0.05)

@@ -161,12 +161,14 @@ class JobWatcher(commands.Cog):
         return progress_text(job, progress)
 
     async def _edit_status(self, job: JobView, content: str) -> None:
+        # a finished job's status loses its ❌ Cancel button; while it waits or runs the button stays
+        extras: dict[str, Any] = {"view": None} if job.status in (JobStatus.DONE, JobStatus.FAILED) else {}
         interaction = self._live(job.id)
         if interaction is not None:
-            await interaction.edit_original_response(content=content)
+            await interaction.edit_original_response(content=content, **extras)
         elif job.channel_id and job.status_message_id:
             channel = self.bot.get_partial_messageable(job.channel_id)
-            await channel.get_partial_message(job.status_message_id).edit(content=content)
+            await channel.get_partial_message(job.status_message_id).edit(content=content, **extras)
         self.bot.status_shown[job.id] = content
 
     async def refresh(self, job: JobView) -> None:
