@@ -87,7 +87,8 @@ def fair_score(arrival_ms: int, *, active: int, latest_ms: int | None) -> int:
     earlier round than that user's older jobs still waiting. It is placed just after them instead.
 
     The result is never in the future: every round term is at most ``MAX_ROUNDS * ROUND_MS`` while the
-    offset is one round more, and ``latest_ms`` itself was at least a round before its own arrival.
+    offset is one round more, and ``latest_ms`` itself was about a round before its own arrival (a
+    millisecond later per job the same user queued within one millisecond).
     """
     if active < 0:
         raise ValueError(f"active must be >= 0, not {active}")

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.queue import connect
+from bot.app import Beatforge
 from storage.db import make_engine, make_sessionmaker, upgrade_locked
+from tests.discord_harness import FakeDiscord, connected
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.chat_server"]
@@ -122,6 +124,16 @@ async def arq_redis(settings: Settings) -> AsyncIterator[ArqRedis]:
     pool = await connect(settings)
     yield pool
     await pool.aclose()
+
+
+@pytest.fixture
+async def discord_bot(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
+    """The real bot, connected to the fake Discord (tests/discord_harness), over real redis and SQLite."""
+    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
+    async with FakeDiscord() as fake, connected(bot, fake):
+        yield bot, fake
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -9,7 +9,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -34,7 +34,6 @@ from tests.discord_harness import (
     FakeDiscord,
     RecordedRequest,
     component_payload,
-    connected,
     dispatch_gateway,
     settle,
     slash_command_payload,
@@ -46,15 +45,6 @@ FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
 EPHEMERAL = 64
 #: A worker process's first start in a fresh venv compiles librosa's numba kernels (30 s+ on 2 cores).
 WORKER_TIMEOUT_S = 300
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 def beat(bot: Beatforge, **options: Any) -> dict[str, Any]:

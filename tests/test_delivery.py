@@ -13,7 +13,6 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -58,15 +57,6 @@ ENABLE_LINKS = "set BEATFORGE_PUBLIC_URL and BEATFORGE_LINK_SECRET"
 
 #: (filename, kind, size in bytes, meta) of a file in a finished job. Delivery only reads sizes and names.
 File = tuple[str, str, int, dict[str, Any] | None]
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 def take(number: int, seed: int, **extra: Any) -> dict[str, Any]:

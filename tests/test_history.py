@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
 import numpy as np
-import pytest
-from arq.connections import ArqRedis
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from beatforge.config import Settings
 from beatforge.contract import BeatParams, ErrorCode
 from beatforge.presets import MOODS, STYLES
 from bot.app import Beatforge
@@ -27,7 +22,6 @@ from tests.discord_harness import (
     FakeDiscord,
     RecordedRequest,
     component_payload,
-    connected,
     dispatch_gateway,
     settle,
     slash_command_payload,
@@ -38,15 +32,6 @@ ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
 EPHEMERAL = 64
 MANAGER = (discord.Permissions(DEFAULT_MEMBER_PERMISSIONS) | discord.Permissions(manage_guild=True)).value
 ME, OTHER = DEFAULT_USER_ID, 77
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 async def make_job(

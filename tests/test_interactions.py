@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,6 @@ from tests.discord_harness import (
     FakeDiscord,
     RecordedRequest,
     component_payload,
-    connected,
     dispatch_gateway,
     modal_submit_payload,
     reaction_add_payload,
@@ -52,15 +50,6 @@ CHANNEL_MESSAGES = rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$"
 EPHEMERAL = 64
 OWNER = 42
 STRANGER = 7
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 async def finished_beat(

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from beatforge.config import Settings
 from beatforge.contract import JOB_GENERATE, PROGRESS_KEY, BeatParams, JobProgress
 from beatforge.fleet import record_speed, speed_key
 from beatforge.queue import enqueue_job
@@ -19,7 +15,6 @@ from tests.discord_harness import (
     DEFAULT_GUILD_ID,
     DEFAULT_USER_ID,
     FakeDiscord,
-    connected,
     dispatch_gateway,
     settle,
     slash_command_payload,
@@ -28,15 +23,6 @@ from tests.discord_harness import (
 CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
 EPHEMERAL = 64
 ALICE, BOB = 11, 12
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 async def _queued(
