@@ -154,6 +154,8 @@ async def queued_edit(fake: FakeDiscord, since: int) -> RecordedRequest:
 async def test_reroll_button_queues_the_same_settings_with_a_new_seed(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
+    """The button sits on a message this bot process never posted (as after a restart): its custom_id is all
+    it needs."""
     bot, fake = discord_bot
     beat_id = await finished_beat(settings, sessions, takes=2)
     since = len(fake.requests)
@@ -542,7 +544,11 @@ async def test_the_queue_is_fair_between_users(
     dispatch_gateway(
         bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "b"}, bot=bot, user_id=STRANGER)
     )
-    status = await queued_edit(fake, since)
+    status = await fake.wait_for(  # the watcher may be editing the first user's status lines meanwhile
+        lambda r: r.method == "PATCH" and "Beat #4 queued" in ((r.json or {}).get("content") or ""),
+        since=since,
+        timeout=5,
+    )
     assert "Beat #4 queued — #2 in line" in status.json["content"]  # ahead of the first user's 2nd and 3rd
 
 

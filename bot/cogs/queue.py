@@ -1,199 +1,22 @@
-"""/queue: what is running and waiting, in the order the worker takes it, with when each job likely starts and
-finishes (``bot.eta``, from the speeds workers measured).
-
-The order is arq's sorted set (``settings.queue_name``), which holds waiting *and* running jobs until they
-finish; the rows behind it come from the database by ``queue_job_id``. One read of each per snapshot: the job
-watcher shows the same estimates on queued jobs' status lines every tick, so a snapshot is shared for a
-moment instead of being rebuilt per job.
-"""
+"""/queue: what is running and waiting, with positions and estimated start and finish (``bot/queue_view.py``)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
-from beatforge.fleet import SPEED_KEY, Speed
 from bot.errors import UserFacingError
-from bot.eta import Estimate, Running, Work, estimate, humanize
-from bot.messages import label
-from storage import jobs
-from storage.jobs import JobView
+from bot.queue_view import cached_queue, queue_text
 
 if TYPE_CHECKING:
     from bot.app import Beatforge
 
 log = logging.getLogger(__name__)
-
-#: Lines /queue lists before summing up the rest (Discord caps a message at 2000 characters).
-MAX_LINES = 15
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """One job in line. ``job`` is None for an id in redis without a row to show yet (being set up)."""
-
-    queue_job_id: str
-    #: 1-based place in arq's sorted set, counted the way status lines count it (running jobs included).
-    position: int | None
-    job: JobView | None
-    running: bool
-    progress: JobProgress | None
-    estimate: Estimate
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSnapshot:
-    """Running jobs first, then the waiting ones in order; ``taken_at`` is ``time.monotonic()``."""
-
-    entries: tuple[QueueEntry, ...]
-    taken_at: float
-
-    def estimate_for(self, job_id: int) -> Estimate | None:
-        return next((e.estimate for e in self.entries if e.job is not None and e.job.id == job_id), None)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _progress(raw: bytes | str | None, job_id: int) -> JobProgress | None:
-    if not raw:
-        return None
-    try:
-        return JobProgress.model_validate_json(raw)
-    except ValidationError:
-        log.warning("unreadable progress record", extra={"job_id": job_id})
-        return None
-
-
-def _work(key: str, job: JobView | None, default_model: str, default_duration_s: float) -> Work:
-    if job is None:  # nothing known yet: sized as a default beat
-        return Work(key, "beat", default_model, default_duration_s)
-    p = job.params
-    return Work(key, job.kind, job.resolved_model or p.model or default_model, p.duration_s, p.takes)
-
-
-def _running(work: Work, job: JobView, progress: JobProgress | None, now: datetime) -> Running:
-    elapsed = (now - job.started_at).total_seconds() if job.started_at is not None else None
-    if progress is not None and progress.stage == "generating":
-        return Running(work, fraction_done=progress.done / progress.total, remaining_s=progress.eta_s)
-    return Running(work, elapsed_s=elapsed)
-
-
-async def read_queue(bot: Beatforge) -> QueueSnapshot:
-    """The queue now: one database query (active jobs) and one redis round trip (order, speeds, progress)."""
-    settings = bot.settings
-    async with bot.sessions() as session:
-        active = await jobs.list_active(session)
-    by_queue_id = {j.queue_job_id: j for j in active}
-    running_rows = [j for j in active if j.status is JobStatus.RUNNING]
-    async with bot.redis.pipeline(transaction=False) as pipe:
-        pipe.zrange(settings.queue_name, 0, -1)
-        pipe.hgetall(SPEED_KEY)
-        if running_rows:
-            pipe.mget([PROGRESS_KEY.format(job_id=j.id) for j in running_rows])
-        replies = await pipe.execute()
-    order = [_text(m) for m in replies[0]]
-    speeds = {_text(k): Speed(**json.loads(v)) for k, v in (replies[1] or {}).items()}
-    raw_progress = replies[2] if running_rows else []
-    progress = {j.id: _progress(raw, j.id) for j, raw in zip(running_rows, raw_progress, strict=True)}
-
-    positions = {queue_job_id: i + 1 for i, queue_job_id in enumerate(order)}
-    # Running in queue order (then any the queue no longer lists), then every waiting id in order.
-    running_ids = [q for q in order if q in by_queue_id and by_queue_id[q].status is JobStatus.RUNNING]
-    running_ids += [j.queue_job_id for j in running_rows if j.queue_job_id not in positions]
-    waiting_ids = [q for q in order if q not in by_queue_id or by_queue_id[q].status is JobStatus.QUEUED]
-
-    def work(queue_job_id: str) -> Work:
-        return _work(queue_job_id, by_queue_id.get(queue_job_id), settings.default_model, settings.default_duration_s)
-
-    now = datetime.now(UTC)
-    running = [_running(work(q), by_queue_id[q], progress.get(by_queue_id[q].id), now) for q in running_ids]
-    estimates = estimate([work(q) for q in waiting_ids], running, speeds)
-    entries = tuple(
-        QueueEntry(
-            queue_job_id=e.key,
-            position=positions.get(e.key),
-            job=by_queue_id.get(e.key),
-            running=i < len(running),
-            progress=progress.get(by_queue_id[e.key].id) if i < len(running) else None,
-            estimate=e,
-        )
-        for i, e in enumerate(estimates)
-    )
-    return QueueSnapshot(entries, time.monotonic())
-
-
-def _when(seconds: float, measured: bool) -> str:
-    text = humanize(seconds)
-    return text if measured or seconds < 60 else f"~{text}"  # "under a minute" is vague enough already
-
-
-def _entry_line(entry: QueueEntry, *, guild_id: int | None, user_id: int) -> str:
-    e, job = entry.estimate, entry.job
-    if job is None:
-        name, who = "A job being set up", ""
-    else:
-        name = f"**{label(job)} (yours)**" if job.user_id == user_id else label(job)
-        # Other servers' members mean nothing here (and are none of this server's business).
-        who = "" if job.user_id == user_id else f" · <@{job.user_id}>" if job.guild_id == guild_id else " · elsewhere"
-    if entry.running:
-        percent = f" · {entry.progress.percent}%" if entry.progress is not None else ""
-        return f"▶️ {name}{who}{percent} · done in {_when(e.end_s, e.measured)}"
-    place = f"`#{entry.position}` " if entry.position is not None else ""
-    return f"{place}{name}{who} · starts in {_when(e.start_s, e.measured)} · done in {_when(e.end_s, e.measured)}"
-
-
-def queue_text(entries: Sequence[QueueEntry], *, guild_id: int | None, user_id: int) -> str:
-    """What /queue shows: a heading, one line per job (the first ``MAX_LINES``), and what "~" means."""
-    if not entries:
-        return "📭 The queue is empty: a new job starts right away."
-    running = sum(e.running for e in entries)
-    lines = [
-        f"**Queue**: {running} running, {len(entries) - running} waiting. "
-        "Times assume one job at a time, so they are upper bounds."
-    ]
-    lines += [_entry_line(e, guild_id=guild_id, user_id=user_id) for e in entries[:MAX_LINES]]
-    if len(entries) > MAX_LINES:
-        mine = sum(1 for e in entries[MAX_LINES:] if e.job is not None and e.job.user_id == user_id)
-        lines.append(f"…and {len(entries) - MAX_LINES} more waiting ({mine} of them yours).")
-    if not all(e.estimate.measured for e in entries):
-        lines.append("~ a guess: no job like it has been timed on this bot yet.")
-    return "\n".join(lines)
-
-
-#: The last snapshot per bot, shared by the status lines of one watcher tick. Module state rather than the
-#: cog's: discord.py loads an extension as a fresh module object, so the watcher (which imports this module
-#: itself) would not recognise the cog's class; the watcher only needs the cache, not the cog.
-_last: weakref.WeakKeyDictionary[Beatforge, QueueSnapshot] = weakref.WeakKeyDictionary()
-
-
-async def cached_queue(bot: Beatforge, *, max_age_s: float) -> QueueSnapshot:
-    """The queue, read again only when the last read is older than ``max_age_s``."""
-    snap = _last.get(bot)
-    if snap is None or time.monotonic() - snap.taken_at > max_age_s:
-        snap = _last[bot] = await read_queue(bot)
-    return snap
-
-
-async def queued_eta(bot: Beatforge, job: JobView) -> float | None:
-    """Seconds until a queued job likely starts, for its status line. The job watcher asks once per queued job
-    per tick; one read (one database query, one redis round trip) serves the whole tick."""
-    found = (await cached_queue(bot, max_age_s=bot.settings.watch_interval_s / 2)).estimate_for(job.id)
-    return None if found is None else found.start_s
 
 
 class Queue(commands.Cog):

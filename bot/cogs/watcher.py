@@ -25,7 +25,6 @@ from redis.exceptions import RedisError
 
 from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
 from bot.cogs.generate import queue_position
-from bot.cogs.queue import queued_eta
 from bot.messages import (
     compact_note,
     dm_fallback_text,
@@ -38,6 +37,7 @@ from bot.messages import (
     result_text,
     too_large_text,
 )
+from bot.queue_view import queued_eta
 from bot.views import result_view
 from storage import jobs
 from storage.artifacts import ArtifactRecord
