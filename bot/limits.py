@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from beatforge.config import Settings
 from beatforge.contract import MAX_DURATION_S, BeatParams, JobStatus
 from bot.errors import UserFacingError
-from storage import guilds, jobs
+from storage import jobs
 from storage.guilds import GuildSettings
 from storage.jobs import UserActivity
 
@@ -75,19 +75,20 @@ def _refusal(
     return None
 
 
-async def check_limits(bot: Beatforge, *, user_id: int, guild_id: int | None, params: BeatParams) -> None:
+async def check_limits(bot: Beatforge, *, user_id: int, guild: GuildSettings | None, params: BeatParams) -> None:
     """Refuse a new job before anything is recorded or queued, when it would break a limit.
 
     Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,
     jobs queued or running at once; the server's own choices (``/admin limits``) override the bot's
     settings. For everyone: the whole queue's cap, so a flood cannot grow the wait without bound.
 
+    ``guild``: the server's settings (None outside a server), read once by the caller, who needs them too.
+
     Raises:
         UserFacingError: the refusal, written for the user, saying when they can try again.
     """
     settings, now = bot.settings, datetime.now(UTC)
     async with bot.sessions() as session:
-        guild = await guilds.get_guild(session, guild_id) if guild_id else None
         activity = await jobs.user_activity(session, user_id=user_id, since=now - HOUR)
         waiting = await jobs.count_jobs(session, status=JobStatus.QUEUED)
     limits = effective_limits(settings, guild)
@@ -98,5 +99,5 @@ async def check_limits(bot: Beatforge, *, user_id: int, guild_id: int | None, pa
             "Please try again in a few minutes."
         )
     if reason is not None:
-        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": guild_id})
+        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": guild.guild_id if guild else None})
         raise UserFacingError(reason)

@@ -48,6 +48,7 @@ from bot.messages import label, queued_text
 from bot.views import EditedSettings, EditForm, ExtendForm, cancel_view
 from storage import guilds, jobs
 from storage.errors import JobNotFound
+from storage.guilds import GuildSettings
 from storage.jobs import JobView
 
 if TYPE_CHECKING:
@@ -284,12 +285,15 @@ class Generate(commands.Cog):
 
     # -- who may do what ----------------------------------------------------------------------------------
 
+    async def guild(self, guild_id: int | None) -> GuildSettings | None:
+        """This server's own settings (/admin), or None outside a server."""
+        if guild_id is None:
+            return None
+        async with self.bot.sessions() as session:
+            return await guilds.get_guild(session, guild_id)
+
     async def limits(self, guild_id: int | None) -> Limits:
-        guild = None
-        if guild_id is not None:
-            async with self.bot.sessions() as session:
-                guild = await guilds.get_guild(session, guild_id)
-        return effective_limits(self.bot.settings, guild)
+        return effective_limits(self.bot.settings, await self.guild(guild_id))
 
     async def _own_job(
         self, interaction: discord.Interaction, job_id: int, *, beat: bool = True, everyone: bool = False
@@ -428,7 +432,8 @@ class Generate(commands.Cog):
         member = payload.member
         if member is None or payload.guild_id is None:
             return
-        limits = await self.limits(payload.guild_id)
+        guild = await self.guild(payload.guild_id)
+        limits = effective_limits(bot.settings, guild)
         channel = bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         if (
             original.user_id != member.id
@@ -446,7 +451,7 @@ class Generate(commands.Cog):
             message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
         )
         try:
-            await check_limits(bot, user_id=member.id, guild_id=payload.guild_id, params=params)
+            await check_limits(bot, user_id=member.id, guild=guild, params=params)
             job, position = await self._enqueue(
                 params,
                 user=member,
@@ -467,14 +472,6 @@ class Generate(commands.Cog):
             await jobs.set_status_message(session, job.id, message.id)
 
     # -- queueing -------------------------------------------------------------------------------------------
-
-    async def _with_server_model(self, guild_id: int | None, params: BeatParams) -> BeatParams:
-        """A new beat runs the model this server's admins chose (``/admin model use``), if any."""
-        if params.model is not None or guild_id is None:
-            return params
-        async with self.bot.sessions() as session:
-            model = (await guilds.get_guild(session, guild_id)).model
-        return params if model is None else params.model_copy(update={"model": model})
 
     async def _check_melody_model(self, params: BeatParams) -> None:
         """Refuse a melody for a model that cannot follow one before the upload is fetched (when workers
@@ -507,9 +504,11 @@ class Generate(commands.Cog):
     ) -> int:
         """Check, defer (everything before this is quick, so refusals stay private), fetch uploads, queue."""
         bot = self.bot
-        await check_limits(bot, user_id=interaction.user.id, guild_id=interaction.guild_id, params=params)
+        guild = await self.guild(interaction.guild_id)
+        await check_limits(bot, user_id=interaction.user.id, guild=guild, params=params)
         if kind == "beat":
-            params = await self._with_server_model(interaction.guild_id, params)
+            if params.model is None and guild is not None and guild.model is not None:
+                params = params.model_copy(update={"model": guild.model})  # the server's choice (/admin model use)
             await self._check_melody_model(params)
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)

@@ -11,6 +11,7 @@ link or a clear "too large" line, so a result never fails silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -286,18 +287,14 @@ class JobWatcher(commands.Cog):
         self.bot.status_shown.pop(job.id, None)
         self.attempts.pop(job.id, None)
 
-    def compose(self, job: JobView, limit: int) -> ResultMessage:
-        """A finished job's result message: text, the files that fit under ``limit``, details embed and buttons.
-
-        Used for the first delivery and whenever a result is posted again (/history, /show).
-        """
-        return self._compose(job, limit)
-
-    def _compose(
+    def compose(
         self, job: JobView, limit: int, refused: frozenset[Path] = frozenset(), lead: str | None = None
     ) -> ResultMessage:
-        """``compose``, leaving out the files in ``refused`` (Discord answered 413 with them), with ``lead``
-        as the first line (e.g. why this came by DM)."""
+        """A finished job's result message: text, the files that fit under ``limit``, details embed and buttons.
+
+        Used for the first delivery and whenever a result is posted again (/history, /show). ``refused``: files
+        left out because Discord answered 413 with them; ``lead``: a first line (e.g. why this came by DM).
+        """
         if job.kind == "beat" and not any(a.kind == "audio" for a in job.artifacts):
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
         notes: list[str] = []
@@ -351,11 +348,7 @@ class JobWatcher(commands.Cog):
 
     async def _deliver_result(self, job: JobView) -> None:
         if job.result_message_id is None:
-
-            def build(limit: int, refused: frozenset[Path], lead: str | None = None) -> ResultMessage:
-                return self._compose(job, limit, refused, lead)
-
-            message = await self._post(job, build)
+            message = await self._post(job, functools.partial(self.compose, job))
             async with self.bot.sessions() as session:
                 await jobs.set_result_message(session, job.id, message.id)
         else:  # posted on an earlier attempt whose bookkeeping failed: never post it twice
