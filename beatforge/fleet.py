@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -24,7 +25,6 @@ class Redis(Protocol):
     async def set(self, name: str, value: str) -> Any: ...
     async def hget(self, name: str, key: str) -> Any: ...
     async def hset(self, name: str, key: str, value: str) -> Any: ...
-    async def hgetall(self, name: str) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,6 @@ async def record_speed(redis: Redis, key: str, *, work: float, seconds: float) -
     return speed
 
 
-async def read_speeds(redis: Redis) -> dict[str, Speed]:
-    raw = await redis.hgetall(SPEED_KEY)
+def parse_speeds(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, Speed]:
+    """The speed hash as redis returns it (``HGETALL``, e.g. inside a caller's pipeline), keyed by ``speed_key``."""
     return {(k.decode() if isinstance(k, bytes) else k): Speed(**json.loads(v)) for k, v in (raw or {}).items()}

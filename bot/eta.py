@@ -94,7 +94,7 @@ def estimate(queued: Sequence[Work], running: Sequence[Running], speeds: Mapping
     Args:
         queued: the waiting jobs in the order the worker will take them (arq's sorted set).
         running: the jobs workers hold now.
-        speeds: ``beatforge.fleet.read_speeds``, keyed by ``speed_key``.
+        speeds: ``beatforge.fleet.parse_speeds``, keyed by ``speed_key``.
     """
     estimates: list[Estimate] = []
     clock, all_measured = 0.0, True

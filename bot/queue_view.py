@@ -9,7 +9,6 @@ moment instead of being rebuilt per job. /queue (``bot/cogs/queue.py``) shows it
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import weakref
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
-from beatforge.fleet import SPEED_KEY, Speed
+from beatforge.fleet import SPEED_KEY, parse_speeds
 from bot.eta import Estimate, Running, Work, estimate, humanize
 from bot.messages import label
 from storage import jobs
@@ -102,7 +101,7 @@ async def read_queue(bot: Beatforge) -> QueueSnapshot:
             pipe.mget([PROGRESS_KEY.format(job_id=j.id) for j in running_rows])
         replies = await pipe.execute()
     order = [_text(m) for m in replies[0]]
-    speeds = {_text(k): Speed(**json.loads(v)) for k, v in (replies[1] or {}).items()}
+    speeds = parse_speeds(replies[1])
     raw_progress = replies[2] if running_rows else []
     progress = {j.id: _progress(raw, j.id) for j, raw in zip(running_rows, raw_progress, strict=True)}
 
