@@ -29,7 +29,7 @@ class Redis(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """A model as the bot shows it; the fields of ``generation.registry.ModelSpec`` users care about."""
+    """A model as the bot shows it; the fields of ``generation.music.registry.ModelSpec`` users care about."""
 
     name: str
     kind: str

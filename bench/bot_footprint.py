@@ -26,8 +26,9 @@ sys.path.insert(0, sys.argv[1])
 from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.app import Beatforge
-from storage.db import make_engine, make_sessionmaker, upgrade_locked
-from tests.discord_harness import FakeDiscord, connected
+from migrations.runner import upgrade_locked
+from storage.db import make_engine, make_sessionmaker
+from tests.support.discord_harness import FakeDiscord, connected
 
 def rss_mib():
     for line in open("/proc/self/status"):
@@ -43,7 +44,7 @@ async def main(redis_url, tmp, with_worker_stack):
     bot = Beatforge(settings=settings, redis=redis, sessions=make_sessionmaker(engine))
     async with FakeDiscord() as fake, connected(bot, fake):
         if with_worker_stack:
-            import generation.worker  # torch + transformers
+            import generation.worker.app  # torch + transformers
         await asyncio.sleep(0.5)
         out = {"rss_mib": round(rss_mib(), 1), "torch": "torch" in sys.modules,
                "transformers": "transformers" in sys.modules, "commands_synced": len(fake.find("PUT", "commands"))}

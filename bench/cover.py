@@ -54,10 +54,10 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTex
 
 from beatforge.config import Settings
 from bench.machine import busy_cpu_seconds, machine
-from generation.cover import CoverMaker, DiffusionCover, SafetyCheck
-from generation.cover_art import draw_title
-from generation.cover_prompt import build_cover_prompt
-from generation.tiny_cover import DEBUG_COVER_MODEL, build_tiny_sd_pipeline, set_tiny_safety_verdict
+from generation.cover.art import draw_title
+from generation.cover.maker import CoverMaker, DiffusionCover, SafetyCheck
+from generation.cover.prompt import build_cover_prompt
+from generation.cover.tiny import DEBUG_COVER_MODEL, build_tiny_sd_pipeline, set_tiny_safety_verdict
 
 DESCRIPTION = "dusty lofi hip hop, jazzy piano, vinyl crackle, rain on the window, 80 bpm"
 STYLE, MOOD = "lofi", "calm"

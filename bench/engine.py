@@ -7,7 +7,7 @@ Timed in one run, on the same model object and device, for ``--seconds`` of new 
   guidance_scale=3.0, max_new_tokens=steps)``, with steps = frames + codebooks per channel - 1 (the delay
   pattern) and frames = ceil(seconds x frame rate). It returns decoded audio, so EnCodec's decode is timed;
 * beatforge: ``MusicGenEngine.generate_batch`` with ``SamplingParams()`` (top-k 250, guidance 3) at each of
-  ``--batches`` takes per call, one seed per take (``generation.sampling.SeededSampler``); a batch of N
+  ``--batches`` takes per call, one seed per take (``generation.music.sampling.SeededSampler``); a batch of N
   counts N x seconds of audio.
 
 Each row runs one warm-up call, then ``--repeats`` timed ones, row after row in turn, so that a busy spell on a
@@ -17,7 +17,7 @@ and musicgen-medium >= 300 steps/s at batch 1 with guidance, and >= 60 audio-s/s
 ``--profile`` then runs one more call per row to show where its time goes (text encoder, decoder forward
 passes, logits processors, stopping criteria, EnCodec decodes, the rest).
 
-``--arch tiny`` (default) is ``generation.tiny.build_tiny_musicgen()``, the model tests use. ``--arch small``
+``--arch tiny`` (default) is ``generation.music.tiny.build_tiny_musicgen()``, the model tests use. ``--arch small``
 and ``--arch medium`` build the real facebook/musicgen-small / -medium architecture with random weights
 (speed does not depend on the weights' values): a T5-base text encoder, the 24-layer/1024-wide (small) or
 48-layer/1536-wide (medium) 4-codebook decoder, and EnCodec 32 kHz, with the configs transformers' conversion
@@ -66,9 +66,9 @@ from transformers import (
 
 from beatforge.contract import SamplingParams
 from bench.machine import busy_cpu_seconds, machine
-from generation.musicgen import GenerationItem, MusicGenEngine
-from generation.sampling import SeededSampler
-from generation.tiny import _tokenizer, build_tiny_musicgen
+from generation.music.engine import GenerationItem, MusicGenEngine
+from generation.music.sampling import SeededSampler
+from generation.music.tiny import _tokenizer, build_tiny_musicgen
 
 PROMPT = "lofi hip hop beat, dusty drums, warm bass, mellow piano, 90 bpm"
 #: Decoder width, layers and heads per size (ffn = 4 x width), as transformers' convert_musicgen_transformers.py.

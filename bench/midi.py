@@ -11,7 +11,7 @@ render, in one run:
   at the pipeline's own bass boundary. basic-pitch has no drum output, so its drum columns are "n/a": its note
   onsets fall on the same beat grid as the drums, and scoring them as drum hits would measure the song's rhythm,
   not drum detection;
-* beatforge: ``generation.transcribe.transcribe`` (offline harmonic/percussive + low-band stem split, drum hits
+* beatforge: ``generation.midi.transcribe.transcribe`` (offline harmonic/percussive + low-band stem split, drum hits
   by onset and band, basic-pitch on the bass and on the other stem).
 
 Scores are mir_eval F1 (``tests/midi_truth.py``: 50 ms onset window; notes also need the pitch within 50 cents,
@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 import librosa
 import numpy as np
 
-from generation.notes import Note
-from generation.transcribe import BASS_MAX_PITCH, PitchTracker, Transcription, transcribe
-from tests.midi_truth import DRUM_NAMES, Song, drum_scores, note_scores, render_song
+from generation.midi.notes import Note
+from generation.midi.transcribe import BASS_MAX_PITCH, PitchTracker, Transcription, transcribe
+from tests.support.midi_truth import DRUM_NAMES, Song, drum_scores, note_scores, render_song
 
 SAMPLE_RATE = 32_000  # MusicGen's
 TEMPOS = (85, 95, 105, 120, 128, 140, 150, 174)

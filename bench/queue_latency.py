@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 from beatforge.config import Settings
 from beatforge.contract import JOB_GENERATE, BeatParams, JobStatus
 from beatforge.queue import connect, enqueue_job
-from generation.tiny import save_tiny_musicgen
+from generation.music.tiny import save_tiny_musicgen
+from migrations.runner import upgrade_locked
 from storage import jobs
-from storage.db import make_engine, make_sessionmaker, upgrade_locked
+from storage.db import make_engine, make_sessionmaker
 
 
 def free_port() -> int:
@@ -48,7 +49,7 @@ async def measure(settings: Settings, n_jobs: int, log_path: Path) -> list[float
     }
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "beatforge.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "cli.main", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
         )
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)

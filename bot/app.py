@@ -15,10 +15,11 @@ from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.errors import BeatforgeTree
 from bot.file_server import FileServer
+from bot.links import expiry, make_link
 from bot.views import JobButton
+from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
-from storage.db import make_engine, make_sessionmaker, upgrade_locked
-from storage.links import expiry, make_link
+from storage.db import make_engine, make_sessionmaker
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis

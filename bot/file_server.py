@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bot.links import FILES_PREFIX, BadSignature, LinkExpired, check_link
 from storage.artifacts import ArtifactStore
 from storage.errors import UnsafeArtifactPath
-from storage.links import FILES_PREFIX, BadSignature, LinkExpired, check_link
 
 log = logging.getLogger(__name__)
 

@@ -1,21 +1,16 @@
-"""Engine and session factory, and the migrations that every entrypoint runs at start-up."""
+"""Engine and session factory: how every process opens the database."""
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-import migrations
 
-
-def _sqlite_file(database_url: str) -> Path | None:
+def sqlite_file(database_url: str) -> Path | None:
     """The database file of an SQLite URL (its folder created), or None for other back ends and ``:memory:``."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
@@ -32,7 +27,7 @@ def make_engine(database_url: str) -> AsyncEngine:
     wait instead of failing with "database is locked"; SQLite ignores foreign keys unless asked.
     """
     url = make_url(database_url)
-    _sqlite_file(database_url)
+    sqlite_file(database_url)
     engine = create_async_engine(url)
     if url.get_backend_name() == "sqlite":
 
@@ -49,36 +44,3 @@ def make_engine(database_url: str) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-def alembic_config(database_url: str) -> Config:
-    """Alembic configured in code, so migrations run the same from a checkout, a wheel or a container."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", database_url)
-    return cfg
-
-
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the schema to ``revision``. Synchronous: call it before the event loop, or in a thread."""
-    _sqlite_file(database_url)
-    command.upgrade(alembic_config(database_url), revision)
-
-
-def upgrade_locked(database_url: str) -> None:
-    """:func:`upgrade`, serialised across processes: the bot and worker both migrate at start-up.
-
-    Two processes creating the same SQLite tables at once would make one of them fail, so
-    they take an exclusive lock on a file beside the database first.
-    """
-    database = _sqlite_file(database_url)
-    if database is None:
-        upgrade(database_url)
-        return
-    lock_path = database.with_suffix(".migrate.lock")
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            upgrade(database_url)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.errors import StorageError
 from storage.models import RegisteredModel
 
-#: The kinds of registry entry; ``generation.registry.ModelKind`` is the same set.
+#: The kinds of registry entry; ``generation.music.registry.ModelKind`` is the same set.
 MODEL_KINDS = ("base", "finetune", "lora")
 
 
@@ -29,7 +29,7 @@ class ModelAlreadyRegistered(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class ModelRow:
-    """A registered model as callers see it; it has every field ``generation.registry.ModelSpec`` needs."""
+    """A registered model as callers see it; it has every field ``generation.music.registry.ModelSpec`` needs."""
 
     name: str
     source: str

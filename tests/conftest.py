@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.config import Settings
 from beatforge.queue import connect
 from bot.app import Beatforge
-from storage.db import make_engine, make_sessionmaker, upgrade_locked
-from tests.discord_harness import FakeDiscord, connected
+from migrations.runner import upgrade_locked
+from storage.db import make_engine, make_sessionmaker
+from tests.support.discord_harness import FakeDiscord, connected
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.chat_server"]
+pytest_plugins = ["tests.support.chat_server"]
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15) -> None:
@@ -84,7 +85,7 @@ def redis_url(redis_server: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random MusicGen saved in the Hugging Face layout, loaded by the real from_pretrained path."""
-    from generation.tiny import save_tiny_musicgen
+    from generation.music.tiny import save_tiny_musicgen
 
     return save_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen"))
 
@@ -155,7 +156,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         env = settings_env(settings) | {f"BEATFORGE_{k.upper()}": v for k, v in overrides.items()}
         log = (tmp_path / f"worker-{len(procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "beatforge.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli.main", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         procs.append(proc)
         return proc

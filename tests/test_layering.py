@@ -14,7 +14,7 @@ import importlib, json, pkgutil, sys
 import bot
 for info in pkgutil.walk_packages(bot.__path__, "bot."):
     importlib.import_module(info.name)
-import beatforge.cli, beatforge.queue, storage.jobs, storage.db
+import cli.main, beatforge.queue, storage.jobs, storage.db
 heavy = sorted(m for m in ("torch", "transformers", "numpy", "soundfile", "generation") if m in sys.modules)
 print(json.dumps(heavy))
 """
@@ -26,6 +26,6 @@ def test_importing_every_bot_module_loads_no_ml_library() -> None:
 
 
 def test_generation_never_imports_discord() -> None:
-    probe = "import sys, generation.worker, generation.musicgen, generation.tiny; print('discord' in sys.modules)"
+    probe = "import sys, generation.worker.app, generation.music.engine; print('discord' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,195 @@
+"""A beat as MIDI parts: split the mix into stems, then drums by onset band, bass and melody by basic-pitch.
+
+Transcribing each part from its own stem is the point: basic-pitch on a full mix hears the bass's overtones
+as melody notes and the drums as bursts of short notes (bench/midi.py measures both ways on the same audio).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from generation.audio.signal import Samples
+from generation.errors import AudioParameterError, ModelUnavailable
+from generation.loops.cutter import SILENCE_PEAK, detect_key, detect_tempo
+from generation.midi.drums import detect_drums, quantize
+from generation.midi.notes import DrumHit, Note, Transcription
+from generation.midi.stems import DemucsSeparator, Stems, split_stems
+
+__all__ = ["DrumHit", "Note", "PitchTracker", "Transcription", "transcribe"]
+
+log = logging.getLogger(__name__)
+
+PITCH_SR = 22_050  # basic-pitch's model rate
+#: The split between the parts: bass notes up to B3 (from the low stem), melody/chords above (from the rest).
+BASS_MAX_PITCH = 59
+#: Below this level relative to the mix (RMS, about -18 dB), the percussive stem holds only the attacks of
+#: pitched notes, not drums (synthetic tones: 0.04-0.07; drum beats: 0.3-0.4).
+MIN_DRUM_LEVEL = 0.12
+#: Tempo-detection confidence from which the beat counts as steady enough to quantise drums to its grid.
+STEADY_BEAT = 0.5
+#: A note starting this close (s) to a louder one an octave, a twelfth, two octaves or two octaves and a major
+#: third (the 5th harmonic) below it is that note's overtone, not a note of its own: basic-pitch reports the
+#: strong overtones of bright tones as notes.
+OVERTONE_ONSET_S = 0.05
+OVERTONES = (12, 19, 24, 28)
+
+
+class PitchTracker:
+    """basic-pitch's note model (its ONNX file ships inside the package), loaded once per worker.
+
+    Thresholds are basic-pitch's own names: ``onset_threshold`` (how sure an onset must be),
+    ``frame_threshold`` (how sure a sounding frame must be) and the shortest note kept.
+    """
+
+    def __init__(self, *, onset_threshold: float = 0.5, frame_threshold: float = 0.3, min_note_ms: float = 127.7):
+        logging.disable(logging.WARNING)  # basic-pitch warns at import about back ends we deliberately lack (TF, ...)
+        try:
+            with warnings.catch_warnings():  # resampy (a basic-pitch dependency) still imports pkg_resources
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+                from basic_pitch import ICASSP_2022_MODEL_PATH
+                from basic_pitch.inference import Model
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "MIDI transcription needs basic-pitch: pip install --no-deps basic-pitch==0.4.0"
+            ) from exc
+        finally:
+            logging.disable(logging.NOTSET)
+        self.model = Model(ICASSP_2022_MODEL_PATH)
+        self.onset_threshold, self.frame_threshold, self.min_note_ms = onset_threshold, frame_threshold, min_note_ms
+        self._lock = threading.Lock()  # one ONNX session, used from worker threads
+
+    def _model_output(self, audio: npt.NDArray[np.float32]) -> dict[str, Any]:
+        """basic-pitch's ``run_inference`` on an array instead of a file path (same windows, same overlap)."""
+        from basic_pitch.constants import AUDIO_N_SAMPLES, FFT_HOP
+        from basic_pitch.inference import unwrap_output, window_audio_file
+
+        overlap_frames = 30
+        overlap = overlap_frames * FFT_HOP
+        padded = np.concatenate([np.zeros(overlap // 2, dtype=np.float32), audio])
+        output: dict[str, list[Any]] = {"note": [], "onset": [], "contour": []}
+        with self._lock:
+            for window, _ in window_audio_file(padded, AUDIO_N_SAMPLES - overlap):
+                for key, value in self.model.predict(window[None]).items():
+                    output[key].append(value)
+        return {k: unwrap_output(np.concatenate(v), audio.shape[0], overlap_frames) for k, v in output.items()}
+
+    def notes(
+        self, mono: npt.NDArray[np.floating], sr: int, *, min_pitch: int | None = None, max_pitch: int | None = None
+    ) -> list[Note]:
+        """Notes in ``mono`` (shape (n,)), sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI numbers."""
+        import librosa
+        from basic_pitch.note_creation import model_output_to_notes
+
+        audio = np.asarray(mono, dtype=np.float32)
+        if sr != PITCH_SR:
+            audio = librosa.resample(audio, orig_sr=sr, target_sr=PITCH_SR)
+        if audio.size == 0 or not np.any(audio):
+            return []
+        frames_per_s = PITCH_SR / 256  # basic-pitch's FFT hop
+        _, events = model_output_to_notes(
+            self._model_output(audio),
+            onset_thresh=self.onset_threshold,
+            frame_thresh=self.frame_threshold,
+            min_note_len=round(self.min_note_ms / 1000 * frames_per_s),
+            min_freq=float(librosa.midi_to_hz(min_pitch - 0.5)) if min_pitch is not None else None,
+            max_freq=float(librosa.midi_to_hz(max_pitch + 0.5)) if max_pitch is not None else None,
+            multiple_pitch_bends=False,
+            melodia_trick=True,
+        )
+        notes = [
+            Note(float(start), float(end), int(pitch), int(np.clip(round(127 * amplitude), 1, 127)))
+            for start, end, pitch, amplitude, _ in events
+            if (min_pitch is None or pitch >= min_pitch) and (max_pitch is None or pitch <= max_pitch)
+        ]
+        return sorted(notes, key=lambda n: (n.start_s, n.pitch))
+
+
+def _mono(x: Samples) -> npt.NDArray[np.float32]:
+    return x.mean(axis=0).astype(np.float32)
+
+
+def _rms(x: npt.NDArray[np.float32]) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def drop_overtones(notes: list[Note], fundamentals: list[Note]) -> list[Note]:
+    """``notes`` without those that only repeat an overtone of a louder note among ``fundamentals``
+    (which may be ``notes`` itself).
+
+    Octave doublings played as loudly as their lower note survive: only a quieter upper note is dropped.
+    """
+    by_start = sorted(fundamentals, key=lambda f: f.start_s)
+    starts = [f.start_s for f in by_start]
+
+    def overtone(n: Note) -> bool:
+        lo = bisect.bisect_left(starts, n.start_s - OVERTONE_ONSET_S)
+        hi = bisect.bisect_right(starts, n.start_s + OVERTONE_ONSET_S)
+        return any(f.pitch + step == n.pitch and f.velocity > n.velocity for f in by_start[lo:hi] for step in OVERTONES)
+
+    return [n for n in notes if not overtone(n)]
+
+
+def transcribe(
+    samples: Samples, sr: int, *, tracker: PitchTracker, separator: DemucsSeparator | None = None
+) -> Transcription:
+    """Transcribe a mix (float32, (channels, n)) into drum, bass and melody parts.
+
+    Raises:
+        AudioParameterError: the audio is silent or not finite.
+    """
+    stems = separate(samples, sr, separator=separator)
+    return transcribe_stems(stems, mix=samples, tracker=tracker)
+
+
+def separate(samples: Samples, sr: int, *, separator: DemucsSeparator | None = None) -> Stems:
+    if samples.ndim != 2 or samples.shape[-1] == 0:
+        raise AudioParameterError("there is no audio to transcribe")
+    if not np.all(np.isfinite(samples)):
+        raise AudioParameterError("the audio contains invalid (non-finite) samples")
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise AudioParameterError("the audio is silent: there are no notes to transcribe")
+    return split_stems(samples, sr, separator)
+
+
+def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Transcription:
+    sr = stems.sample_rate
+    mono_mix = _mono(mix)
+    try:
+        tempo = detect_tempo(mono_mix, sr=sr)
+    except AudioParameterError as exc:  # too short, or no periodic onsets: no grid, still notes
+        log.info("no steady tempo; MIDI written at 120 bpm", extra={"reason": str(exc)})
+        tempo = None
+    drums = _mono(stems.drums)
+    has_drums = _rms(drums) >= MIN_DRUM_LEVEL * _rms(mono_mix)
+    hits = detect_drums(drums, sr) if has_drums else []
+    steady = tempo is not None and tempo.confidence >= STEADY_BEAT
+    if steady:
+        hits = quantize(hits, np.asarray(tempo.beat_times))
+    bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
+    bass = drop_overtones(bass, bass)
+    # The melody is read from everything but the drums: the upper stem alone holds the bass's overtones without
+    # their fundamental, which basic-pitch hears as notes; with the fundamental there it folds them into it.
+    pitched = _mono(stems.bass) + _mono(stems.other)
+    upper = tracker.notes(pitched, sr, min_pitch=BASS_MAX_PITCH + 1)
+    melody = drop_overtones(upper, upper)
+    try:
+        key: str | None = detect_key(pitched, sr=sr).label
+    except AudioParameterError:
+        key = None
+    return Transcription(
+        drums=tuple(sorted(hits, key=lambda h: (h.time_s, h.drum))),
+        bass=tuple(bass),
+        melody=tuple(melody),
+        bpm=tempo.bpm if tempo is not None else None,
+        key=key,
+        separation=stems.method,
+        quantized=steady,
+        duration_s=mix.shape[-1] / sr,
+    )

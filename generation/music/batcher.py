@@ -1,0 +1,124 @@
+"""Batching across jobs: beats that wait for the same model at the same moment share one ``generate`` call.
+
+A GPU decodes a batch of 16 nearly as fast as a batch of 1 (each step is bound by reading the weights), so
+serving many Discord users from one GPU means generating their beats together. The worker runs several
+jobs at once; each beat job hands its takes to :class:`Batcher`, which waits a moment for others, then
+runs one :meth:`MusicGenEngine.generate_batch` for every compatible request and gives each job its rows.
+Rows are seeded per take (``generation/sampling.py``), so a job's audio does not depend on its company.
+
+Compatible means: the same engine and sampling settings, and no audio prompt or melody (whose shapes
+would have to match); anything else runs on its own. Durations may differ: the batch runs to the longest
+and each row is cut at its own length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from beatforge.contract import SamplingParams
+from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class _Request:
+    items: list[GenerationItem]
+    on_progress: ProgressCallback | None
+    should_stop: Callable[[], bool] | None
+    future: asyncio.Future[list[GeneratedAudio]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Batcher:
+    """Collects requests for ``wait_s`` seconds (or until ``max_rows`` takes), then generates them together."""
+
+    def __init__(self, *, wait_s: float = 0.05, max_rows: int = 16, fade_out_s: float = 0.5) -> None:
+        self.wait_s, self.max_rows, self.fade_out_s = wait_s, max_rows, fade_out_s
+        self._pending: dict[tuple[int, SamplingParams], list[_Request]] = {}
+        self._engines: dict[int, MusicGenEngine] = {}
+        self._gpu = threading.Lock()  # one generate at a time on the device
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def generate(
+        self,
+        engine: MusicGenEngine,
+        items: list[GenerationItem],
+        *,
+        sampling: SamplingParams,
+        on_progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[GeneratedAudio]:
+        request = _Request(items, on_progress, should_stop)
+        if any(i.prompt is not None or i.melody is not None for i in items) or len(items) >= self.max_rows:
+            await self._run(engine, sampling, [request])
+            return await request.future
+        key = (id(engine), sampling)
+        group = self._pending.setdefault(key, [])
+        self._engines[id(engine)] = engine
+        group.append(request)
+        if len(group) == 1:  # the first in line waits for company, then takes whoever came
+            asyncio.get_running_loop().call_later(self.wait_s, self._flush, key)
+        elif sum(len(r.items) for r in group) >= self.max_rows:
+            self._flush(key)
+        return await request.future
+
+    def _flush(self, key: tuple[int, SamplingParams]) -> None:
+        group = self._pending.pop(key, None)
+        if not group:
+            return
+        batch: list[_Request] = []
+        for request in group:  # a group over max_rows runs as several batches
+            if batch and sum(len(r.items) for r in batch) + len(request.items) > self.max_rows:
+                self._start(key, batch)
+                batch = []
+            batch.append(request)
+        self._start(key, batch)
+
+    def _start(self, key: tuple[int, SamplingParams], batch: list[_Request]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(self._engines[key[0]], key[1], batch))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, engine: MusicGenEngine, sampling: SamplingParams, batch: list[_Request]) -> None:
+        # a job cancelled while it waited for company is not generated at all
+        batch = [r for r in batch if not r.future.done() and not (r.should_stop is not None and r.should_stop())]
+        if not batch:
+            return
+        items = [item for r in batch for item in r.items]
+
+        def progress(done: int, total: int) -> None:
+            for r in batch:
+                if r.on_progress is not None:
+                    r.on_progress(done, total)
+
+        def stop() -> bool:  # the batch stops only when every job in it wants to
+            return all(r.should_stop is not None and r.should_stop() for r in batch)
+
+        def work() -> list[GeneratedAudio]:
+            with self._gpu:
+                return engine.generate_batch(
+                    items, sampling=sampling, fade_out_s=self.fade_out_s, on_progress=progress, should_stop=stop
+                )
+
+        if len(batch) > 1:
+            log.info("batched generation", extra={"model": engine.name, "jobs": len(batch), "rows": len(items)})
+        try:
+            audio = await asyncio.to_thread(work)
+        except Exception as exc:  # every waiting job gets the failure, to report as its own
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+            return
+        start = 0
+        for r in batch:
+            if not r.future.done():
+                r.future.set_result(audio[start : start + len(r.items)])
+            start += len(r.items)

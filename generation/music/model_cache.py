@@ -1,0 +1,313 @@
+"""Which MusicGen engines are resident in this worker: loaded on demand, bounded by memory and by number.
+
+Names are resolved through the model registry (``generation/registry.py``): a registry name (``small``,
+an admin's fine-tune or LoRA), or a directory / Hugging Face id passed through as it is. Loading takes
+seconds to minutes, so it happens at start-up for the default model and at most once per model after
+that; a job never reloads a model that is already resident.
+
+**Memory.** Each resident engine's size is the bytes of its parameters and buffers. Before adding one,
+the least recently used engines are evicted until everything fits the budget: ``memory_gb``
+(``settings.model_memory_gb``, GiB) or, when 0, automatic: on CUDA 80 % of the device's memory minus
+what is allocated outside this cache (a cover pipeline, activations), on a CPU a fixed 8 GiB. The model
+being loaded always stays, even alone over budget. ``max_resident`` bounds the count as well. When the
+new model's size is known beforehand (loaded before, or weight files on disk) room is made before
+loading, so peak memory stays in budget; a load that still runs out of GPU memory evicts everything
+else and tries once more.
+
+**LoRA.** A ``lora`` entry loads its base model *fresh* (never the resident base engine), wraps the
+decoder with ``peft.PeftModel.from_pretrained`` and merges the adapter into its weights
+(``merge_and_unload``): generation then runs at the base model's speed with no adapter layers, and
+the base engine, which others may be using, is untouched. The price is a full copy of the model in
+memory per resident LoRA, accounted for like any engine. Adapters saved from the whole
+``MusicgenForConditionalGeneration`` (keys under ``decoder.``) are merged into the whole model instead.
+
+**Locking.** ``_lock`` guards the table of resident engines and is held only for dictionary work,
+never while loading, so a job asking for a resident model gets it at once even while another model
+loads. ``_load_lock`` lets one load run at a time: two jobs asking for the same missing model load it
+once, and two different loads never hold two new models' memory at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from beatforge.config import Settings
+from generation.errors import ModelUnavailable
+from generation.music.engine import MusicGenEngine
+from generation.music.registry import DEBUG_MODEL, ModelRegistry, ModelSpec, is_local_source
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+#: The automatic budget: this share of a GPU's memory, or this many GiB on a CPU.
+CUDA_BUDGET_SHARE = 0.8
+CPU_BUDGET_GIB = 8.0
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (each shared tensor once)."""
+    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def engine_bytes(engine: MusicGenEngine) -> int:
+    return module_bytes(engine.model)
+
+
+def weights_bytes(source: str) -> int | None:
+    """The size of a model's weight files (a local directory or the Hugging Face cache), None if unknown.
+
+    Files in float32 loaded as float16 take half this in memory, so it errs on the big side.
+    """
+    if source == DEBUG_MODEL:
+        return None
+    directory: Path | None = None
+    if is_local_source(source):
+        directory = Path(source).expanduser()
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            config = try_to_load_from_cache(source, "config.json")
+        except Exception:  # an estimate only: no estimate is a fine answer
+            config = None
+        if isinstance(config, str):
+            directory = Path(config).parent
+    if directory is None or not directory.is_dir():
+        return None
+    for pattern in ("*.safetensors", "*.bin"):
+        files = list(directory.glob(pattern))
+        if files:
+            return sum(f.stat().st_size for f in files)
+    return None
+
+
+def merge_lora(engine: MusicGenEngine, adapter: str) -> None:
+    """Merge a peft LoRA adapter into ``engine``'s weights, in place (the engine must be a private copy).
+
+    Raises:
+        ModelUnavailable: the adapter cannot be read or does not fit this model.
+    """
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+
+    try:
+        keys = load_peft_weights(adapter, device="cpu").keys()
+        # Saved from the decoder, keys start "base_model.model.model.decoder."; from the whole model,
+        # "base_model.model.decoder." (or text_encoder.).
+        whole = any(key.startswith(("base_model.model.decoder.", "base_model.model.text_encoder.")) for key in keys)
+        target = engine.model if whole else engine.model.decoder
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            merged = PeftModel.from_pretrained(target, adapter).merge_and_unload()
+        missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+        if missing:
+            raise ValueError(
+                f"the adapter does not fit this model's {'' if whole else 'decoder '}modules: {missing[0]}"
+            )
+        if whole:
+            engine.model = merged
+        else:
+            engine.model.decoder = merged
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelUnavailable(f"LoRA adapter {adapter!r} could not be applied: {exc}".splitlines()[0][:300]) from exc
+    engine.model.eval()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+@dataclass(slots=True)
+class _Resident:
+    engine: MusicGenEngine
+    bytes: int
+
+
+class ModelCache:
+    """Resident engines by requested name, least recently used first.
+
+    Args:
+        device: where engines load (``cpu``, ``cuda``, ``cuda:1``).
+        default: the name ``get(None)`` loads.
+        max_resident: at most this many engines resident.
+        registry: resolves names; default: built-ins and pass-through only.
+        memory_gb: the memory budget in GiB; 0 = automatic (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        default: str,
+        max_resident: int = 4,
+        registry: ModelRegistry | None = None,
+        memory_gb: float = 0.0,
+    ) -> None:
+        if max_resident < 1:
+            raise ValueError("max_resident must be at least 1")
+        if memory_gb < 0:
+            raise ValueError("memory_gb must not be negative")
+        self.device, self.default, self.max_resident = device, default, max_resident
+        self.registry = registry if registry is not None else ModelRegistry()
+        self.memory_gb = memory_gb
+        self._engines: OrderedDict[str, _Resident] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # bytes measured at earlier loads, to make room before a reload
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, default: str | None = None, registry: ModelRegistry | None = None
+    ) -> ModelCache:
+        """The cache as configured; ``registry`` defaults to built-ins + the registry file (the worker adds its
+        database rows; the command line has no database)."""
+        return cls(
+            device=settings.resolved_device(),
+            default=default or settings.default_model,
+            registry=registry if registry is not None else ModelRegistry(settings.model_registry_file),
+            memory_gb=settings.model_memory_gb,
+        )
+
+    def get(self, name: str | None) -> MusicGenEngine:
+        """Return the engine for ``name`` (None: the default), loading it and evicting others as needed.
+
+        Raises:
+            ModelUnavailable: an unknown name, or it cannot be loaded; the error repeats on each call,
+                so a model that appears later (a download finished, a volume mounted) is picked up
+                without a restart.
+        """
+        key = name or self.default
+        engine = self._resident(key)
+        if engine is not None:
+            return engine
+        spec = self.registry.get(key)
+        with self._load_lock:
+            engine = self._resident(key)  # loaded by another thread while this one waited
+            if engine is not None:
+                return engine
+            expected = self._sizes.get(key) or self._estimate(spec)
+            if expected is not None:
+                self._evict(incoming=expected)
+            engine = self._load(spec)
+            size = engine_bytes(engine)
+            self._sizes[key] = size
+            with self._lock:
+                self._engines[key] = _Resident(engine, size)
+            self._evict(keep=key)
+        log.info("model resident", extra={"model": key, "bytes": size, "resident": self.resident()})
+        return engine
+
+    def resident(self) -> list[str]:
+        """Resident names, least recently used first."""
+        with self._lock:
+            return list(self._engines)
+
+    def resident_bytes(self) -> int:
+        with self._lock:
+            return sum(r.bytes for r in self._engines.values())
+
+    def budget_bytes(self) -> int:
+        """The memory the cache may fill now (see the module docstring)."""
+        with self._lock:
+            return self._budget_locked()
+
+    def clear(self) -> None:
+        """Drop every resident engine."""
+        with self._lock:
+            self._engines.clear()
+        self._collect()
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _resident(self, key: str) -> MusicGenEngine | None:
+        with self._lock:
+            hit = self._engines.get(key)
+            if hit is None:
+                return None
+            self._engines.move_to_end(key)
+            return hit.engine
+
+    def _budget_locked(self) -> int:
+        if self.memory_gb > 0:
+            return int(self.memory_gb * GIB)
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            device = torch.device(self.device)
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            total = torch.cuda.get_device_properties(index).total_memory
+            ours = sum(r.bytes for r in self._engines.values())
+            outside = max(0, torch.cuda.memory_allocated(index) - ours)
+            return max(0, int(CUDA_BUDGET_SHARE * total) - outside)
+        return int(CPU_BUDGET_GIB * GIB)
+
+    def _evict(self, *, incoming: int = 0, keep: str | None = None) -> None:
+        """Evict least recently used engines (never ``keep``) until ``incoming`` more bytes fit, by memory and count."""
+        evicted: list[str] = []
+        with self._lock:
+            budget = self._budget_locked()  # once: evicted engines are freed only after the lock is released
+            slots = self.max_resident - (1 if incoming else 0)
+
+            def over() -> bool:
+                used = sum(r.bytes for r in self._engines.values())
+                return len(self._engines) > slots or used + incoming > budget
+
+            for name in list(self._engines):
+                if not over():
+                    break
+                if name != keep:
+                    del self._engines[name]
+                    evicted.append(name)
+            if over():
+                log.warning(
+                    "models over the memory budget",
+                    extra={"resident": list(self._engines), "incoming_bytes": incoming, "budget_bytes": budget},
+                )
+        if evicted:
+            log.info("models evicted", extra={"models": evicted})
+            self._collect()
+
+    def _collect(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _estimate(self, spec: ModelSpec) -> int | None:
+        if spec.kind == "lora":
+            try:
+                return weights_bytes(self.registry.base_of(spec).source)
+            except ModelUnavailable:
+                return None
+        return weights_bytes(spec.source)
+
+    def _load(self, spec: ModelSpec) -> MusicGenEngine:
+        try:
+            return self._load_once(spec)
+        except ModelUnavailable as exc:
+            if not _out_of_memory(exc) or not self.resident():
+                raise
+        log.warning("out of memory loading a model; evicting all others", extra={"model": spec.name})
+        self.clear()
+        return self._load_once(spec)
+
+    def _load_once(self, spec: ModelSpec) -> MusicGenEngine:
+        if spec.kind != "lora":
+            engine = MusicGenEngine.load(spec.source, device=self.device)
+        else:
+            base = self.registry.base_of(spec)
+            # A fresh copy of the base: merging rewrites its weights, and the resident base must stay as it is.
+            engine = MusicGenEngine.load(base.source, device=self.device)
+            merge_lora(engine, spec.source)
+        engine.name = spec.name  # what jobs record as the model they ran: the name asked for
+        return engine

@@ -1,0 +1,107 @@
+"""Storage against real SQLite files built by the real migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beatforge.config import Settings
+from beatforge.contract import BeatParams, ErrorCode, JobStatus
+from migrations.runner import alembic_config, upgrade_locked
+from storage import jobs
+from storage.artifacts import ArtifactStore
+from storage.errors import JobNotFound, UnsafeArtifactPath
+from storage.models import Base
+
+PARAMS = BeatParams(prompt="lofi", duration_s=3, seed=5)
+
+
+async def _create(sessions: async_sessionmaker[AsyncSession], user_id: int = 42) -> int:
+    async with sessions() as session:
+        job = await jobs.create_job(session, params=PARAMS, user_id=user_id, user_name="ana", guild_id=1, channel_id=2)
+    return job.id
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_locked(url)
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_locked(url)
+    command.downgrade(alembic_config(url), "base")
+    upgrade_locked(url)  # idempotent and repeatable
+
+
+async def test_concurrent_start_up_migrations_do_not_collide(settings: Settings) -> None:
+    await asyncio.gather(*(asyncio.to_thread(upgrade_locked, settings.database_url) for _ in range(4)))
+
+
+async def test_job_lifecycle(sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
+    job_id = await _create(sessions)
+    store = ArtifactStore(tmp_path / "artifacts")
+    with store.writing(job_id, "a.wav") as tmp:
+        tmp.write_bytes(b"RIFF....")
+    record = store.record(job_id, "a.wav", kind="audio")
+    async with sessions() as session:
+        assert (await jobs.get_job(session, job_id)).status is JobStatus.QUEUED
+        assert await jobs.mark_running(session, job_id, resolved_model="tiny")
+        await jobs.mark_done(session, job_id, artifacts=[record])
+        await jobs.mark_done(session, job_id, artifacts=[record])  # a re-run replaces, never duplicates
+        job = await jobs.get_job(session, job_id)
+        assert [j.id for j in await jobs.list_undelivered(session)] == [job_id]
+        await jobs.mark_delivered(session, job_id)
+        assert await jobs.list_undelivered(session) == []
+        assert not await jobs.mark_running(session, job_id)  # finished jobs are not restarted
+    assert job.status is JobStatus.DONE and job.resolved_model == "tiny" and job.params == PARAMS
+    assert job.artifacts == (record,) and record.bytes == 8 and len(record.sha256) == 64
+    assert job.seconds_taken is not None and job.seconds_taken >= 0
+
+
+async def test_failure_is_recorded_with_code_and_reason(sessions: async_sessionmaker[AsyncSession]) -> None:
+    job_id = await _create(sessions)
+    async with sessions() as session:
+        await jobs.mark_failed(session, job_id, code=ErrorCode.MODEL_UNAVAILABLE, message="no weights")
+        job = await jobs.get_job(session, job_id)
+    assert (job.status, job.error_code, job.error) == (JobStatus.FAILED, ErrorCode.MODEL_UNAVAILABLE, "no weights")
+
+
+async def test_users_are_created_once_and_renamed(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _create(sessions)
+    async with sessions() as session:
+        await jobs.create_job(session, params=PARAMS, user_id=42, user_name="ana2", guild_id=1, channel_id=2)
+        assert await jobs.count_jobs(session) == 2
+        assert await jobs.count_jobs(session, status=JobStatus.QUEUED) == 2
+
+
+async def test_unknown_job(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        with pytest.raises(JobNotFound, match="#999"):
+            await jobs.get_job(session, 999)
+
+
+def test_artifact_paths_cannot_escape_the_store(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(UnsafeArtifactPath):
+        store.resolve("../etc/passwd")
+
+
+def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(RuntimeError), store.writing(1, "a.wav") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("disk full")
+    assert list((tmp_path / "1").iterdir()) == []
