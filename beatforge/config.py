@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S
+from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
 
 
 class Settings(BaseSettings):

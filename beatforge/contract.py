@@ -14,6 +14,20 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from beatforge.bounds import (
+    LOOP_MAX_S,
+    LOOP_MIN_S,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MAX_LOOP_BARS,
+    MAX_SEED,
+    MAX_TAKES,
+    MIN_BPM,
+    MIN_DURATION_S,
+    PROMPT_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    WINDOW_S,
+)
 from beatforge.presets import MOODS, STYLES, describe_music
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -28,13 +42,6 @@ PROGRESS_KEY = "beatforge:progress:{job_id}"
 #: How long a progress key outlives its last update, so stale keys clean themselves up.
 PROGRESS_TTL_S = 3600
 
-PROMPT_MAX_CHARS = 500
-MIN_DURATION_S = 1.0
-#: Beats longer than MusicGen's 30-second window are generated window by window (generation/musicgen.py).
-MAX_DURATION_S = 120.0
-WINDOW_S = 30.0
-MAX_TAKES = 4
-MAX_SEED = 2**31 - 1
 
 _MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
@@ -59,7 +66,6 @@ def clean_prompt(text: str) -> str:
 
 
 Prompt = Annotated[str, AfterValidator(clean_prompt), Field(max_length=PROMPT_MAX_CHARS)]
-TITLE_MAX_CHARS = 80
 
 
 def _known(table: dict[str, object], what: str) -> AfterValidator:
@@ -97,18 +103,16 @@ class _Frozen(BaseModel):
 
 
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
-LOOP_MIN_S, LOOP_MAX_S = 1.0, 128.0
-POWER_OF_TWO_BARS = (1, 2, 4, 8, 16)
 
 
 class LoopParams(_Frozen):
     """How to cut a loop: a whole number of bars, either given or chosen to fit a duration range."""
 
-    bars: int | None = Field(default=None, ge=1, le=64)
+    bars: int | None = Field(default=None, ge=1, le=MAX_LOOP_BARS)
     min_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
     max_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
     #: The tempo asked for: steers generation, and with ``stretch`` the loop is time-stretched to it exactly.
-    target_bpm: float | None = Field(default=None, ge=40, le=300)
+    target_bpm: float | None = Field(default=None, ge=MIN_BPM, le=MAX_BPM)
     stretch: bool = False
     format: AudioFormat = "wav"
 
@@ -175,7 +179,7 @@ class BeatParams(_Frozen):
     #: Set on the cover as typography.
     title: Annotated[str, AfterValidator(clean_prompt), Field(max_length=TITLE_MAX_CHARS)] | None = None
     #: Target tempo, written into the model's prompt (and the loop's target).
-    bpm: int | None = Field(default=None, ge=40, le=300)
+    bpm: int | None = Field(default=None, ge=MIN_BPM, le=MAX_BPM)
     #: Set when the job should end in a seamless loop (``/loop``, the Loop button).
     loop: LoopParams | None = None
     #: Set on MIDI jobs (``/midi``, the MIDI button). For an upload, ``prompt`` names the file.

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from beatforge.bounds import MAX_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import MAX_DURATION_S, BeatParams, JobStatus
+from beatforge.contract import BeatParams, JobStatus
 from bot.errors import UserFacingError
 from storage import jobs
 from storage.guilds import GuildSettings

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from beatforge.contract import MAX_DURATION_S, MAX_SEED, MAX_TAKES, MIN_DURATION_S, PROMPT_MAX_CHARS
+from beatforge.bounds import MAX_BPM, MAX_DURATION_S, MAX_SEED, MAX_TAKES, MIN_BPM, MIN_DURATION_S, PROMPT_MAX_CHARS
 from bot.errors import UserFacingError, reply_privately
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class EditForm(_Form, title="Edit and make a new beat"):
         return EditedSettings(
             prompt=self.prompt.value,
             duration_s=_number(self.duration.value, "Duration", low=MIN_DURATION_S, high=MAX_DURATION_S),
-            bpm=round(_number(bpm, "BPM", low=40, high=300)) if bpm else None,
+            bpm=round(_number(bpm, "BPM", low=MIN_BPM, high=MAX_BPM)) if bpm else None,
             seed=int(seed) if seed else None,
             presets=self.presets.value,
         )

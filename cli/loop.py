@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from beatforge.bounds import MAX_SEED, MIN_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, LoopParams, explain
+from beatforge.contract import BeatParams, LoopParams, explain
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:

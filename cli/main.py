@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from beatforge.bounds import MAX_SEED, MIN_DURATION_S
 from beatforge.config import Settings, get_settings
-from beatforge.contract import MAX_SEED, MIN_DURATION_S, BeatParams, SamplingParams, explain
+from beatforge.contract import BeatParams, SamplingParams, explain
 from beatforge.log import setup_logging
 from beatforge.presets import MOODS, STYLES
 from cli.loop import add_loop_arguments, run_auto, run_loop

@@ -19,7 +19,8 @@ from discord import app_commands
 from discord.ext import commands
 from redis.exceptions import RedisError
 
-from beatforge.contract import MAX_DURATION_S, MIN_DURATION_S, JobStatus
+from beatforge.bounds import DISCORD_MESSAGE_CHARS, MAX_DURATION_S, MIN_DURATION_S
+from beatforge.contract import JobStatus
 from beatforge.fleet import ModelInfo, read_models
 from bot.access import is_admin
 from bot.cancel import cancel_job
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Discord's limit on a message's text.
-MESSAGE_LIMIT = 2000
 #: What ``/admin model use`` takes to go back to the bot's default model.
 DEFAULT_CHOICE = "default"
 #: Bounds for ``/admin limits``; the same as the bot-wide settings accept (beatforge.config.Settings).
@@ -45,7 +45,7 @@ CONCURRENT_JOBS_MAX = 100
 LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
 
 
-def fit(lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
+def fit(lines: list[str], limit: int = DISCORD_MESSAGE_CHARS) -> str:
     """Join lines, dropping whole lines from the end (and saying how many) rather than cutting one in half."""
     kept: list[str] = []
     size = 0

@@ -24,6 +24,7 @@ from discord.ext import commands, tasks
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from beatforge.bounds import DISCORD_MESSAGE_CHARS, DISCORD_UPLOAD_LIMIT
 from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
 from bot.cogs.generate import queue_position
 from bot.messages import (
@@ -55,7 +56,6 @@ TOKEN_MARGIN = timedelta(minutes=1)
 SHUTDOWN_WAIT_S = 10.0
 #: Delivery attempts before a result is given up on (each failure is logged).
 MAX_DELIVERY_ATTEMPTS = 5
-DEFAULT_FILESIZE_LIMIT = 10 * 2**20
 #: What a result message carries, in this order (Discord allows 10 attachments; takes are up to 4 audio files).
 ATTACHED_KINDS = ("audio", "loop", "metadata", "midi", "stems", "cover")
 #: A smaller copy the worker made of a file that may be over the limit: posted only when the full one is not.
@@ -66,8 +66,7 @@ MAX_ATTACHMENTS = 10
 MAX_REQUEST_BYTES = 25_000_000
 #: Kept free of files in a request: the JSON part (content, embed, components) and the multipart framing.
 REQUEST_HEADROOM_BYTES = 256 * 1024
-#: Discord's limit on a message's text; what does not fit goes into the embed.
-MAX_CONTENT_CHARS = 2000
+#: Discord's limit on an embed field's text.
 MAX_FIELD_CHARS = 1024
 
 
@@ -185,7 +184,7 @@ class JobWatcher(commands.Cog):
         if interaction is not None:
             return interaction.filesize_limit
         guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
-        return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
+        return guild.filesize_limit if guild is not None else DISCORD_UPLOAD_LIMIT
 
     def _channel_limit(self, job: JobView) -> int:
         """A channel message is bound by its server's limit (boosts raise it), else what the interaction said."""
@@ -250,7 +249,7 @@ class JobWatcher(commands.Cog):
 
             # A bot's DMs get the default upload limit: no server boosts apply there.
             return await self._send_fitting(
-                lambda limit, refused: build(limit, refused, lead), DEFAULT_FILESIZE_LIMIT, to_dm
+                lambda limit, refused: build(limit, refused, lead), DISCORD_UPLOAD_LIMIT, to_dm
             )
         except (discord.Forbidden, discord.NotFound) as exc:  # DMs closed, or the user is gone
             raise Undeliverable(f"job #{job.id}: no channel, interaction or DM accepts the result ({exc})") from exc
@@ -391,7 +390,7 @@ def _fit_content(lines: list[str | None], embed: discord.Embed) -> str:
     content, overflow = "", []
     for line in (line for line in lines if line):
         candidate = f"{content}\n{line}" if content else line
-        if not overflow and len(candidate) <= MAX_CONTENT_CHARS:
+        if not overflow and len(candidate) <= DISCORD_MESSAGE_CHARS:
             content = candidate
         else:
             overflow.append(line)

@@ -23,6 +23,7 @@ import librosa
 import numpy as np
 import numpy.typing as npt
 
+from beatforge.bounds import MAX_BPM, MIN_BPM, POWER_OF_TWO_BARS
 from generation.errors import AudioParameterError
 
 Samples = npt.NDArray[np.float32]
@@ -30,9 +31,7 @@ Samples = npt.NDArray[np.float32]
 ANALYSIS_SR = 22_050  # Hz: all detection runs at this rate
 HOP = 256  # analysis hop: 11.6 ms
 N_FFT = 2048
-BPM_RANGE = (40.0, 300.0)  # what we accept from callers
 PREFERRED_BPM = (70.0, 180.0)  # octave errors are resolved towards this range
-POWER_OF_TWO_BARS = (1, 2, 4, 8, 16)
 MIN_ANALYSIS_S = 2.0  # shortest audio we try to find a tempo in
 MIN_CONFIDENCE = 0.25  # below this the onsets are not periodic enough to call it a tempo
 SILENCE_PEAK = 1e-4  # -80 dBFS
@@ -188,8 +187,8 @@ def _check_bpm(name: str, bpm: object) -> float | None:
         return None
     if isinstance(bpm, bool) or not isinstance(bpm, int | float | np.integer | np.floating):
         raise AudioParameterError(f"{name}={bpm!r} must be a number of beats per minute")
-    if not (math.isfinite(bpm) and BPM_RANGE[0] <= bpm <= BPM_RANGE[1]):
-        raise AudioParameterError(f"{name}={bpm!r} is outside {BPM_RANGE[0]:g}-{BPM_RANGE[1]:g} bpm")
+    if not (math.isfinite(bpm) and MIN_BPM <= bpm <= MAX_BPM):
+        raise AudioParameterError(f"{name}={bpm!r} is outside {MIN_BPM:g}-{MAX_BPM:g} bpm")
     return float(bpm)
 
 
@@ -300,7 +299,7 @@ def _tempo(
     coarse = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=an.env, sr=ANALYSIS_SR, hop_length=HOP))[0])
     if not coarse > 0:
         raise AudioParameterError("no reliable tempo: the onsets show no periodicity")
-    candidates = [coarse * 2.0**k for k in range(-3, 4) if BPM_RANGE[0] <= coarse * 2.0**k <= BPM_RANGE[1]]
+    candidates = [coarse * 2.0**k for k in range(-3, 4) if MIN_BPM <= coarse * 2.0**k <= MAX_BPM]
     near_hint = [c for c in candidates if bpm_hint and abs(math.log(c / bpm_hint)) <= math.log(HINT_TOLERANCE)]
     if near_hint:
         period, phase = _fit_grid(an.env, near_hint[0])

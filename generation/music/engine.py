@@ -34,7 +34,8 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from beatforge.contract import WINDOW_S, BeatParams, SamplingParams
+from beatforge.bounds import WINDOW_S
+from beatforge.contract import BeatParams, SamplingParams
 from generation.audio.signal import Samples, fade_out, fit_length
 from generation.errors import (
     AudioParameterError,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
-from beatforge.contract import MAX_SEED
+from beatforge.bounds import MAX_SEED
 
 #: The score of every token but the drawn one: far below any real logit, finite so guidance arithmetic stays finite.
 IMPOSSIBLE = -1e4

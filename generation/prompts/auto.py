@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from beatforge.contract import PROMPT_MAX_CHARS
+from beatforge.bounds import PROMPT_MAX_CHARS
 from generation.prompts.llm import ChatClient, LLMError, clean_llm_text
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
 from beatforge.contract import (
     JOB_COVER,
@@ -62,7 +63,6 @@ from storage.jobs import JobView
 log = logging.getLogger(__name__)
 
 #: Discord's default per-file upload cap: loops over it also get a smaller preview copy to post.
-DISCORD_UPLOAD_LIMIT = 10 * 2**20
 #: Seconds between progress writes to redis; the bot edits Discord messages at most this often anyway.
 PROGRESS_EVERY_S = 0.5
 

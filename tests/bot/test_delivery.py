@@ -26,6 +26,7 @@ from PIL import Image
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, ErrorCode, GenerateRequest
 from bot.app import Beatforge
@@ -34,7 +35,7 @@ from bot.messages import licence_text
 from generation.audio.formats import AudioTooLarge, duration_of, encode_compact, mp3_bitrate_to_fit
 from generation.audio.io import write_wav
 from generation.music.registry import META_LICENCE
-from generation.worker.app import DISCORD_UPLOAD_LIMIT, JobRun, ProgressPublisher, _compact_take
+from generation.worker.app import JobRun, ProgressPublisher, _compact_take
 from storage import jobs
 from storage.artifacts import ArtifactStore
 from tests.e2e.test_bot import delivered_job

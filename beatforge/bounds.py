@@ -1,0 +1,32 @@
+"""The numbers every side must agree on, each written once: what a job may ask for, and Discord's limits.
+
+The contract validates with them, the bot's command options and forms offer them, the worker and the
+loop cutter check them again; a bound changed here changes everywhere at once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PROMPT_MAX_CHARS: Final = 500
+TITLE_MAX_CHARS: Final = 80
+MIN_DURATION_S: Final = 1.0
+#: Beats longer than MusicGen's 30-second window are generated window by window (generation/music/engine.py).
+MAX_DURATION_S: Final = 120.0
+WINDOW_S: Final = 30.0
+MAX_TAKES: Final = 4
+MAX_SEED: Final = 2**31 - 1
+
+#: Tempi a user may ask for, and the range the tempo detector accepts as a hint.
+MIN_BPM: Final = 40
+MAX_BPM: Final = 300
+
+#: Loops: whole bars, seconds of audio, and the bar counts a producer expects a loop to have.
+LOOP_MIN_S: Final = 1.0
+LOOP_MAX_S: Final = 128.0
+MAX_LOOP_BARS: Final = 64
+POWER_OF_TWO_BARS: Final = (1, 2, 4, 8, 16)
+
+#: Discord: the upload limit of a server without boosts, and the length of a message's text.
+DISCORD_UPLOAD_LIMIT: Final = 10 * 2**20
+DISCORD_MESSAGE_CHARS: Final = 2000
