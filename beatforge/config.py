@@ -145,14 +145,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    def resolved_device(self) -> str:
-        """``auto`` means CUDA when the worker has a GPU. Imports torch, so only the worker calls it."""
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -12,7 +12,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.exceptions import RedisError
 
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, GenerateRequest
+from beatforge.contract import JobParams, JobRequest
 
 
 def dumps(value: Any) -> bytes:
@@ -108,14 +108,13 @@ async def _user_round(redis: ArqRedis, queue_name: str, user_id: int) -> tuple[i
 
 async def enqueue_job(
     redis: ArqRedis,
-    job_name: str,
     *,
     job_id: int,
     queue_job_id: str,
-    params: BeatParams,
+    params: JobParams,
     user_id: int | None = None,
 ) -> None:
-    """Queue a stored job for the worker, by function name (``JOB_*``) and as JSON (see the contract).
+    """Queue a stored job for the worker, as JSON (see the contract), by its kind's function name (``JobKind``).
 
     Jobs are ordered fairly across users (see ``fair_score``): pass the requester's ``user_id``. A job
     without one (the command line, scripts) counts as its own user's only job, i.e. round 0: those jobs are
@@ -129,13 +128,13 @@ async def enqueue_job(
     Raises:
         QueueError: redis is unreachable, or arq already holds this job id (it would drop the job silently).
     """
-    payload = GenerateRequest(job_id=job_id, params=params).model_dump(mode="json")
+    payload = JobRequest[JobParams](job_id=job_id, params=params).model_dump(mode="json")
     queue_name = redis.default_queue_name
     try:
         active, latest = (0, None) if user_id is None else await _user_round(redis, queue_name, user_id)
         score = fair_score(int(time.time() * 1000), active=active, latest_ms=latest)
         queued = await redis.enqueue_job(
-            job_name,
+            params.kind.function,
             payload,
             _job_id=queue_job_id,
             _defer_until=datetime.fromtimestamp(score / 1000, UTC),

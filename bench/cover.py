@@ -54,10 +54,10 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTex
 
 from beatforge.config import Settings
 from bench.machine import busy_cpu_seconds, machine
-from generation.cover.art import draw_title
 from generation.cover.maker import CoverMaker, DiffusionCover, SafetyCheck
 from generation.cover.prompt import build_cover_prompt
 from generation.cover.tiny import DEBUG_COVER_MODEL, build_tiny_sd_pipeline, set_tiny_safety_verdict
+from generation.cover.typography import draw_title
 
 DESCRIPTION = "dusty lofi hip hop, jazzy piano, vinyl crackle, rain on the window, 80 bpm"
 STYLE, MOOD = "lofi", "calm"
@@ -177,7 +177,7 @@ def interleaved(rows: dict[str, Callable[[int], object]], n_images: int, device:
     return seconds
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5, help="timed images per row, after one warm-up")
     parser.add_argument("--size", type=int, default=None, help="pixels square (default: 64 tiny, 512 sd-turbo)")
@@ -189,23 +189,23 @@ def main() -> None:
         parser.error("--images must be at least 1")
     if args.arch == "sd-turbo" and not args.device.startswith("cuda") and not args.allow_slow:
         parser.error("--arch sd-turbo on a CPU takes minutes per baseline image; pass --allow-slow to run it anyway")
-    size = args.size or (64 if args.arch == "tiny" else 512)
+    return args
+
+
+def default_settings(arch: str, size: int) -> Settings:
+    """Settings' defaults, not this shell's: "as configured by default" is what the beatforge row times."""
     for key in [k for k in os.environ if k.startswith("BEATFORGE_")]:
-        del os.environ[key]  # "as configured by default" means Settings' defaults, not this shell's
-
+        del os.environ[key]
     common: dict[str, Any] = {"_env_file": None, "cover_size": size, "llm_base_url": None, "log_level": "WARNING"}
-    if args.arch == "tiny":
-        settings = Settings(**common, cover_model=DEBUG_COVER_MODEL, cover_safety_model=DEBUG_COVER_MODEL)
-        maker = make_cover_maker(settings, args.device, None)
-    else:
-        settings = Settings(**common, cover_model=SD_TURBO_ARCH, cover_safety_model=SD_TURBO_ARCH)
-        maker = make_cover_maker(settings, args.device, build_sd_turbo_arch(args.device))
-    models = maker.models()
-    if models is None or models[1] is None:
-        raise SystemExit(f"cover models unavailable: {maker.unavailable_reason}")
-    diffusion, safety = models
-    fallback = CoverMaker(settings.model_copy(update={"cover_mode": "procedural"}), device=args.device)
+    model = DEBUG_COVER_MODEL if arch == "tiny" else SD_TURBO_ARCH
+    return Settings(**common, cover_model=model, cover_safety_model=model)
 
+
+def build_rows(
+    *, settings: Settings, maker: CoverMaker, diffusion: DiffusionCover, safety: SafetyCheck, size: int, device: str
+) -> dict[str, Callable[[int], object]]:
+    """What each row draws for a seed, labelled as the table prints it."""
+    fallback = CoverMaker(settings.model_copy(update={"cover_mode": "procedural"}), device=device)
     spec = build_cover_prompt(description=DESCRIPTION, style=STYLE, mood=MOOD)
     latest: dict[str, Image.Image] = {}  # the last image each kind drew, for the rows that time a part on it
 
@@ -233,20 +233,17 @@ def main() -> None:
             raise SystemExit("the procedural row drew something else")
 
     s = settings
-    rows: dict[str, Callable[[int], object]] = {
+    return {
         f"baseline: diffusers defaults ({BASELINE_STEPS} steps, cfg {BASELINE_GUIDANCE:g} + negative)": baseline,
         f"beatforge CoverMaker ({s.cover_steps} steps, cfg {s.cover_guidance:g}, safety, title)": beatforge,
         "  of which: safety check": lambda _seed: safety.flagged(latest["beatforge"]),
         "  of which: title typography": lambda _seed: draw_title(latest["baseline"], TITLE),
         "procedural fallback (+ title)": procedural,
     }
-    wall, ours, everyone = time.perf_counter(), time.process_time(), busy_cpu_seconds()
-    seconds = interleaved(rows, args.images, args.device)
-    wall, ours = time.perf_counter() - wall, time.process_time() - ours
-    finished = busy_cpu_seconds()
 
-    print(f"machine: {machine(args.device, diffusion.pipeline.unet.dtype)}")
-    header = f"cover time per image ({args.arch}, {size} px)"
+
+def print_table(seconds: dict[str, list[float]], header: str) -> None:
+    """Median and worst per row; a part's share of the row above it, a whole row's speed-up over the baseline."""
     print(f"{header:62} {'median':>10} {'worst':>10} {'images':>6} {'speed-up':>9}")
     base = statistics.median(seconds[next(iter(seconds))])
     whole = 0.0
@@ -257,6 +254,26 @@ def main() -> None:
         else:
             whole, ratio = median, f"{base / median:.1f}x"
         print(f"{label:62} {median * 1000:8.1f}ms {max(times) * 1000:8.1f}ms {len(times):6d} {ratio:>9}")
+
+
+def main() -> None:
+    args = parse_args()
+    size = args.size or (64 if args.arch == "tiny" else 512)
+    settings = default_settings(args.arch, size)
+    models = build_sd_turbo_arch(args.device) if args.arch == "sd-turbo" else None
+    maker = make_cover_maker(settings, args.device, models)
+    loaded = maker.models()
+    if loaded is None or loaded[1] is None:
+        raise SystemExit(f"cover models unavailable: {maker.unavailable_reason}")
+    diffusion, safety = loaded
+    rows = build_rows(settings=settings, maker=maker, diffusion=diffusion, safety=safety, size=size, device=args.device)
+    wall, ours, everyone = time.perf_counter(), time.process_time(), busy_cpu_seconds()
+    seconds = interleaved(rows, args.images, args.device)
+    wall, ours = time.perf_counter() - wall, time.process_time() - ours
+    finished = busy_cpu_seconds()
+
+    print(f"machine: {machine(args.device, diffusion.pipeline.unet.dtype)}")
+    print_table(seconds, f"cover time per image ({args.arch}, {size} px)")
     if everyone is not None and finished is not None:  # a shared machine's other work slows every row
         others = max(0.0, finished - everyone - ours) / wall
         print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average while this ran ({wall:.0f} s)")

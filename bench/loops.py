@@ -6,12 +6,12 @@ For every render, in one run:
 
 * baseline: the reference system's approach (audio-loop-gen's BeatDetect strategy): librosa's plain
   ``beat_track`` tempo, taken at face value, gives the loop length (``--bars`` bars of 4 beats), and the loop is
-  the first that many seconds of the audio, hard-cut (``generation.loops.cutter.naive_loop``). audio-loop-gen itself
+  the first that many seconds of the audio, hard-cut (``generation.loops.cut.naive_loop``). audio-loop-gen itself
   cuts from the first tracked beat to the *start* of the last beat, one beat shorter still; this baseline is the
   kinder version of it;
-* beatforge: ``generation.loops.cutter.make_loop(bars=--bars)``.
+* beatforge: ``generation.loops.cut.make_loop(bars=--bars)``.
 
-Both are rated by ``generation.loops.cutter.seam_score`` (1.0: the seam changes the sound as much as the music does at
+Both are rated by ``generation.loops.seam.seam_score`` (1.0: the seam changes the sound as much as the music does at
 the same kind of moment; higher is worse) and by their tempo error (%) and loop-length error (ms) against the
 render's ground truth (``--bars`` bars at the true tempo).
 
@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 import librosa
 import numpy as np
 
-from generation.loops.cutter import make_loop, naive_loop, seam_score
+from generation.loops.cut import make_loop, naive_loop
+from generation.loops.seam import seam_score
 from tests.support.synth import render_beat
 
 TEMPOS = (75, 90, 110, 120, 128, 140, 160, 174)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beatforge.config import Settings
-from beatforge.contract import JOB_GENERATE, BeatParams, JobStatus
+from beatforge.contract import BeatParams, JobStatus
 from beatforge.queue import connect, enqueue_job
 from generation.music.tiny import save_tiny_musicgen
 from migrations.runner import upgrade_locked
@@ -63,7 +63,7 @@ async def measure(settings: Settings, n_jobs: int, log_path: Path) -> list[float
                 job = await jobs.create_job(
                     session, params=params, user_id=1, user_name="bench", guild_id=1, channel_id=1
                 )
-            await enqueue_job(redis, JOB_GENERATE, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+            await enqueue_job(redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
             while True:
                 async with sessions() as session:
                     job = await jobs.get_job(session, job.id)

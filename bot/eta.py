@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from beatforge.contract import JobKind
 from beatforge.fleet import Speed, speed_key
 
 #: Audio seconds per wall second assumed for a model nobody has timed: MusicGen-medium on a mid-range GPU
@@ -23,7 +24,7 @@ from beatforge.fleet import Speed, speed_key
 DEFAULT_BEAT_RATE = 0.25
 #: Seconds per job assumed for the other kinds until one is timed (demucs + basic-pitch on a long file,
 #: a diffusion cover, a loop cut with tempo detection), again on the slow side.
-DEFAULT_JOB_SECONDS = {"loop": 30.0, "midi": 120.0, "cover": 20.0}
+DEFAULT_JOB_SECONDS: dict[str, float] = {JobKind.LOOP: 30.0, JobKind.MIDI: 120.0, JobKind.COVER: 20.0}
 #: For a kind this module does not know.
 FALLBACK_JOB_SECONDS = 60.0
 
@@ -69,7 +70,7 @@ def job_seconds(work: Work, speeds: Mapping[str, Speed]) -> tuple[float, bool]:
     """How long the job should take on its own, and whether that comes from a measured speed."""
     speed = speeds.get(speed_key(work.kind, work.model))
     measured = speed is not None and speed.rate > 0
-    if work.kind == "beat":
+    if work.kind == JobKind.BEAT:
         audio_s = work.duration_s * max(1, work.takes)
         return audio_s / (speed.rate if speed is not None and measured else DEFAULT_BEAT_RATE), measured
     if speed is not None and measured:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from beatforge.bounds import MAX_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobStatus
+from beatforge.contract import BeatParams, JobParams, JobStatus
 from bot.errors import UserFacingError
 from storage import jobs
 from storage.guilds import GuildSettings
@@ -45,7 +45,7 @@ HOUR = timedelta(hours=1)
 
 
 def _refusal(
-    *, settings: Settings, limits: Limits, activity: UserActivity, params: BeatParams, user_id: int, now: datetime
+    *, settings: Settings, limits: Limits, activity: UserActivity, params: JobParams, user_id: int, now: datetime
 ) -> str | None:
     """Why this user may not queue this job now (None: they may), as a sentence that says when to try again.
 
@@ -53,8 +53,8 @@ def _refusal(
     """
     if user_id in settings.owner_ids:
         return None
-    # MIDI of an upload carries the longest duration as a placeholder (the file decides); it generates nothing.
-    if params.midi is None and params.duration_s > limits.max_duration_s:
+    # Only a beat has a length to generate: a loop, MIDI or cover is made from audio that already exists.
+    if isinstance(params, BeatParams) and params.duration_s > limits.max_duration_s:
         return (
             f"Beats on this server can be up to {limits.max_duration_s:g} s long; you asked for "
             f"{params.duration_s:g} s. Try again with `duration` of {limits.max_duration_s:g} or less."
@@ -76,7 +76,7 @@ def _refusal(
     return None
 
 
-async def check_limits(bot: Beatforge, *, user_id: int, guild: GuildSettings | None, params: BeatParams) -> None:
+async def check_limits(bot: Beatforge, *, user_id: int, guild: GuildSettings | None, params: JobParams) -> None:
     """Refuse a new job before anything is recorded or queued, when it would break a limit.
 
     Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TypeVar
 
 import discord
+from pydantic import BaseModel
 
-from beatforge.contract import ErrorCode, JobProgress
+from beatforge.contract import (
+    ArtifactKind,
+    AudioMeta,
+    BeatParams,
+    CoverMeta,
+    CoverParams,
+    ErrorCode,
+    JobKind,
+    JobProgress,
+    LoopMeta,
+    MidiMeta,
+    MidiParams,
+)
 from beatforge.presets import MOODS, STYLES
 from bot.eta import humanize
 from storage.jobs import JobView
@@ -22,19 +35,23 @@ _FAILURE_LEAD = {
 
 
 def label(job: JobView) -> str:
-    if job.kind == "cover":
+    if job.kind is JobKind.COVER:
         return f"New cover #{job.id} for beat #{job.parent_id}"
-    if job.kind == "loop":
+    if job.kind is JobKind.LOOP:
         return f"Loop #{job.id} of beat #{job.parent_id}"
-    if job.kind == "midi":
+    if job.kind is JobKind.MIDI:
         source = f"beat #{job.parent_id}" if job.parent_id else quote_prompt(job.params.prompt, 80)
         return f"MIDI #{job.id} of {source}"
     return f"Beat #{job.id}"
 
 
-def _meta(job: JobView, kind: str) -> dict[str, Any]:
-    artifact = next((a for a in job.artifacts if a.kind == kind), None)
-    return dict(artifact.meta or {}) if artifact is not None else {}
+Meta = TypeVar("Meta", bound=BaseModel)
+
+
+def _meta(job: JobView, kind: ArtifactKind, model: type[Meta]) -> Meta | None:
+    """What the worker recorded about the job's first file of ``kind`` (None: no such file, or nothing recorded)."""
+    artifact = next((a for a in job.artifacts if a.kind is kind), None)
+    return model.model_validate(artifact.meta) if artifact is not None and artifact.meta is not None else None
 
 
 def quote_prompt(prompt: str, limit: int = 300) -> str:
@@ -73,54 +90,59 @@ def details_line(job: JobView) -> str:
         parts.append(STYLES[p.style].label)
     if p.mood:
         parts.append(MOODS[p.mood].label)
-    if job.kind == "cover":
+    if isinstance(p, CoverParams):
         parts.append(f"cover seed `{p.seed}`")
-    elif job.kind == "beat":
-        seeds = [a.meta["seed"] for a in job.artifacts if a.kind == "audio" and a.meta and "seed" in a.meta]
+    elif isinstance(p, BeatParams):
+        takes = _takes(job)
+        seeds = [take.seed for take in takes if take.seed is not None]
         seed = f"seeds {', '.join(f'`{s}`' for s in seeds)}" if len(seeds) > 1 else f"seed `{p.seed}`"
         length = f"{p.duration_s:g} s" + (" more" if p.continue_from else "")
-        parts += [f"model `{job.resolved_model or p.model or 'default'}`", seed, length]
-        audio = _meta(job, "audio")
-        parts += [f"{audio['bpm']:.0f} bpm"] if audio.get("bpm") else []
-        parts += [str(audio["key"])] if audio.get("key") else []
+        parts += [f"model `{job.model_name or 'default'}`", seed, length]
+        audio = takes[0] if takes else AudioMeta()
+        parts += [f"{audio.bpm:.0f} bpm"] if audio.bpm else []
+        parts += [audio.key] if audio.key else []
     if job.seconds_taken is not None:
         parts.append(f"made in {job.seconds_taken:.1f} s")
     return " · ".join(parts)
 
 
 def cover_note(job: JobView) -> str | None:
-    note = _meta(job, "cover").get("note")
-    return f"ℹ️ Cover: {note}." if note else None
+    cover = _meta(job, ArtifactKind.COVER, CoverMeta)
+    return f"ℹ️ Cover: {cover.note}." if cover is not None and cover.note else None
 
 
 def loop_line(job: JobView) -> str | None:
-    loop = _meta(job, "loop")
-    if loop:
-        stretched = " (stretched)" if loop.get("stretched") else ""
+    loop = _meta(job, ArtifactKind.LOOP, LoopMeta)
+    if loop is not None:
+        stretched = " (stretched)" if loop.stretched else ""
         line = (
-            f"➰ Loop: {loop['bars']} bars · {loop['bpm']:.1f} bpm{stretched} · {loop['key']['label']} · "
-            f"seam score {loop['seam_score']:.2f} (1.0 = as smooth as the music)"
+            f"➰ Loop: {loop.bars} bars · {loop.bpm:.1f} bpm{stretched} · {loop.key.label} · "
+            f"seam score {loop.seam_score:.2f} (1.0 = as smooth as the music)"
         )
-        return line + (f"\n⚠️ Not uploaded to S3: {loop['s3_error']}" if loop.get("s3_error") else "")
-    error = _meta(job, "audio").get("loop_error")
+        return line + (f"\n⚠️ Not uploaded to S3: {loop.s3_error}" if loop.s3_error else "")
+    takes = _takes(job)
+    error = takes[0].loop_error if takes else None
     return f"➰ No loop: {error}." if error else None
 
 
 def midi_line(job: JobView) -> str | None:
-    info = _meta(job, "midi")
-    if not info:
+    info = _meta(job, ArtifactKind.MIDI, MidiMeta)
+    if info is None:
         return None
-    tempo = f"{info['bpm']:.1f} bpm" if info.get("bpm") else "no steady beat (files at 120 bpm)"
+    tempo = f"{info.bpm:.1f} bpm" if info.bpm else "no steady beat (files at 120 bpm)"
     return (
-        f"🎹 {tempo} · {info.get('key') or 'key unclear'} · drums {info['drum_hits']} hits · "
-        f"bass {info['bass_notes']} notes · melody/chords {info['melody_notes']} notes\n"
-        f"Stems split by {info['separation']}. The zip has drums.mid, bass.mid, melody.mid and full.mid."
+        f"🎹 {tempo} · {info.key or 'key unclear'} · drums {info.drum_hits} hits · "
+        f"bass {info.bass_notes} notes · melody/chords {info.melody_notes} notes\n"
+        f"Stems split by {info.separation}. The zip has drums.mid, bass.mid, melody.mid and full.mid."
     )
+
+
+_HEADS = {JobKind.COVER: "🖼️", JobKind.LOOP: "➰", JobKind.MIDI: "🎹"}
 
 
 def result_headline(job: JobView) -> str:
     """The first line of a result: what it is and whose (the mention never pings: allowed_mentions is off)."""
-    head = {"cover": "🖼️", "loop": "➰", "midi": "🎹"}.get(job.kind, "🎵")
+    head = _HEADS.get(job.kind, "🎵")
     title = f" — *{quote_prompt(job.params.title, 80)}*" if job.params.title else ""
     return f"{head} **{label(job)}**{title} for <@{job.user_id}>"
 
@@ -132,15 +154,15 @@ def result_text(job: JobView) -> str:
     return "\n".join(lines)
 
 
-def _takes(job: JobView) -> list[dict[str, Any]]:
-    return sorted(
-        (dict(a.meta or {}) for a in job.artifacts if a.kind == "audio"), key=lambda meta: meta.get("take", 1)
-    )
+def _takes(job: JobView) -> list[AudioMeta]:
+    """What the worker recorded about each take of a beat, in take order."""
+    takes = (AudioMeta.model_validate(a.meta or {}) for a in job.artifacts if a.kind is ArtifactKind.AUDIO)
+    return sorted(takes, key=lambda take: take.take)
 
 
 def seeds_text(job: JobView) -> str:
     """The seed, or each take's seed (``--seed`` with a take's seed reproduces that take alone)."""
-    seeds = [meta["seed"] for meta in _takes(job) if "seed" in meta]
+    seeds = [take.seed for take in _takes(job) if take.seed is not None]
     if len(seeds) > 1:
         return "\n".join(f"take {number}: `{seed}`" for number, seed in enumerate(seeds, start=1))
     return f"`{seeds[0] if seeds else job.params.seed}`"
@@ -161,19 +183,18 @@ def licence_text(licence: str | None) -> str:
 def provenance_text(job: JobView) -> str:
     """Where a result came from: model, its licence, seed and prompt (shown on every result)."""
     prompt = f"prompt “{quote_prompt(job.params.prompt, 200)}”"
-    if job.kind == "beat":
+    if job.kind is JobKind.BEAT:
         takes = _takes(job)
-        model = (takes[0].get("model") if takes else None) or job.resolved_model or job.params.model or "default"
-        licence = takes[0].get("licence") if takes else None
-        seeds = [str(meta["seed"]) for meta in takes if "seed" in meta] or [str(job.params.seed)]
+        licence = takes[0].licence if takes else None
+        seeds = [str(take.seed) for take in takes if take.seed is not None] or [str(job.params.seed)]
         seed = f"seeds {', '.join(seeds)}" if len(seeds) > 1 else f"seed {seeds[0]}"
-        return f"Made by `{model}` ({licence_text(licence)}) · {seed} · {prompt}"
-    if job.kind == "cover":
-        cover = _meta(job, "cover")
-        if cover.get("source") == "procedural" or not cover.get("model"):
+        return f"Made by `{job.model_name or 'default'}` ({licence_text(licence)}) · {seed} · {prompt}"
+    if job.kind is JobKind.COVER:
+        cover = _meta(job, ArtifactKind.COVER, CoverMeta)
+        if cover is None or cover.source == "procedural" or not cover.model:
             return f"Cover drawn in code (no model, nothing to license) · seed {job.params.seed} · {prompt}"
         return (
-            f"Cover drawn by `{cover['model']}` (licence not recorded: check the model's terms before commercial "
+            f"Cover drawn by `{cover.model}` (licence not recorded: check the model's terms before commercial "
             f"use) · seed {job.params.seed} · {prompt}"
         )
     if job.parent_id is not None:
@@ -184,24 +205,24 @@ def provenance_text(job: JobView) -> str:
 def result_embed(job: JobView) -> discord.Embed:
     """The details of a result as an embed; the caller sets the cover image (an ``attachment://`` URL)."""
     p = job.params
-    description = "" if p.midi and p.midi.upload else f"> {quote_prompt(p.prompt)}"  # an upload's prompt is its name
+    upload = isinstance(p, MidiParams) and p.upload is not None
+    description = "" if upload else f"> {quote_prompt(p.prompt)}"  # an upload's prompt is its name
     embed = discord.Embed(title=label(job), description=description or None, colour=discord.Colour.dark_purple())
     if p.style:
         embed.add_field(name="Style", value=STYLES[p.style].label)
     if p.mood:
         embed.add_field(name="Mood", value=MOODS[p.mood].label)
-    if job.kind == "beat":
+    if isinstance(p, BeatParams):
         takes = _takes(job)
-        model = (takes[0].get("model") if takes else None) or job.resolved_model or p.model or "default"
-        embed.add_field(name="Model", value=f"`{model}`")
+        embed.add_field(name="Model", value=f"`{job.model_name or 'default'}`")
         embed.add_field(name="Seeds" if len(takes) > 1 else "Seed", value=seeds_text(job))
-        audio = takes[0] if takes else {}
-        if audio.get("bpm"):
-            embed.add_field(name="Tempo", value=f"{audio['bpm']:.0f} bpm")
-        if audio.get("key"):
-            embed.add_field(name="Key", value=str(audio["key"]))
+        audio = takes[0] if takes else AudioMeta()
+        if audio.bpm:
+            embed.add_field(name="Tempo", value=f"{audio.bpm:.0f} bpm")
+        if audio.key:
+            embed.add_field(name="Key", value=audio.key)
         embed.add_field(name="Duration", value=f"{p.duration_s:g} s" + (" more" if p.continue_from else ""))
-    elif job.kind == "cover":
+    elif isinstance(p, CoverParams):
         embed.add_field(name="Cover seed", value=f"`{p.seed}`")
     if job.seconds_taken is not None:
         embed.add_field(name="Time taken", value=f"{job.seconds_taken:.1f} s")

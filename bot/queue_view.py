@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
+from beatforge.contract import PROGRESS_KEY, BeatParams, JobKind, JobProgress, JobStatus
 from beatforge.fleet import SPEED_KEY, parse_speeds
 from bot.eta import Estimate, Running, Work, estimate, humanize
 from bot.messages import label
@@ -75,9 +75,11 @@ def _progress(raw: bytes | str | None, job_id: int) -> JobProgress | None:
 
 def _work(key: str, job: JobView | None, default_model: str, default_duration_s: float) -> Work:
     if job is None:  # nothing known yet: sized as a default beat
-        return Work(key, "beat", default_model, default_duration_s)
-    p = job.params
-    return Work(key, job.kind, job.resolved_model or p.model or default_model, p.duration_s, p.takes)
+        return Work(key, JobKind.BEAT, default_model, default_duration_s)
+    model = job.model_name or default_model
+    if isinstance(job.params, BeatParams):
+        return Work(key, job.kind, model, job.params.duration_s, job.params.takes)
+    return Work(key, job.kind, model, 0.0)  # loops, MIDI and covers are timed per job, not per audio second
 
 
 def _running(work: Work, job: JobView, progress: JobProgress | None, now: datetime) -> Running:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from beatforge.bounds import MAX_BPM, MAX_DURATION_S, MAX_SEED, MAX_TAKES, MIN_BPM, MIN_DURATION_S, PROMPT_MAX_CHARS
+from beatforge.contract import ArtifactKind, BeatParams, JobKind
 from bot.errors import UserFacingError, reply_privately
 
 if TYPE_CHECKING:
@@ -87,13 +88,13 @@ def result_view(job: JobView) -> discord.ui.View | None:
     buttons of the beat it came from; an uploaded file's MIDI has no beat, so only keep.
     """
     view = discord.ui.View(timeout=None)
-    if job.kind != "beat":
+    if job.kind is not JobKind.BEAT:
         view.add_item(JobButton("keep", job.id, row=0))
         if job.parent_id is not None:
             for action in ("loop", "midi", "cover"):
                 view.add_item(JobButton(action, job.parent_id, row=0))
         return view
-    takes = min(MAX_TAKES, sum(1 for a in job.artifacts if a.kind == "audio"))  # a message has 5 rows
+    takes = min(MAX_TAKES, sum(1 for a in job.artifacts if a.kind is ArtifactKind.AUDIO))  # a message has 5 rows
     if takes <= 1:
         for action in ("reroll", "loop", "midi", "cover", "keep"):
             view.add_item(JobButton(action, job.id, row=0))
@@ -154,10 +155,10 @@ class EditedSettings:
 class EditForm(_Form, title="Edit and make a new beat"):
     """📝: the beat's settings pre-filled; submitting queues a new beat made from the edited ones."""
 
-    def __init__(self, generate: Generate, job: JobView) -> None:
+    def __init__(self, generate: Generate, job: JobView, p: BeatParams) -> None:
+        """``p``: the beat's parameters (``job.params``, known to be a beat's)."""
         super().__init__(timeout=15 * 60)  # an interaction token's life: the submit could not be answered later
         self.generate, self.job = generate, job
-        p = job.params
         self.prompt = self.field(
             "Prompt", style=discord.TextStyle.paragraph, max_length=PROMPT_MAX_CHARS, default=p.prompt
         )

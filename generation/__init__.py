@@ -1,0 +1,1 @@
+"""What makes or analyses sound and pictures: models, signal processing, and the worker that runs them."""

@@ -8,23 +8,25 @@ run a job twice, "pessimistic execution").
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beatforge.contract import ArtifactKind
 from storage.errors import UnsafeArtifactPath
+from storage.files import atomic_path
 
 
 @dataclass(frozen=True, slots=True)
 class ArtifactRecord:
-    kind: str
+    kind: ArtifactKind
     path: str
     bytes: int
     sha256: str
+    #: The JSON of the kind's metadata model (``beatforge.contract.artifacts``): written with ``model_dump``,
+    #: read with ``model_validate``; storage keeps it as it is.
     meta: dict[str, Any] | None = None
 
 
@@ -44,18 +46,12 @@ class ArtifactStore:
 
         ``folder`` is a job id, or ``uploads`` for files users sent before their job existed.
         """
-        final = self.resolve(f"{folder}/{filename}")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=final.suffix)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_path(self.resolve(f"{folder}/{filename}")) as tmp:
             yield tmp
-            tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
 
-    def record(self, job_id: int, filename: str, *, kind: str, meta: dict[str, Any] | None = None) -> ArtifactRecord:
+    def record(
+        self, job_id: int, filename: str, *, kind: ArtifactKind, meta: dict[str, Any] | None = None
+    ) -> ArtifactRecord:
         """Describe a stored file for its database row (size and checksum let anyone verify it later)."""
         relative = f"{job_id}/{filename}"
         path = self.resolve(relative)
@@ -63,4 +59,6 @@ class ArtifactStore:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        return ArtifactRecord(kind=kind, path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest(), meta=meta)
+        return ArtifactRecord(
+            kind=ArtifactKind(kind), path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest(), meta=meta
+        )

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 def sqlite_file(database_url: str) -> Path | None:
     """The database file of an SQLite URL (its folder created), or None for other back ends and ``:memory:``."""
     url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    database = url.database
+    if url.get_backend_name() != "sqlite" or database is None or database in ("", ":memory:"):
         return None
-    path = Path(url.database)
+    path = Path(database)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

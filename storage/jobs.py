@@ -14,7 +14,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from beatforge.contract import BeatParams, ErrorCode, JobStatus
+from beatforge.contract import (
+    ArtifactKind,
+    BeatParams,
+    ErrorCode,
+    JobKind,
+    JobParams,
+    JobStatus,
+    Relation,
+    parse_params,
+)
 from storage.artifacts import ArtifactRecord
 from storage.errors import JobNotFound
 from storage.models import Artifact, Generation, User, utcnow
@@ -25,10 +34,10 @@ class JobView:
     """A job as callers see it: plain data, detached from the session."""
 
     id: int
-    kind: str
+    kind: JobKind
     parent_id: int | None
-    #: How it came from its parent: reroll, extend, edit, take, loop, midi, cover (None: made from scratch).
-    relation: str | None
+    #: How it came from its parent (None: made from scratch).
+    relation: Relation | None
     user_id: int
     guild_id: int | None
     channel_id: int | None
@@ -36,8 +45,10 @@ class JobView:
     result_message_id: int | None
     kept: bool
     queue_job_id: str
-    params: BeatParams
+    #: The model of its kind: ``BeatParams`` for a beat, ``CoverParams`` for a cover, and so on.
+    params: JobParams
     status: JobStatus
+    #: What the worker ran: the music model of a beat (and of a loop, the beat's), the transcriber, the cover model.
     resolved_model: str | None
     error_code: ErrorCode | None
     error: str | None
@@ -46,6 +57,14 @@ class JobView:
     finished_at: datetime | None
     delivered_at: datetime | None
     artifacts: tuple[ArtifactRecord, ...]
+
+    @property
+    def model_name(self) -> str | None:
+        """Which model made this result: the one the worker ran; before it runs, the music model asked for
+        (None: the worker's default). The one answer to "which model", wherever it is shown or reused."""
+        if self.resolved_model is not None:
+            return self.resolved_model
+        return self.params.model if isinstance(self.params, BeatParams) else None
 
     @property
     def seconds_taken(self) -> float | None:
@@ -57,9 +76,9 @@ class JobView:
 def _view(row: Generation) -> JobView:
     return JobView(
         id=row.id,
-        kind=row.kind,
+        kind=JobKind(row.kind),
         parent_id=row.parent_id,
-        relation=row.relation,
+        relation=Relation(row.relation) if row.relation else None,
         user_id=row.user_id,
         guild_id=row.guild_id,
         channel_id=row.channel_id,
@@ -67,7 +86,7 @@ def _view(row: Generation) -> JobView:
         result_message_id=row.result_message_id,
         kept=bool(row.kept),
         queue_job_id=row.queue_job_id or str(row.id),
-        params=BeatParams.model_validate(row.params),
+        params=parse_params(JobKind(row.kind), row.params),
         status=JobStatus(row.status),
         resolved_model=row.resolved_model,
         error_code=ErrorCode(row.error_code) if row.error_code else None,
@@ -77,7 +96,8 @@ def _view(row: Generation) -> JobView:
         finished_at=row.finished_at,
         delivered_at=row.delivered_at,
         artifacts=tuple(
-            ArtifactRecord(kind=a.kind, path=a.path, bytes=a.bytes, sha256=a.sha256, meta=a.meta) for a in row.artifacts
+            ArtifactRecord(kind=ArtifactKind(a.kind), path=a.path, bytes=a.bytes, sha256=a.sha256, meta=a.meta)
+            for a in row.artifacts
         ),
     )
 
@@ -85,33 +105,28 @@ def _view(row: Generation) -> JobView:
 async def create_job(
     session: AsyncSession,
     *,
-    params: BeatParams,
+    params: JobParams,
     user_id: int,
     user_name: str,
     guild_id: int | None,
     channel_id: int | None,
-    kind: str = "beat",
     parent_id: int | None = None,
-    relation: str | None = None,
+    relation: Relation | None = None,
 ) -> JobView:
-    """Record a queued job (and its user, first time seen)."""
+    """Record a queued job (and its user, first time seen); its kind is its parameters' (``params.kind``)."""
     user = await session.get(User, user_id)
     if user is None:
         session.add(User(id=user_id, name=user_name[:100]))
     elif user.name != user_name[:100]:
         user.name = user_name[:100]
     row = Generation(
-        kind=kind,
+        kind=params.kind,
         parent_id=parent_id,
         relation=relation,
         user_id=user_id,
         guild_id=guild_id,
         channel_id=channel_id,
-        prompt=params.prompt,
         params=params.model_dump(mode="json"),
-        model=params.model,
-        seed=params.seed,
-        duration_s=params.duration_s,
         status=JobStatus.QUEUED,
         artifacts=[],
     )

@@ -69,11 +69,11 @@ class Generation(Base):
     __tablename__ = "generations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: beat (audio + cover) or cover (a redrawn cover for ``parent_id``); later: loop, midi, ...
+    #: A ``JobKind``: beat (audio + cover), or made from ``parent_id``: cover, loop, midi (or MIDI of an upload).
     kind: Mapped[str] = mapped_column(String(16), default="beat", server_default="beat")
     #: What this job was made from (a re-roll's or a new cover's original).
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
-    #: How it was made from its parent (reroll, extend, edit, loop, midi, cover), for /history's lineage.
+    #: How it was made from its parent (a ``Relation``: reroll, extend, edit, loop, midi, cover), for /history.
     relation: Mapped[str | None] = mapped_column(String(16))
     #: ⭐ Keep: the user marked it as one of their keepers.
     kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -88,12 +88,10 @@ class Generation(Base):
     #: collides with results a long-lived redis still keeps (arq would silently drop the job).
     queue_job_id: Mapped[str | None] = mapped_column(String(64), unique=True)
 
-    prompt: Mapped[str] = mapped_column(Text)
+    #: The job's parameters, as the JSON of its kind's model (``beatforge.contract.PARAMS_BY_KIND``).
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    model: Mapped[str | None] = mapped_column(String(300), comment="requested; None = worker default")
+    #: Which model made the result: the one field that says so (``JobView.model_name`` reads it).
     resolved_model: Mapped[str | None] = mapped_column(String(300), comment="what the worker actually ran")
-    seed: Mapped[int] = mapped_column(BigInteger)
-    duration_s: Mapped[float] = mapped_column(Float)
 
     status: Mapped[str] = mapped_column(String(16), index=True)
     error_code: Mapped[str | None] = mapped_column(String(32))
@@ -114,11 +112,12 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16), comment="audio, cover, loop, midi, ...")
+    kind: Mapped[str] = mapped_column(String(16), comment="audio, cover, loop, midi, ...")  # an ArtifactKind
     path: Mapped[str] = mapped_column(String(500), comment="relative to the artifact directory")
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    #: What a user should know about the file, e.g. a cover's source ("diffusion"/"procedural") and why.
+    #: What a user should know about the file, e.g. a cover's source and why: the JSON of its kind's model
+    #: (``beatforge.contract.artifacts``).
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -30,15 +30,17 @@ from beatforge.bounds import (
     TITLE_MAX_CHARS,
 )
 from beatforge.contract import (
-    JOB_COVER,
-    JOB_GENERATE,
-    JOB_LOOP,
-    JOB_MIDI,
+    ArtifactKind,
     BeatParams,
+    CoverParams,
     ErrorCode,
+    JobKind,
+    JobParams,
     JobStatus,
+    LoopJobParams,
     LoopParams,
     MidiParams,
+    Relation,
     explain,
 )
 from beatforge.fleet import read_models
@@ -86,6 +88,13 @@ def _validated(schema: type[M], /, **fields: object) -> M:
 
 def new_seed() -> int:
     return random.randint(0, MAX_SEED)
+
+
+def _beat_of(job: JobView) -> BeatParams:
+    """A beat's own parameters. Callers found the job as a beat (``_own_job``), so this only narrows the type."""
+    if not isinstance(job.params, BeatParams):
+        raise UserFacingError(f"There is no beat #{job.id} on this server.")
+    return job.params
 
 
 def parse_presets(text: str) -> tuple[str | None, str | None]:
@@ -256,14 +265,9 @@ class Generate(commands.Cog):
             return
         assert file is not None
         upload = self._check_upload(file)
-        params = _validated(
-            BeatParams,
-            prompt=file.filename[:200],  # shown as the job's source
-            duration_s=MAX_DURATION_S,
-            seed=0,
-            midi=MidiParams(stems=stems, upload=upload),
-        )
-        await self.submit(interaction, params, job_name=JOB_MIDI, kind="midi", uploads=[(file, upload)])
+        # The file's name is what the result is about, shown where a beat's words would be.
+        params = _validated(MidiParams, prompt=file.filename[:200], stems=stems, upload=upload)
+        await self.submit(interaction, params, uploads=[(file, upload)])
 
     def _check_upload(self, file: discord.Attachment) -> str:
         """Refuse what the worker cannot use before downloading it; returns where the upload will be stored."""
@@ -310,7 +314,7 @@ class Generate(commands.Cog):
                 job = await jobs.get_job(session, job_id)
             except JobNotFound as exc:
                 raise UserFacingError(f"There is no {what} #{job_id}.") from exc
-        if (beat and job.kind != "beat") or job.guild_id != interaction.guild_id:
+        if (beat and job.kind is not JobKind.BEAT) or job.guild_id != interaction.guild_id:
             raise UserFacingError(f"There is no {what} #{job_id} on this server.")
         if job.user_id != interaction.user.id and not everyone and not is_admin(interaction):
             raise UserFacingError(f"{label(job)} is <@{job.user_id}>'s; only they or an admin can do that.")
@@ -320,7 +324,7 @@ class Generate(commands.Cog):
         original = await self._own_job(interaction, beat_id)
         if original.status is not JobStatus.DONE:
             raise UserFacingError(f"Beat #{beat_id} is not finished yet.")
-        takes = sum(1 for a in original.artifacts if a.kind == "audio")
+        takes = sum(1 for a in original.artifacts if a.kind is ArtifactKind.AUDIO)
         if take > takes:
             raise UserFacingError(f"Beat #{beat_id} has {takes} take(s), not a take {take}.")
         return original
@@ -329,43 +333,48 @@ class Generate(commands.Cog):
 
     def reroll_params(self, original: JobView) -> BeatParams:
         """Same settings (and model), new seed."""
-        model = original.resolved_model or original.params.model
-        return original.params.model_copy(update={"seed": new_seed(), "model": model})
+        return _beat_of(original).model_copy(update={"seed": new_seed(), "model": original.model_name})
 
     async def reroll(self, interaction: discord.Interaction, beat_id: int) -> None:
         everyone = (await self.limits(interaction.guild_id)).everyone_can_reroll
         original = await self._own_job(interaction, beat_id, everyone=everyone)
         params = self.reroll_params(original)
-        await self.submit(interaction, params, parent_id=original.id, relation="reroll")
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.REROLL)
 
     async def redraw_cover(
         self, interaction: discord.Interaction, beat_id: int, *, style: str | None = None, mood: str | None = None
     ) -> None:
         original = await self._own_job(interaction, beat_id)
-        p = original.params
+        p = _beat_of(original)
         params = _validated(
-            BeatParams,
-            prompt=p.prompt,
-            duration_s=p.duration_s,
-            title=p.title,
-            style=style or p.style,
-            mood=mood or p.mood,
-            seed=new_seed(),
+            CoverParams, prompt=p.prompt, title=p.title, style=style or p.style, mood=mood or p.mood, seed=new_seed()
         )
-        await self.submit(interaction, params, job_name=JOB_COVER, kind="cover", parent_id=original.id)
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.COVER)
 
     async def make_loop(self, interaction: discord.Interaction, beat_id: int, take: int = 1) -> None:
         original = await self._finished_beat(interaction, beat_id, take)
-        p = original.params
-        params = p.model_copy(update={"loop": p.loop or LoopParams(target_bpm=p.bpm), "take": take})
-        await self.submit(interaction, params, job_name=JOB_LOOP, kind="loop", parent_id=original.id)
+        p = _beat_of(original)
+        params = _validated(
+            LoopJobParams,
+            prompt=p.prompt,
+            style=p.style,
+            mood=p.mood,
+            title=p.title,
+            seed=p.seed,
+            take=take,
+            loop=p.loop or LoopParams(target_bpm=p.bpm),  # a /loop beat's own settings, else its tempo
+        )
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.LOOP)
 
     async def make_midi(
         self, interaction: discord.Interaction, beat_id: int, take: int = 1, *, stems: bool = False
     ) -> None:
         original = await self._finished_beat(interaction, beat_id, take)
-        params = original.params.model_copy(update={"midi": MidiParams(stems=stems), "loop": None, "take": take})
-        await self.submit(interaction, params, job_name=JOB_MIDI, kind="midi", parent_id=original.id)
+        p = _beat_of(original)
+        params = _validated(
+            MidiParams, prompt=p.prompt, style=p.style, mood=p.mood, title=p.title, seed=p.seed, take=take, stems=stems
+        )
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.MIDI)
 
     async def toggle_keep(self, interaction: discord.Interaction, job_id: int) -> None:
         job = await self._own_job(interaction, job_id, beat=False)
@@ -394,27 +403,26 @@ class Generate(commands.Cog):
     async def submit_extend(
         self, interaction: discord.Interaction, original: JobView, take: int, seconds: float
     ) -> None:
-        audio = [a for a in original.artifacts if a.kind == "audio"][take - 1]
-        p = original.params
+        audio = [a for a in original.artifacts if a.kind is ArtifactKind.AUDIO][take - 1]
         update = {
             "continue_from": audio.path,
             "duration_s": seconds,
             "seed": new_seed(),
             "takes": 1,
-            "take": 1,
             "loop": None,
             "melody": None,
-            "model": original.resolved_model or p.model,
+            "model": original.model_name,
         }
-        await self.submit(interaction, p.model_copy(update=update), parent_id=original.id, relation="extend")
+        params = _beat_of(original).model_copy(update=update)
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.EXTEND)
 
     async def edit(self, interaction: discord.Interaction, beat_id: int) -> None:
         original = await self._own_job(interaction, beat_id)
-        await interaction.response.send_modal(EditForm(self, original))
+        await interaction.response.send_modal(EditForm(self, original, _beat_of(original)))
 
     async def submit_edit(self, interaction: discord.Interaction, original: JobView, edited: EditedSettings) -> None:
         style, mood = parse_presets(edited.presets)
-        p = original.params
+        p = _beat_of(original)
         params = _validated(
             BeatParams,
             prompt=edited.prompt,
@@ -426,9 +434,9 @@ class Generate(commands.Cog):
             title=p.title,
             takes=p.takes,
             sampling=p.sampling,
-            model=original.resolved_model or p.model,
+            model=original.model_name,
         )
-        await self.submit(interaction, params, parent_id=original.id, relation="edit")
+        await self.submit(interaction, params, parent_id=original.id, relation=Relation.EDIT)
 
     async def reroll_by_reaction(self, payload: discord.RawReactionActionEvent, original: JobView) -> None:
         """🔁 added to a result: a re-roll posted in the channel (a reaction has no interaction to answer)."""
@@ -461,10 +469,8 @@ class Generate(commands.Cog):
                 user=member,
                 guild_id=payload.guild_id,
                 channel_id=payload.channel_id,
-                job_name=JOB_GENERATE,
-                kind="beat",
                 parent_id=original.id,
-                relation="reroll",
+                relation=Relation.REROLL,
             )
         except UserFacingError as exc:
             await channel.send(f"⚠️ {member.mention}: {exc}", reference=reference, delete_after=60)
@@ -498,19 +504,17 @@ class Generate(commands.Cog):
     async def submit(
         self,
         interaction: discord.Interaction,
-        params: BeatParams,
+        params: JobParams,
         *,
-        job_name: str = JOB_GENERATE,
-        kind: str = "beat",
         parent_id: int | None = None,
-        relation: str | None = None,
+        relation: Relation | None = None,
         uploads: Sequence[Upload] = (),
     ) -> int:
         """Check, defer (everything before this is quick, so refusals stay private), fetch uploads, queue."""
         bot = self.bot
         guild = await self.guild(interaction.guild_id)
         await check_limits(bot, user_id=interaction.user.id, guild=guild, params=params)
-        if kind == "beat":
+        if isinstance(params, BeatParams):
             if params.model is None and guild is not None and guild.model is not None:
                 params = params.model_copy(update={"model": guild.model})  # the server's choice (/admin model use)
             await self._check_melody_model(params)
@@ -523,10 +527,8 @@ class Generate(commands.Cog):
             user=interaction.user,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
-            job_name=job_name,
-            kind=kind,
             parent_id=parent_id,
-            relation=relation or (kind if parent_id is not None and kind != "beat" else None),
+            relation=relation,
             interaction=interaction,
         )
         content = queued_text(job, position)
@@ -538,15 +540,13 @@ class Generate(commands.Cog):
 
     async def _enqueue(
         self,
-        params: BeatParams,
+        params: JobParams,
         *,
         user: discord.abc.User,
         guild_id: int | None,
         channel_id: int | None,
-        job_name: str,
-        kind: str,
         parent_id: int | None,
-        relation: str | None,
+        relation: Relation | None,
         interaction: discord.Interaction | None = None,
     ) -> tuple[JobView, int | None]:
         """Record the job and put it on the queue; its place in line (None once a worker has it)."""
@@ -559,16 +559,13 @@ class Generate(commands.Cog):
                 user_name=user.name,
                 guild_id=guild_id,
                 channel_id=channel_id,
-                kind=kind,
                 parent_id=parent_id,
                 relation=relation,
             )
         if interaction is not None:
             bot.live_interactions[job.id] = interaction
         try:
-            await enqueue_job(
-                bot.redis, job_name, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user.id
-            )
+            await enqueue_job(bot.redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user.id)
             position = await queue_position(bot, job.queue_job_id)
         except (QueueError, RedisError) as exc:
             async with bot.sessions() as session:
@@ -577,7 +574,7 @@ class Generate(commands.Cog):
             bot.live_interactions.pop(job.id, None)
             log.error("enqueue failed", extra={"job_id": job.id, "error": str(exc)})
             raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
-        log.info("job queued", extra={"job_id": job.id, "kind": kind, "relation": relation, "user_id": user.id})
+        log.info("job queued", extra={"job_id": job.id, "kind": job.kind, "relation": relation, "user_id": user.id})
         return job, position
 
 

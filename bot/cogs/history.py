@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from beatforge.contract import ErrorCode, JobStatus
+from beatforge.contract import ErrorCode, JobStatus, Relation
 from beatforge.presets import MOODS, STYLES
 from bot.access import is_admin
 from bot.cogs.admin import fit
@@ -36,14 +36,13 @@ PAGE_SIZE = 5
 #: Ancestors named in an entry's lineage beyond its parent.
 MAX_LINEAGE_STEPS = 3
 #: How a job came from its parent, as the history says it ("re-roll of #3").
-RELATIONS = {
-    "reroll": "re-roll",
-    "extend": "extend",
-    "edit": "edit",
-    "take": "take",
-    "loop": "loop",
-    "midi": "MIDI",
-    "cover": "new cover",
+RELATIONS: dict[str, str] = {
+    Relation.REROLL: "re-roll",
+    Relation.EXTEND: "extend",
+    Relation.EDIT: "edit",
+    Relation.LOOP: "loop",
+    Relation.MIDI: "MIDI",
+    Relation.COVER: "new cover",
 }
 STATUS_TEXT = {
     JobStatus.QUEUED: "⏳ queued",
@@ -81,11 +80,11 @@ def lineage_text(job: JobView, ancestors: list[JobView]) -> str | None:
 
 def entry_text(job: JobView, ancestors: list[JobView]) -> str:
     """One history entry: label, state, model, seed, when; the prompt; lineage and a link to its message."""
-    model = job.resolved_model or job.params.model or "default"
+    model = job.model_name or "default"
     star = " ⭐" if job.kept else ""
+    seed = f" · seed `{job.params.seed}`" if job.params.seed is not None else ""  # an upload's MIDI has none
     head = (
-        f"**{label(job)}**{star} — {_status(job)} · model `{model[:60]}` · seed `{job.params.seed}` · "
-        f"<t:{int(job.queued_at.timestamp())}:R>"
+        f"**{label(job)}**{star} — {_status(job)} · model `{model[:60]}`{seed} · <t:{int(job.queued_at.timestamp())}:R>"
     )
     prompt = " ".join(job.params.prompt.split())  # one line, whatever the user typed
     tail = [part for part in (lineage_text(job, ancestors),) if part]

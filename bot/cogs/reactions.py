@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from beatforge.contract import JobKind
 from storage import jobs
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class Reactions(commands.Cog):
             return
         async with self.bot.sessions() as session:
             job = await jobs.find_by_message(session, payload.message_id)
-        if job is None or job.kind != "beat" or job.guild_id != payload.guild_id:
+        if job is None or job.kind is not JobKind.BEAT or job.guild_id != payload.guild_id:
             return  # not one of our beats: someone's 🔁 on an ordinary message
         generate: Generate = self.bot.get_cog("Generate")  # type: ignore[assignment]
         await generate.reroll_by_reaction(payload, job)

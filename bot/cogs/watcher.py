@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from beatforge.bounds import DISCORD_MESSAGE_CHARS, DISCORD_UPLOAD_LIMIT
-from beatforge.contract import PROGRESS_KEY, JobProgress, JobStatus
+from beatforge.contract import PROGRESS_KEY, ArtifactKind, AudioMeta, CompactMeta, JobKind, JobProgress, JobStatus
 from bot.cogs.generate import queue_position
 from bot.messages import (
     compact_note,
@@ -57,9 +57,20 @@ SHUTDOWN_WAIT_S = 10.0
 #: Delivery attempts before a result is given up on (each failure is logged).
 MAX_DELIVERY_ATTEMPTS = 5
 #: What a result message carries, in this order (Discord allows 10 attachments; takes are up to 4 audio files).
-ATTACHED_KINDS = ("audio", "loop", "metadata", "midi", "stems", "cover")
+ATTACHED_KINDS = (
+    ArtifactKind.AUDIO,
+    ArtifactKind.LOOP,
+    ArtifactKind.METADATA,
+    ArtifactKind.MIDI,
+    ArtifactKind.STEMS,
+    ArtifactKind.COVER,
+)
 #: A smaller copy the worker made of a file that may be over the limit: posted only when the full one is not.
-SUBSTITUTE_FOR = {"audio_compact": "audio", "preview": "loop", "stems_preview": "stems"}
+SUBSTITUTE_FOR = {
+    ArtifactKind.AUDIO_COMPACT: ArtifactKind.AUDIO,
+    ArtifactKind.PREVIEW: ArtifactKind.LOOP,
+    ArtifactKind.STEMS_PREVIEW: ArtifactKind.STEMS,
+}
 #: Discord takes at most this many files in one message.
 MAX_ATTACHMENTS = 10
 #: Discord refuses a message request over 25 MB whatever the per-file limit.
@@ -294,7 +305,7 @@ class JobWatcher(commands.Cog):
         Used for the first delivery and whenever a result is posted again (/history, /show). ``refused``: files
         left out because Discord answered 413 with them; ``lead``: a first line (e.g. why this came by DM).
         """
-        if job.kind == "beat" and not any(a.kind == "audio" for a in job.artifacts):
+        if job.kind is JobKind.BEAT and not any(a.kind is ArtifactKind.AUDIO for a in job.artifacts):
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
         notes: list[str] = []
         chosen: list[tuple[ArtifactRecord, Path]] = []
@@ -304,7 +315,8 @@ class JobWatcher(commands.Cog):
             return artifact.bytes <= limit and self.bot.store.resolve(artifact.path) not in refused
 
         for artifact in sorted((a for a in job.artifacts if _group(a) in ATTACHED_KINDS), key=_order):
-            original = originals.get((SUBSTITUTE_FOR.get(artifact.kind, ""), _take(artifact)))
+            substitute_for = SUBSTITUTE_FOR.get(artifact.kind)
+            original = originals.get((substitute_for, _take(artifact))) if substitute_for is not None else None
             if original is not None and sendable(original):
                 continue  # the full file goes out; its smaller copy is not needed
             path = self.bot.store.resolve(artifact.path)
@@ -317,13 +329,10 @@ class JobWatcher(commands.Cog):
             else:
                 chosen.append((artifact, path))
                 if original is not None:
-                    meta = artifact.meta or {}
-                    notes.append(
-                        compact_note(path.name, meta.get("format") or path.suffix[1:], meta.get("bitrate_kbps"))
-                    )
+                    notes.append(compact_note(path.name, *_copy_format(artifact, path)))
         notes += self._fit_request(chosen, limit)
         embed = result_embed(job)
-        cover = next((path for artifact, path in chosen if artifact.kind == "cover"), None)
+        cover = next((path for artifact, path in chosen if artifact.kind is ArtifactKind.COVER), None)
         if cover is not None:
             embed.set_image(url=f"attachment://{cover.name}")
         content = _fit_content([lead, result_text(job), *notes], embed)
@@ -372,10 +381,25 @@ class JobWatcher(commands.Cog):
 
 
 def _take(artifact: ArtifactRecord) -> int:
-    return int((artifact.meta or {}).get("take", 1))
+    """The take a file is (or is a copy of); 1 for files that are not takes."""
+    if artifact.meta is None:
+        return 1
+    if artifact.kind is ArtifactKind.AUDIO:
+        return AudioMeta.model_validate(artifact.meta).take
+    if artifact.kind is ArtifactKind.AUDIO_COMPACT:
+        return CompactMeta.model_validate(artifact.meta).take
+    return 1
 
 
-def _group(artifact: ArtifactRecord) -> str:
+def _copy_format(artifact: ArtifactRecord, path: Path) -> tuple[str, int | None]:
+    """A smaller copy's format and bitrate, as the worker recorded them for a take's (else from its name)."""
+    if artifact.kind is ArtifactKind.AUDIO_COMPACT and artifact.meta is not None:
+        compact = CompactMeta.model_validate(artifact.meta)
+        return compact.format, compact.bitrate_kbps
+    return path.suffix[1:], None
+
+
+def _group(artifact: ArtifactRecord) -> ArtifactKind:
     """The kind a file stands for: a compact copy or preview counts as what it is a copy of."""
     return SUBSTITUTE_FOR.get(artifact.kind, artifact.kind)
 

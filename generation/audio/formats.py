@@ -10,19 +10,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal, cast, get_args
+from typing import Final, Literal, get_args
 
 import numpy as np
 import soundfile as sf
 
 from generation.audio.signal import Samples
 from generation.errors import AudioParameterError, GenerationError
+from storage.files import atomic_write_text
 
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 FORMATS: Final[tuple[AudioFormat, ...]] = get_args(AudioFormat)
@@ -196,18 +196,7 @@ def write_metadata(path: Path, metadata: Mapping[str, object]) -> Path:
     target = path.with_suffix(".json")
     if target == path:
         raise AudioParameterError(f"{path} is already a .json file; pass the audio file's path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return atomic_write_text(target, text)
 
 
 def duration_of(data: bytes) -> float:
@@ -224,7 +213,7 @@ def duration_of(data: bytes) -> float:
         soundfile_error: Exception = exc
     else:
         if info.frames > 0 and info.samplerate > 0 and info.frames < 2**62:
-            return info.frames / info.samplerate
+            return int(info.frames) / int(info.samplerate)
         soundfile_error = AudioParameterError(f"libsndfile reports {info.frames} frames")
     return _duration_ffmpeg(data, soundfile_error=soundfile_error)
 
@@ -235,7 +224,7 @@ def duration_of(data: bytes) -> float:
 def _check_format(fmt: object) -> AudioFormat:
     if fmt not in FORMATS:
         raise AudioParameterError(f"unknown format {fmt!r}; choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
-    return cast(AudioFormat, fmt)
+    return fmt  # narrowed by the membership test
 
 
 def _check_samples(samples: object) -> Samples:

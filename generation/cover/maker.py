@@ -22,9 +22,11 @@ from PIL import Image
 
 from beatforge.config import Settings
 from beatforge.presets import MOODS
-from generation.cover.art import draw_title, procedural_cover
+from generation.cover.painting import procedural_cover
 from generation.cover.prompt import CoverPrompt, build_cover_prompt, write_cover_prompt
+from generation.cover.typography import draw_title
 from generation.errors import GenerationCancelled, GenerationError, ModelUnavailable
+from generation.hf import evaluating, on_device
 from generation.music.tiny import DEBUG_MODEL
 from generation.prompts.llm import ChatClient, LLMError
 
@@ -72,6 +74,9 @@ class DiffusionCover:
             ModelUnavailable: weights missing or unreadable.
         """
         started = time.perf_counter()
+        # The class AutoPipelineForText2Image picks from the checkpoint (SD, SDXL, ...): no one static type, and
+        # diffusers' pipeline methods are mostly unannotated.
+        pipeline: Any
         try:
             if name == DEBUG_MODEL:
                 from generation.cover.tiny import build_tiny_sd_pipeline
@@ -81,7 +86,9 @@ class DiffusionCover:
                 from diffusers import AutoPipelineForText2Image
 
                 dtype = torch.float16 if device.startswith("cuda") else torch.float32
-                pipeline = AutoPipelineForText2Image.from_pretrained(_source(name), torch_dtype=dtype)
+                pipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]  # unannotated
+                    _source(name), torch_dtype=dtype
+                )
             if lora:
                 pipeline.load_lora_weights(_source(lora))
                 pipeline.fuse_lora(lora_scale=lora_scale)
@@ -155,7 +162,7 @@ class SafetyCheck:
                 processor = CLIPImageProcessor.from_pretrained(_source(name))
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelUnavailable(f"safety checker {name!r} could not be loaded: {exc}".splitlines()[0][:300]) from exc
-        return cls(checker.to(device).eval(), processor, device=device)
+        return cls(evaluating(on_device(checker, device)), processor, device=device)
 
     @torch.inference_mode()
     def flagged(self, image: Image.Image) -> bool:

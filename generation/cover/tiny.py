@@ -13,16 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    EulerAncestralDiscreteScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+
+# From their own modules, not the package's lazy top level: to a type checker that one names diffusers' dummy
+# placeholder classes (what it exports without torch), which have no methods.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteScheduler
 from tokenizers import pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 from transformers.image_processing_utils import BaseImageProcessor
+
+from generation.hf import evaluating
 
 DEBUG_COVER_MODEL = "debug"
 _MAX_TOKENS = 77  # CLIP's context length; the pipeline pads/truncates every prompt to it
@@ -56,11 +59,15 @@ def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         eos_token_id=tokenizer.eos_token_id,  # the pooled output is read at the first EOS token
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config).eval()
+    return evaluating(CLIPTextModel(config))
+
+
+# diffusers' models and schedulers take their config through an untyped decorator (register_to_config), so their
+# constructors return Any to a type checker: the annotated locals below say what they build.
 
 
 def _unet() -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+    unet: UNet2DConditionModel = UNet2DConditionModel(
         sample_size=32,  # latents of 32x32, so the default image is 32 * vae_scale_factor (2) = 64 px square
         in_channels=4,
         out_channels=4,
@@ -70,11 +77,12 @@ def _unet() -> UNet2DConditionModel:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=_HIDDEN,
         attention_head_dim=(2, 4),  # (legacy name) the number of heads per block: 64 channels / 4 = 16 per head
-    ).eval()
+    )
+    return evaluating(unet)
 
 
 def _vae() -> AutoencoderKL:
-    return AutoencoderKL(
+    vae: AutoencoderKL = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -83,12 +91,13 @@ def _vae() -> AutoencoderKL:
         layers_per_block=1,
         latent_channels=4,
         sample_size=64,
-    ).eval()
+    )
+    return evaluating(vae)
 
 
 def _scheduler() -> EulerAncestralDiscreteScheduler:
     """sd-turbo's scheduler config: one to four steps with ``guidance_scale=0.0``."""
-    return EulerAncestralDiscreteScheduler(
+    scheduler: EulerAncestralDiscreteScheduler = EulerAncestralDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -97,6 +106,7 @@ def _scheduler() -> EulerAncestralDiscreteScheduler:
         steps_offset=1,
         timestep_spacing="trailing",
     )
+    return scheduler
 
 
 def build_tiny_sd_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
@@ -112,12 +122,14 @@ def build_tiny_sd_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
+        # diffusers annotates these as the enum of scheduler names and as never None, though it documents a
+        # scheduler instance and None for both parts beatforge replaces with its own safety check
+        scheduler=_scheduler(),  # type: ignore[arg-type]
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]  # unannotated in diffusers
     return pipeline
 
 
@@ -157,7 +169,7 @@ def build_tiny_safety_checker(*, seed: int = 0) -> tuple[StableDiffusionSafetyCh
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        checker = StableDiffusionSafetyChecker(config).eval()
+        checker = evaluating(StableDiffusionSafetyChecker(config))
     # A fresh checker has identical all-ones concept embeddings; give each concept its own direction, as real ones have.
     with torch.no_grad():
         for embeds in (checker.concept_embeds, checker.special_care_embeds):

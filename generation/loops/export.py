@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from beatforge.contract import BeatParams, LoopParams
+from generation.analysis.key import KeyInfo, detect_key
+from generation.analysis.tempo import TempoInfo, detect_tempo
 from generation.audio.formats import encode, encode_to_fit, write_metadata
 from generation.audio.signal import Samples
 from generation.errors import AudioParameterError
-from generation.loops.cutter import KeyInfo, LoopResult, TempoInfo, detect_key, detect_tempo, make_loop
+from generation.loops.cut import LoopResult, make_loop
+from storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +112,7 @@ def cut_loop(
     )
     data = encode(np.atleast_2d(result.samples), sample_rate=sample_rate, fmt=loop.format)
     name = f"{stem}-{result.bars}bars-{round(result.bpm)}bpm-{result.key.label.replace(' ', '-').replace('#', 'sharp')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    audio_path = out_dir / f"{name}.{loop.format}"
-    tmp = audio_path.with_name(f".tmp-{audio_path.name}")
-    tmp.write_bytes(data)
-    tmp.replace(audio_path)
+    audio_path = atomic_write_bytes(out_dir / f"{name}.{loop.format}", data)
     info = {
         "prompt": params.prompt,
         "model": model,
@@ -129,6 +128,5 @@ def cut_loop(
     preview = None
     if preview_limit is not None and len(data) > preview_limit:  # e.g. a long stereo wav for Discord's 10 MiB
         small, fmt, _ = encode_to_fit(np.atleast_2d(result.samples), sample_rate=sample_rate, limit_bytes=preview_limit)
-        preview = out_dir / f"{name}-preview.{fmt}"
-        preview.write_bytes(small)
+        preview = atomic_write_bytes(out_dir / f"{name}-preview.{fmt}", small)
     return LoopFiles(audio=audio_path, metadata=metadata, preview=preview, result=result, info=info)

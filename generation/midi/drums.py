@@ -11,11 +11,12 @@ snare and is not reported.
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
-from generation.midi.notes import DrumHit
+from generation.midi.notes import Drum, DrumHit
 
 N_FFT = 1024
 HOP = 256
@@ -43,7 +44,7 @@ MERGE_S = 0.03
 
 def _flux(spec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Summed positive change from frame to frame (spectral flux)."""
-    return np.maximum(0.0, np.diff(spec, axis=1, prepend=spec[:, :1])).sum(axis=0)
+    return cast(npt.NDArray[np.float32], np.maximum(0.0, np.diff(spec, axis=1, prepend=spec[:, :1])).sum(axis=0))
 
 
 def _onsets(envelope: npt.NDArray[np.float32], sr: int, *, floor: float) -> npt.NDArray[np.intp]:
@@ -52,7 +53,7 @@ def _onsets(envelope: npt.NDArray[np.float32], sr: int, *, floor: float) -> npt.
     if float(envelope.max()) <= 0:
         return np.zeros(0, dtype=np.intp)
     frames = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=HOP, units="frames")
-    return frames[envelope[frames] >= floor]
+    return cast(npt.NDArray[np.intp], frames[envelope[frames] >= floor])
 
 
 def _merge(groups: list[npt.NDArray[np.intp]], *, within: int) -> npt.NDArray[np.intp]:
@@ -68,7 +69,7 @@ def _rises(level: npt.NDArray[np.float32], frames: npt.NDArray[np.intp]) -> npt.
     n = level.size
     after = np.stack([level[np.clip(frames + k, 0, n - 1)] for k in range(RISE_FRAMES)]).max(axis=0)
     before = np.stack([level[np.clip(frames - k, 0, n - 1)] for k in (1, 2, 3)]).min(axis=0)
-    return np.maximum(0.0, after - before)
+    return cast(npt.NDArray[np.float32], np.maximum(0.0, after - before))
 
 
 def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]:
@@ -111,10 +112,11 @@ def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]
 
     times = np.maximum(0.0, librosa.frames_to_time(frames, sr=sr, hop_length=HOP) - lead / sr)
     velocity = np.clip(np.round(40 + 87 * strength[frames] / float(strength[frames].max())), 1, 127).astype(int)
+    found: tuple[tuple[Drum, npt.NDArray[np.bool_]], ...] = (("kick", kick), ("snare", snare), ("hat", hat))
     return [
         DrumHit(float(times[i]), name, int(velocity[i]))
         for i in range(frames.size)
-        for name, present in (("kick", kick), ("snare", snare), ("hat", hat))
+        for name, present in found
         if present[i]
     ]
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generation.audio.formats import AudioTooLarge, encode, encode_to_fit
+from generation.audio.formats import AudioFormat, AudioTooLarge, encode, encode_to_fit
 from generation.audio.signal import Samples, peak_normalize
 from generation.midi.files import midi_files, summary_text
 from generation.midi.stems import DemucsSeparator, Stems
 from generation.midi.transcribe import PitchTracker, separate, transcribe_stems
+from storage.files import atomic_path
 
 #: Stems are FLAC (lossless, every DAW reads it); over the upload limit they also get an MP3 copy that fits.
-STEM_FORMAT = "flac"
+STEM_FORMAT: AudioFormat = "flac"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +30,9 @@ class MidiFiles:
 
 def _write_zip(path: Path, members: Mapping[str, bytes]) -> Path:
     """Atomically: a half-written zip never appears under its final name."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-    tmp.replace(path)
     return path
 
 

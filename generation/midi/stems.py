@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ def _bass_weights(sr: int) -> npt.NDArray[np.float32]:
     freqs = np.fft.rfftfreq(N_FFT, 1 / sr)
     lo, hi = BASS_CROSSOVER_HZ
     ramp = np.clip((hi - freqs) / (hi - lo), 0.0, 1.0)
-    return (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)[:, None]
+    return cast(npt.NDArray[np.float32], (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)[:, None])
 
 
 def split_hpss(samples: Samples, sr: int) -> Stems:

@@ -10,14 +10,16 @@ import bisect
 import logging
 import threading
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from generation.analysis.checks import SILENCE_PEAK
+from generation.analysis.key import detect_key
+from generation.analysis.tempo import detect_tempo
 from generation.audio.signal import Samples
 from generation.errors import AudioParameterError, ModelUnavailable
-from generation.loops.cutter import SILENCE_PEAK, detect_key, detect_tempo
 from generation.midi.drums import detect_drums, quantize
 from generation.midi.notes import DrumHit, Note, Transcription
 from generation.midi.stems import DemucsSeparator, Stems, split_stems
@@ -112,7 +114,7 @@ class PitchTracker:
 
 
 def _mono(x: Samples) -> npt.NDArray[np.float32]:
-    return x.mean(axis=0).astype(np.float32)
+    return cast(npt.NDArray[np.float32], x.mean(axis=0).astype(np.float32))
 
 
 def _rms(x: npt.NDArray[np.float32]) -> float:
@@ -170,7 +172,7 @@ def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Tr
     has_drums = _rms(drums) >= MIN_DRUM_LEVEL * _rms(mono_mix)
     hits = detect_drums(drums, sr) if has_drums else []
     steady = tempo is not None and tempo.confidence >= STEADY_BEAT
-    if steady:
+    if steady and tempo is not None:
         hits = quantize(hits, np.asarray(tempo.beat_times))
     bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
     bass = drop_overtones(bass, bass)

@@ -1,0 +1,1 @@
+"""The MusicGen engine: loading and caching models, the model registry, sampling, batching, and the tiny test model."""

@@ -29,14 +29,14 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information and no stubs are installed
 from torch import Tensor
 from transformers import (
     MusicgenDecoderConfig,
@@ -46,7 +46,9 @@ from transformers import (
 )
 
 from generation.errors import ModelUnavailable
+from generation.hf import evaluating, sub_config
 from generation.music.tiny import DEBUG_MODEL, build_tiny_musicgen
+from storage.files import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ def load_torch_file(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise AudiocraftImportError(f"{path} does not exist or is not a file")
-    stand_ins: list[tuple[Any, str]] = []
+    stand_ins: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     is_zip = zipfile.is_zipfile(path)
     if is_zip:  # the current torch.save format; the names it needs can be listed without loading
         try:
@@ -170,7 +172,7 @@ def _config(package: dict[str, Any]) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _is_state_dict(value: Any) -> bool:
+def _is_state_dict(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and bool(value) and all(isinstance(v, Tensor) for v in value.values())
 
 
@@ -310,7 +312,8 @@ def _lm_shape(
     ffn_key = "transformer.layers.0.linear1.weight"
     if ffn_key not in state:
         raise AudiocraftImportError(f"the LM checkpoint has no {ffn_key}")
-    lm_cfg = cfg.get("transformer_lm") if isinstance(cfg.get("transformer_lm"), dict) else {}
+    raw_lm_cfg = cfg.get("transformer_lm")
+    lm_cfg: dict[str, Any] = raw_lm_cfg if isinstance(raw_lm_cfg, dict) else {}
     for option, supported in (("positional_embedding", "sin"), ("activation", "gelu"), ("norm", "layer_norm")):
         if lm_cfg.get(option, supported) != supported:
             raise AudiocraftImportError(
@@ -397,7 +400,7 @@ def _load_base(base: str) -> tuple[MusicgenForConditionalGeneration, MusicgenPro
             f"the base model {base!r} could not be loaded ({first}); it supplies the text and audio encoders, "
             "so pass --base a local transformers MusicGen directory or a Hugging Face id already in the cache"
         ) from exc
-    return model.eval(), processor
+    return evaluating(model), processor
 
 
 def _audio_channels(num_codebooks: int, cfg: dict[str, Any], base_decoder: Any) -> int:
@@ -475,14 +478,14 @@ def import_audiocraft(
     base_model, processor = _load_base(base)
     shape = _lm_shape(state, cfg, num_heads, base_model.config.decoder)
     channels = _audio_channels(shape["num_codebooks"], cfg, base_model.config.decoder)
-    codebook_size = int(base_model.config.audio_encoder.codebook_size)
+    codebook_size = int(sub_config(base_model.config.audio_encoder, part="audio encoder").codebook_size)
     if shape["vocab_size"] != codebook_size:
         raise AudiocraftImportError(
             f"the LM predicts {shape['vocab_size']} codes per codebook, the base model's EnCodec has {codebook_size}"
         )
     parts = split_lm_state(state)
 
-    decoder_cfg = base_model.config.decoder.to_dict()
+    decoder_cfg = sub_config(base_model.config.decoder, part="decoder").to_dict()
     decoder_cfg.update(
         shape,
         audio_channels=channels,
@@ -491,7 +494,7 @@ def import_audiocraft(
         cross_attention_hidden_size=None,
         tie_word_embeddings=False,
     )
-    decoder = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(decoder_cfg)).eval()
+    decoder = evaluating(MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(decoder_cfg)))
     expected = decoder.state_dict()
     missing = sorted(set(expected) - set(parts.decoder))
     unexpected = sorted(set(parts.decoder) - set(expected))
@@ -526,9 +529,9 @@ def import_audiocraft(
                 f"{compression.name} points at {codec_cfg.get('pretrained')!r}; the base model's EnCodec is used"
             )
 
-    model = MusicgenForConditionalGeneration(
-        text_encoder=text_encoder, audio_encoder=audio_encoder, decoder=decoder
-    ).eval()
+    model = evaluating(
+        MusicgenForConditionalGeneration(text_encoder=text_encoder, audio_encoder=audio_encoder, decoder=decoder)
+    )
     text_width, width = int(text_encoder.config.hidden_size), shape["hidden_size"]
     _load_projection(model, parts.projection, text_width, width, lm_path)
 
@@ -538,18 +541,9 @@ def import_audiocraft(
     model.generation_config = generation
     _smoke_test(model, shape)
 
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as partial:  # ``out`` was checked absent or empty above
         model.save_pretrained(partial)
         processor.save_pretrained(partial)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log.info("audiocraft checkpoint imported", extra={"out": str(out), **shape})
     return ImportedModel(
         directory=out,

@@ -20,19 +20,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from transformers import (
     AutoConfig,
     AutoTokenizer,
+    EncodecModel,
+    LogitsProcessorList,
+    MusicgenForCausalLM,
     MusicgenForConditionalGeneration,
+    MusicgenMelodyForCausalLM,
     MusicgenMelodyForConditionalGeneration,
     MusicgenProcessor,
+    PreTrainedTokenizerBase,
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.models.encodec.modeling_encodec import EncodecDecoderOutput, EncodecEncoderOutput
 
 from beatforge.bounds import WINDOW_S
 from beatforge.contract import BeatParams, SamplingParams
@@ -44,6 +51,7 @@ from generation.errors import (
     MelodyUnsupported,
     ModelUnavailable,
 )
+from generation.hf import evaluating, on_device, sub_config
 from generation.music.chroma import melody_chroma
 from generation.music.sampling import SeededSampler, take_seed
 from generation.music.tiny import DEBUG_MODEL, build_tiny_musicgen
@@ -66,7 +74,7 @@ class GeneratedAudio:
 
     @property
     def duration_s(self) -> float:
-        return self.samples.shape[1] / self.sample_rate
+        return int(self.samples.shape[1]) / self.sample_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,8 @@ class MusicGenEngine:
             ModelUnavailable: the weights cannot be found, read or built.
         """
         started = time.perf_counter()
+        model: MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration
+        processor: MusicgenProcessor | PreTrainedTokenizerBase
         try:
             if name == DEBUG_MODEL:
                 model, processor = build_tiny_musicgen()
@@ -148,7 +158,7 @@ class MusicGenEngine:
                 else:
                     processor = MusicgenProcessor.from_pretrained(source)
                     model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=dtype)
-            model = model.to(device).eval()
+            model = evaluating(on_device(model, device))
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelUnavailable(f"model {name!r} could not be loaded: {exc}".splitlines()[0][:300]) from exc
         log.info(
@@ -161,12 +171,21 @@ class MusicGenEngine:
         return isinstance(self.model, MusicgenMelodyForConditionalGeneration)
 
     @property
+    def _codec(self) -> EncodecModel:
+        """The model's EnCodec (transformers types a composite model's parts as any ``PreTrainedModel``)."""
+        return cast(EncodecModel, self.model.audio_encoder)
+
+    @property
+    def _decoder(self) -> MusicgenForCausalLM | MusicgenMelodyForCausalLM:
+        return cast(MusicgenForCausalLM | MusicgenMelodyForCausalLM, self.model.decoder)
+
+    @property
     def sample_rate(self) -> int:
-        return int(self.model.config.audio_encoder.sampling_rate)
+        return int(sub_config(self.model.config.audio_encoder, part="audio encoder").sampling_rate)
 
     @property
     def frame_rate(self) -> float:
-        return float(self.model.config.audio_encoder.frame_rate)
+        return float(sub_config(self.model.config.audio_encoder, part="audio encoder").frame_rate)
 
     @property
     def audio_channels(self) -> int:
@@ -313,7 +332,7 @@ class MusicGenEngine:
         start = torch.full((batch * k, 1), int(self.model.generation_config.decoder_start_token_id), device=self.device)
         initial = start if tail is None else torch.cat([start, tail.reshape(batch * k, -1)], dim=-1)
         hook.ids, hook.window_end = None, hook.done + new_frames + self.delay
-        extra = {"input_features": chroma} if chroma is not None else {}
+        extra: dict[str, Any] = {"input_features": chroma} if chroma is not None else {}
         with contextlib.suppress(_WindowDone):  # the normal end of a window, raised by the hook
             self.model.generate(
                 **text,
@@ -322,15 +341,15 @@ class MusicGenEngine:
                 do_sample=False,
                 guidance_scale=sampling.guidance_scale if sampling.guidance_scale > 1 else None,
                 max_new_tokens=new_frames + self.delay,
-                logits_processor=[sampler],
+                logits_processor=LogitsProcessorList([sampler]),
                 stopping_criteria=StoppingCriteriaList([hook]),
             )
         assert hook.ids is not None and hook.done == hook.window_end  # every step of the window ran
         # what generate does before decoding: undo the delay pattern, drop the start/pad tokens
-        _, mask = self.model.decoder.build_delay_pattern_mask(
-            initial, pad_token_id=start[0, 0].item(), max_length=hook.ids.shape[-1]
+        _, mask = self._decoder.build_delay_pattern_mask(
+            cast(torch.LongTensor, initial), pad_token_id=int(start[0, 0].item()), max_length=hook.ids.shape[-1]
         )
-        ids = self.model.decoder.apply_delay_pattern_mask(hook.ids, mask)
+        ids = cast(torch.Tensor, self._decoder.apply_delay_pattern_mask(hook.ids, mask))
         return ids[ids != self.model.generation_config.pad_token_id].reshape(batch, k, -1)
 
     def _chroma(self, items: Sequence[GenerationItem], start_s: float) -> torch.Tensor | None:
@@ -360,14 +379,18 @@ class MusicGenEngine:
         if any(p is None for p in prompts) or len({p.shape for p in prompts if p is not None}) != 1:
             raise GenerationError("takes continuing audio must all continue audio of the same length")
         audio = np.stack([fit_length(self._channels(p), p.shape[-1]) for p in prompts if p is not None])
-        values = torch.from_numpy(audio).to(self.device, dtype=self.model.audio_encoder.dtype)
+        values = torch.from_numpy(audio).to(self.device, dtype=self._codec.dtype)
         if self.audio_channels == 1:
-            codes = self.model.audio_encoder.encode(values).audio_codes[0]
+            codes = self._encode(values)
         else:  # stereo MusicGen interleaves the left and right codebooks
-            left = self.model.audio_encoder.encode(values[:, :1]).audio_codes[0]
-            right = self.model.audio_encoder.encode(values[:, 1:]).audio_codes[0]
+            left, right = self._encode(values[:, :1]), self._encode(values[:, 1:])
             codes = torch.stack([left, right], dim=2).reshape(left.shape[0], -1, left.shape[-1])
         return codes
+
+    def _encode(self, values: torch.Tensor) -> torch.Tensor:
+        """EnCodec codes (batch, codebooks, frames) of audio (batch, channels, samples) at the model's rate."""
+        out = cast(EncodecEncoderOutput, self._codec.encode(values))  # a ModelOutput: return_dict is on by default
+        return cast(torch.Tensor, out.audio_codes)[0]
 
     def _channels(self, samples: Samples) -> Samples:
         if samples.ndim != 2 or samples.shape[-1] == 0:
@@ -377,7 +400,7 @@ class MusicGenEngine:
         mono = samples.mean(axis=0, keepdims=True)
         return np.repeat(mono, self.audio_channels, axis=0)
 
-    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+    def _decode(self, codes: torch.Tensor) -> npt.NDArray[np.float32]:
         """Codes (batch, codebooks, frames) to audio (batch, channels, samples), float32.
 
         Rows are decoded in groups of at most :data:`DECODE_FRAMES` frames in all: EnCodec's activations for
@@ -386,12 +409,18 @@ class MusicGenEngine:
         rows = max(1, DECODE_FRAMES // max(1, codes.shape[-1]))
         return np.concatenate([self._decode_rows(codes[i : i + rows]) for i in range(0, codes.shape[0], rows)])
 
-    def _decode_rows(self, codes: torch.Tensor) -> np.ndarray:
-        decoder, scales = self.model.audio_encoder, [None] * codes.shape[0]
+    def _decode_rows(self, codes: torch.Tensor) -> npt.NDArray[np.float32]:
         if self.audio_channels == 1:
-            audio = decoder.decode(codes[None], audio_scales=scales).audio_values
+            audio = self._decode_codes(codes[None])
         else:
-            left = decoder.decode(codes[None, :, ::2], audio_scales=scales).audio_values
-            right = decoder.decode(codes[None, :, 1::2], audio_scales=scales).audio_values
-            audio = torch.cat([left, right], dim=1)
+            audio = torch.cat(
+                [self._decode_codes(codes[None, :, ::2]), self._decode_codes(codes[None, :, 1::2])], dim=1
+            )
         return audio.float().cpu().numpy().astype(np.float32)
+
+    def _decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Audio (batch, channels, samples) of codes (1, batch, codebooks, frames), without EnCodec's scales."""
+        scales = [None] * codes.shape[1]
+        # transformers annotates audio_scales as one Tensor; it is a list per frame, None for unscaled codes
+        out = self._codec.decode(cast(torch.LongTensor, codes), audio_scales=scales)  # type: ignore[arg-type]
+        return cast(torch.Tensor, cast(EncodecDecoderOutput, out).audio_values)

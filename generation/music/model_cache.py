@@ -40,7 +40,9 @@ from pathlib import Path
 import torch
 
 from beatforge.config import Settings
+from generation.device import resolve_device
 from generation.errors import ModelUnavailable
+from generation.hf import evaluating
 from generation.music.engine import MusicGenEngine
 from generation.music.registry import DEBUG_MODEL, ModelRegistry, ModelSpec, is_local_source
 
@@ -119,7 +121,7 @@ def merge_lora(engine: MusicGenEngine, adapter: str) -> None:
             engine.model.decoder = merged
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise ModelUnavailable(f"LoRA adapter {adapter!r} could not be applied: {exc}".splitlines()[0][:300]) from exc
-    engine.model.eval()
+    evaluating(engine.model)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -175,7 +177,7 @@ class ModelCache:
         """The cache as configured; ``registry`` defaults to built-ins + the registry file (the worker adds its
         database rows; the command line has no database)."""
         return cls(
-            device=settings.resolved_device(),
+            device=resolve_device(settings.device),
             default=default or settings.default_model,
             registry=registry if registry is not None else ModelRegistry(settings.model_registry_file),
             memory_gb=settings.model_memory_gb,

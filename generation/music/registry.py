@@ -29,9 +29,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from generation.errors import ModelUnavailable
+from storage.files import atomic_write_text
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -159,22 +158,6 @@ def _ad_hoc(name: str) -> ModelSpec:
         return replace(official, name=name)
     where = "a local directory" if is_local_source(name) else "a Hugging Face id"
     return ModelSpec(name=name, source=name, licence="unknown", description=f"unregistered: {where}")
-
-
-def _atomic_write_json(path: Path, data: object) -> None:
-    """Write to a temporary file beside ``path``, then rename over it: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ModelRegistry:
@@ -398,7 +381,8 @@ class ModelRegistry:
     def _write(self, entries: Mapping[str, ModelSpec]) -> None:
         assert self.path is not None
         data = {"version": _FILE_VERSION, "models": [entries[name].to_data() for name in sorted(entries)]}
-        _atomic_write_json(self.path, data)
+        # atomically: another process's registry reads the old file or the new one, never half of it
+        atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         self._file = dict(entries)
         self._file_stamp = self._stamp()
 

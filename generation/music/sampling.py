@@ -69,7 +69,7 @@ class SeededSampler(LogitsProcessor):
         rows = input_ids.shape[0]
         logits = scores.float()
         if logits.shape[0] == 2 * rows:
-            cond, uncond = logits.split(rows, dim=0)
+            cond, uncond = torch.split(logits, rows, dim=0)
             logits = uncond + (cond - uncond) * self.guidance_scale
         probs = torch.softmax(filter_logits(logits / self.temperature, top_k=self.top_k, top_p=self.top_p), dim=-1)
         cdf = probs.double().cumsum(dim=-1)

@@ -26,6 +26,8 @@ from transformers import (
     T5Tokenizer,
 )
 
+from generation.hf import evaluating, sub_config
+
 DEBUG_MODEL = "debug"
 _CODEBOOK_SIZE = 64
 _SAMPLE_RATE = 32_000
@@ -71,7 +73,8 @@ def build_tiny_musicgen(
         pad_token_id=_CODEBOOK_SIZE,  # like the real checkpoints: pad/start token = codebook size
         bos_token_id=_CODEBOOK_SIZE,
     )
-    config = MusicgenConfig(
+    # transformers' configs accept extra keys (strict(accept_kwargs=True)), which their typed signature cannot show
+    config = MusicgenConfig(  # type: ignore[call-arg]
         text_encoder=text.to_dict(),
         audio_encoder=audio.to_dict(),
         decoder=decoder.to_dict(),
@@ -81,14 +84,14 @@ def build_tiny_musicgen(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MusicgenForConditionalGeneration(config).eval()
+        model = evaluating(MusicgenForConditionalGeneration(config))
     # A fresh EnCodec has all-zero codebooks: every code would decode to the same sound.
     for name, buffer in model.audio_encoder.named_buffers():
         if name.endswith("codebook.embed"):
             buffer.copy_(torch.randn(buffer.shape, generator=generator))
     model.generation_config.do_sample = True
     model.generation_config.guidance_scale = 3.0
-    processor = MusicgenProcessor(
+    processor = MusicgenProcessor(  # type: ignore[no-untyped-call]  # transformers' ProcessorMixin has no annotations
         feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=_SAMPLE_RATE),
         tokenizer=tokenizer,
     )
@@ -111,11 +114,11 @@ def build_tiny_musicgen_melody(*, seed: int = 0) -> tuple[MusicgenMelodyForCondi
     """
     base, processor = build_tiny_musicgen(seed=seed)
     decoder = MusicgenMelodyDecoderConfig(
-        **{k: v for k, v in base.config.decoder.to_dict().items() if k != "model_type"}
+        **{k: v for k, v in sub_config(base.config.decoder, part="decoder").to_dict().items() if k != "model_type"}
     )
-    config = MusicgenMelodyConfig(
-        text_encoder=base.config.text_encoder.to_dict(),
-        audio_encoder=base.config.audio_encoder.to_dict(),
+    config = MusicgenMelodyConfig(  # type: ignore[call-arg]  # extra keys, as above
+        text_encoder=sub_config(base.config.text_encoder, part="text encoder").to_dict(),
+        audio_encoder=sub_config(base.config.audio_encoder, part="audio encoder").to_dict(),
         decoder=decoder.to_dict(),
         num_chroma=12,
         chroma_length=235,  # 30 s of chroma at 32 kHz / 4096, as the real melody checkpoints
@@ -124,7 +127,7 @@ def build_tiny_musicgen_melody(*, seed: int = 0) -> tuple[MusicgenMelodyForCondi
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MusicgenMelodyForConditionalGeneration(config).eval()
+        model = evaluating(MusicgenMelodyForConditionalGeneration(config))
     model.audio_encoder.load_state_dict(base.audio_encoder.state_dict())  # the randomised codebooks
     with torch.no_grad():  # random init barely lets the chroma through; tests need a melody to visibly steer
         model.audio_enc_to_dec_proj.weight.mul_(1000.0)

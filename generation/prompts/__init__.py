@@ -1,0 +1,1 @@
+"""Words for the models: the LLM chat client and the auto mode that writes prompts from a theme."""

@@ -12,9 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from arq import Worker, func
+from arq.typing import WorkerCoroutine
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,19 +23,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
 from beatforge.contract import (
-    JOB_COVER,
-    JOB_GENERATE,
-    JOB_LOOP,
-    JOB_MIDI,
     PROGRESS_KEY,
     PROGRESS_TTL_S,
+    ArtifactKind,
+    AudioMeta,
     BeatParams,
+    CompactMeta,
+    CoverMeta,
+    CoverParams,
     ErrorCode,
-    GenerateRequest,
-    JobOutcome,
+    JobKind,
+    JobParams,
     JobProgress,
-    JobStatus,
+    JobRequest,
+    LoopJobParams,
+    LoopMeta,
     LoopParams,
+    MidiMeta,
+    MidiParams,
     explain,
 )
 from beatforge.fleet import ModelInfo, publish_models, record_speed, speed_key
@@ -43,6 +49,7 @@ from generation.audio.formats import encode_compact
 from generation.audio.io import read_audio, write_wav
 from generation.audio.signal import Samples, resample
 from generation.cover.maker import Cover, CoverMaker
+from generation.device import resolve_device
 from generation.errors import AudioParameterError, GenerationError, ModelUnavailable
 from generation.loops.export import analyse, cut_loop, safe_stem
 from generation.loops.export import warm_up as warm_up_analysis
@@ -96,7 +103,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = make_engine(settings.database_url)
     ctx["sessions"] = make_sessionmaker(ctx["engine"])
     ctx["store"] = ArtifactStore(settings.artifact_dir)
-    device = settings.resolved_device()
+    device = resolve_device(settings.device)
     registry = await load_registry(settings.model_registry_file, ctx["sessions"])  # built-ins + file + database
     ctx["models"] = cache = ModelCache.from_settings(settings, registry=registry)
     ctx["covers"] = covers = CoverMaker(settings, device=device)
@@ -134,65 +141,70 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["engine"].dispose()
 
 
-async def _fail(
-    sessions: async_sessionmaker[AsyncSession], job_id: int, code: ErrorCode, message: str
-) -> dict[str, Any]:
+async def _fail(sessions: async_sessionmaker[AsyncSession], job_id: int, code: ErrorCode, message: str) -> None:
     async with sessions() as session:
         await jobs.mark_failed(session, job_id, code=code, message=message)
     log.warning("job failed", extra={"job_id": job_id, "code": code.value, "reason": message})
-    return JobOutcome(job_id=job_id, status=JobStatus.FAILED, error_code=code, message=message).model_dump(mode="json")
+
+
+#: The parameters of the kind a job body handles.
+P = TypeVar("P", bound=JobParams)
 
 
 @dataclass
-class JobRun:
+class JobRun(Generic[P]):
     """What a job body gets: its request, a progress channel, a stop flag, and where to put files."""
 
     ctx: dict[str, Any]
-    request: GenerateRequest
+    request: JobRequest[P]
     progress: ProgressPublisher
     stop: threading.Event
     artifacts: list[ArtifactRecord]
+    #: What :meth:`mark_running` recorded as making the result (a beat's model: its speed is measured per model).
+    resolved_model: str | None = None
 
     @property
-    def params(self) -> BeatParams:
+    def params(self) -> P:
         return self.request.params
 
-    async def parent_audio(self, purpose: str) -> tuple[JobView, Path]:
+    async def parent_audio(self, purpose: str, take: int) -> tuple[JobView, Path]:
         """The beat this job works on and the audio file of the take asked for, or why there is none."""
         async with self.ctx["sessions"]() as session:
             job = await jobs.get_job(session, self.request.job_id)
             parent = await jobs.get_job(session, job.parent_id) if job.parent_id else None
-        takes = [a for a in parent.artifacts if a.kind == "audio"] if parent else []
+        takes = [a for a in parent.artifacts if a.kind is ArtifactKind.AUDIO] if parent else []
         if parent is None or not takes:
             raise AudioParameterError(f"job #{self.request.job_id} has no finished beat to {purpose}")
-        if self.params.take > len(takes):
-            raise AudioParameterError(f"beat #{parent.id} has {len(takes)} take(s), not a take {self.params.take}")
-        return parent, self.ctx["store"].resolve(takes[self.params.take - 1].path)
+        if take > len(takes):
+            raise AudioParameterError(f"beat #{parent.id} has {len(takes)} take(s), not a take {take}")
+        return parent, self.ctx["store"].resolve(takes[take - 1].path)
 
     async def mark_running(self, resolved_model: str) -> bool:
+        self.resolved_model = resolved_model
         async with self.ctx["sessions"]() as session:
             return await jobs.mark_running(session, self.request.job_id, resolved_model=resolved_model)
 
-    async def save_cover(self, cover: Cover) -> None:
+    async def save_cover(self, cover: Cover, *, seed: int) -> None:
         store: ArtifactStore = self.ctx["store"]
-        filename = f"cover-{self.request.job_id}-seed{self.params.seed}.png"
+        filename = f"cover-{self.request.job_id}-seed{seed}.png"
         with store.writing(self.request.job_id, filename) as tmp:
             await asyncio.to_thread(cover.image.save, tmp, format="PNG", optimize=True)
-        meta = {
-            "source": cover.source,
-            "model": cover.model,
-            "note": cover.note,
-            "prompt": cover.prompt,
-            "prompt_source": cover.prompt_source,
-        }
-        self.artifacts.append(store.record(self.request.job_id, filename, kind="cover", meta=meta))
+        meta = CoverMeta(
+            source=cover.source,
+            model=cover.model,
+            note=cover.note,
+            prompt=cover.prompt,
+            prompt_source=cover.prompt_source,
+        )
+        record = store.record(self.request.job_id, filename, kind=ArtifactKind.COVER, meta=meta.model_dump(mode="json"))
+        self.artifacts.append(record)
 
-    async def draw_cover(self) -> None:
+    async def draw_cover(self, p: BeatParams | CoverParams) -> None:
+        """The cover of a beat, or a new one for it: drawn from its words, presets, title and seed."""
         covers: CoverMaker = self.ctx["covers"]
         if not covers.enabled:
             return
         await self.progress.publish(JobProgress(stage="drawing", done=0, total=1))
-        p = self.params
         async with self.ctx["cover_lock"]:
             cover = await asyncio.to_thread(
                 covers.make,
@@ -203,10 +215,12 @@ class JobRun:
                 title=p.title,
                 should_stop=self.stop.is_set,
             )
-        await self.save_cover(cover)
+        await self.save_cover(cover, seed=p.seed)
 
-    async def cut_loop(self, samples: Samples, sample_rate: int, *, model: str | None) -> None:
-        loop = self.params.loop or LoopParams()
+    async def cut_loop(
+        self, samples: Samples, sample_rate: int, *, beat: BeatParams, loop: LoopParams, model: str | None
+    ) -> None:
+        """Cut ``loop`` from a take of ``beat`` (the words, seed and model the loop's sidecar names)."""
         await self.progress.publish(JobProgress(stage="looping", done=0, total=1))
         store: ArtifactStore = self.ctx["store"]
         job_id = self.request.job_id
@@ -214,43 +228,52 @@ class JobRun:
             cut_loop,
             samples,
             sample_rate=sample_rate,
-            params=self.params,
+            params=beat,
             loop=loop,
             model=model,
             out_dir=store.resolve(str(job_id)),
-            stem=f"loop-{job_id}-{safe_stem(self.params.prompt, limit=24)}",
+            stem=f"loop-{job_id}-{safe_stem(beat.prompt, limit=24)}",
             preview_limit=DISCORD_UPLOAD_LIMIT,
         )
         paths = [files.audio] + ([files.metadata] if files.metadata else [])
-        info = dict(files.info)
+        meta = LoopMeta.model_validate(files.info)
         target = s3_target(self.ctx["settings"])
         if target is not None:
             try:
-                info["s3_keys"] = await asyncio.to_thread(upload_files, target, paths, key_prefix=f"loops/{job_id}")
+                keys = await asyncio.to_thread(upload_files, target, paths, key_prefix=f"loops/{job_id}")
+                meta = meta.model_copy(update={"s3_keys": keys})
             except StorageError as exc:  # the loop exists locally; say why it is not in the bucket
-                info["s3_error"] = str(exc)
-        self.artifacts.append(store.record(job_id, files.audio.name, kind="loop", meta=info))
+                meta = meta.model_copy(update={"s3_error": str(exc)})
+        loop_record = store.record(job_id, files.audio.name, kind=ArtifactKind.LOOP, meta=meta.model_dump(mode="json"))
+        self.artifacts.append(loop_record)
         if files.metadata is not None:
-            self.artifacts.append(store.record(job_id, files.metadata.name, kind="metadata"))
+            self.artifacts.append(store.record(job_id, files.metadata.name, kind=ArtifactKind.METADATA))
         if files.preview is not None:
-            self.artifacts.append(store.record(job_id, files.preview.name, kind="preview"))
+            self.artifacts.append(store.record(job_id, files.preview.name, kind=ArtifactKind.PREVIEW))
 
 
-JobBody = Callable[[JobRun], Awaitable[bool]]
+async def _run(
+    ctx: dict[str, Any],
+    payload: Any,
+    body: Callable[[JobRun[P]], Awaitable[bool]],
+    request_type: type[JobRequest[P]],
+) -> None:
+    """Validate the payload as ``request_type``, run ``body``, record the outcome on the job's row.
 
-
-async def _run(ctx: dict[str, Any], payload: Any, body: JobBody, *, kind: str) -> dict[str, Any]:
-    """Validate, run ``body``, record the outcome. Every failure lands on the job row as data, never raised."""
+    Every failure lands on the row as data, never raised. Nothing is returned: the row is the outcome,
+    and arq keeps no copy of it (``keep_result=0``).
+    """
     sessions: async_sessionmaker[AsyncSession] = ctx["sessions"]
     try:
-        request = GenerateRequest.model_validate(payload)
+        request = request_type.model_validate(payload)
     except ValidationError as exc:
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
         reason = explain(exc)
         if isinstance(job_id, int) and job_id > 0:
-            return await _fail(sessions, job_id, ErrorCode.INVALID_REQUEST, f"invalid job parameters ({reason})")
-        log.error("unroutable job payload", extra={"reason": reason})
-        return {"status": "failed", "error_code": ErrorCode.INVALID_REQUEST.value, "message": reason}
+            await _fail(sessions, job_id, ErrorCode.INVALID_REQUEST, f"invalid job parameters ({reason})")
+        else:
+            log.error("unroutable job payload", extra={"reason": reason})
+        return
 
     job_id = request.job_id
     run = JobRun(ctx, request, ProgressPublisher(ctx, job_id, asyncio.get_running_loop()), threading.Event(), [])
@@ -259,15 +282,13 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody, *, kind: str) -
         await run.progress.publish(JobProgress(stage="loading", done=0, total=1))
         if not await body(run):
             log.info("job already finished, skipping re-run", extra={"job_id": job_id})
-            return JobOutcome(job_id=job_id, status=JobStatus.DONE).model_dump(mode="json")
+            return
         await run.progress.publish(JobProgress(stage="saving", done=1, total=1))
         async with sessions() as session:
             recorded = await jobs.mark_done(session, job_id, artifacts=run.artifacts)
         if not recorded:
             log.info("job was cancelled while it ran; result dropped", extra={"job_id": job_id})
-            return JobOutcome(job_id=job_id, status=JobStatus.FAILED, error_code=ErrorCode.CANCELLED).model_dump(
-                mode="json"
-            )
+            return
     except asyncio.CancelledError:
         # Cancelled (❌, /admin cancel: the row is already failed and stays so) or a shutdown (deploy,
         # scale-down: arq re-queues the job, so the row goes back in line too; requeue only moves running rows).
@@ -276,32 +297,31 @@ async def _run(ctx: dict[str, Any], payload: Any, body: JobBody, *, kind: str) -
             await asyncio.shield(jobs.requeue(session, job_id))
         raise
     except GenerationError as exc:
-        return await _fail(sessions, job_id, exc.code, str(exc))
+        await _fail(sessions, job_id, exc.code, str(exc))
+        return
     except Exception as exc:  # the job row must never stay "running" forever, whatever broke
         log.exception("job crashed", extra={"job_id": job_id})
-        return await _fail(sessions, job_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__})")
+        await _fail(sessions, job_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__})")
+        return
     log.info("job done", extra={"job_id": job_id, "artifacts": [a.path for a in run.artifacts]})
-    await _record_speed(ctx, run, kind=kind, seconds=time.monotonic() - started)
-    audio = next((a.path for a in run.artifacts if a.kind == "audio"), None)
-    return JobOutcome(job_id=job_id, status=JobStatus.DONE, audio_path=audio).model_dump(mode="json")
+    await _record_speed(ctx, run, seconds=time.monotonic() - started)
 
 
-async def _record_speed(ctx: dict[str, Any], run: JobRun, *, kind: str, seconds: float) -> None:
+async def _record_speed(ctx: dict[str, Any], run: JobRun[P], *, seconds: float) -> None:
     """Tell the bot how fast this worker is (``/queue`` estimates waits from it): audio seconds per second for
     a beat, per model; jobs per second for the other kinds."""
-    audio = [a for a in run.artifacts if a.kind == "audio"]
-    if audio:
-        model, work = audio[0].meta["model"], run.params.duration_s * len(audio)
-        key = speed_key("beat", model)
+    takes = sum(1 for a in run.artifacts if a.kind is ArtifactKind.AUDIO)
+    if isinstance(run.params, BeatParams) and takes:
+        key, work = speed_key(JobKind.BEAT, run.resolved_model), run.params.duration_s * takes
     else:
-        key, work = speed_key(kind, None), 1.0
+        key, work = speed_key(run.params.kind, None), 1.0
     try:
         await record_speed(ctx["redis"], key, work=work, seconds=max(seconds, 1e-3))
     except (RedisError, OSError) as exc:  # the job is done; only the estimate misses a sample
         log.warning("could not record speed", extra={"job_id": run.request.job_id, "error": repr(exc)})
 
 
-async def _input_audio(run: JobRun, source: str | None, sample_rate: int) -> Samples | None:
+async def _input_audio(run: JobRun[BeatParams], source: str | None, sample_rate: int) -> Samples | None:
     """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate."""
     if source is None:
         return None
@@ -313,7 +333,7 @@ async def _input_audio(run: JobRun, source: str | None, sample_rate: int) -> Sam
     return samples
 
 
-async def _beat(run: JobRun) -> bool:
+async def _beat(run: JobRun[BeatParams]) -> bool:
     engine = await asyncio.to_thread(run.ctx["models"].get, run.params.model)
     prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
     melody = await _input_audio(run, run.params.melody, engine.sample_rate)
@@ -339,83 +359,88 @@ async def _beat(run: JobRun) -> bool:
         filename = f"beatforge-{job_id}{take}{tag}-seed{audio.seed}.wav"
         with store.writing(job_id, filename) as tmp:
             await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
-        meta: dict[str, Any] = {
-            "model": engine.name,
-            "licence": licence,
-            "take": number,
-            "seed": audio.seed,
-            "sample_rate": audio.sample_rate,
-            "channels": int(audio.samples.shape[0]),
-            "continued_s": round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
-            **analysis.to_metadata(),
-        }
+        loop_error = None
         if number == 1 and run.params.loop is not None:
             try:
-                await run.cut_loop(audio.samples, audio.sample_rate, model=engine.name)
+                await run.cut_loop(
+                    audio.samples, audio.sample_rate, beat=run.params, loop=run.params.loop, model=engine.name
+                )
             except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
-                meta["loop_error"] = str(exc)
-        compact = await _compact_take(run, filename, audio.samples, audio.sample_rate, take=number, meta=meta)
-        records.append(store.record(job_id, filename, kind="audio", meta=meta))
+                loop_error = str(exc)
+        compact, compact_error = await _compact_take(
+            run, filename, audio.samples, audio.sample_rate, take=number, seed=audio.seed
+        )
+        meta = AudioMeta(
+            take=number,
+            seed=audio.seed,
+            licence=licence,
+            sample_rate=audio.sample_rate,
+            channels=int(audio.samples.shape[0]),
+            continued_s=round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
+            loop_error=loop_error,
+            compact_error=compact_error,
+            **analysis.to_metadata(),
+        )
+        records.append(store.record(job_id, filename, kind=ArtifactKind.AUDIO, meta=meta.model_dump(mode="json")))
         if compact is not None:
             records.append(compact)
     run.artifacts[:0] = records
-    await run.draw_cover()
+    await run.draw_cover(run.params)
     return True
 
 
 async def _compact_take(
-    run: JobRun, wav_name: str, samples: Samples, sample_rate: int, *, take: int, meta: dict[str, Any]
-) -> ArtifactRecord | None:
+    run: JobRun[BeatParams], wav_name: str, samples: Samples, sample_rate: int, *, take: int, seed: int
+) -> tuple[ArtifactRecord | None, str | None]:
     """An MP3 copy of a take whose WAV is over Discord's default upload limit (a 120 s stereo WAV is ~15 MiB),
-    so the bot can attach something playable and link the full WAV; None when the WAV fits.
+    so the bot can attach something playable and link the full WAV; (None, None) when the WAV fits.
 
-    A failed encode never fails the beat: the WAV is delivered as a link or a "too large" note, and
-    ``meta["compact_error"]`` records why there is no copy.
+    A failed encode never fails the beat: the WAV is delivered as a link or a "too large" note, and the
+    second value says why there is no copy (the take's ``compact_error``).
     """
     store: ArtifactStore = run.ctx["store"]
     job_id = run.request.job_id
     if store.resolve(f"{job_id}/{wav_name}").stat().st_size <= DISCORD_UPLOAD_LIMIT:
-        return None
+        return None, None
     try:
         data, fmt, kbps = await asyncio.to_thread(
             encode_compact, samples, sample_rate=sample_rate, limit_bytes=DISCORD_UPLOAD_LIMIT
         )
     except GenerationError as exc:
         log.warning("no compact copy of a large take", extra={"job_id": job_id, "take": take, "error": str(exc)})
-        meta["compact_error"] = str(exc)
-        return None
+        return None, str(exc)
     name = f"{Path(wav_name).stem}.{fmt}"
     with store.writing(job_id, name) as tmp:
         await asyncio.to_thread(tmp.write_bytes, data)
-    compact_meta = {"take": take, "format": fmt, "bitrate_kbps": kbps, "of": wav_name, "seed": meta["seed"]}
-    return store.record(job_id, name, kind="audio_compact", meta=compact_meta)
+    meta = CompactMeta(take=take, format=fmt, bitrate_kbps=kbps, of=wav_name, seed=seed)
+    return store.record(job_id, name, kind=ArtifactKind.AUDIO_COMPACT, meta=meta.model_dump(mode="json")), None
 
 
-async def _loop(run: JobRun) -> bool:
-    """Cut a loop from the job's parent beat (the Loop button)."""
-    parent, audio_path = await run.parent_audio("loop")
-    if not await run.mark_running(parent.resolved_model or "loop"):
+async def _loop(run: JobRun[LoopJobParams]) -> bool:
+    """Cut a loop from a take of the job's parent beat (the Loop button)."""
+    parent, audio_path = await run.parent_audio("loop", run.params.take)
+    if not isinstance(parent.params, BeatParams):
+        raise AudioParameterError(f"job #{run.request.job_id} has no finished beat to loop")
+    if not await run.mark_running(parent.model_name or "loop"):
         return False
     samples, sample_rate = await asyncio.to_thread(read_audio, audio_path)
-    await run.cut_loop(samples, sample_rate, model=parent.resolved_model)
+    await run.cut_loop(samples, sample_rate, beat=parent.params, loop=run.params.loop, model=parent.model_name)
     return True
 
 
-async def _midi(run: JobRun) -> bool:
-    """MIDI files (and stems) from the parent beat's audio or from an uploaded file."""
+async def _midi(run: JobRun[MidiParams]) -> bool:
+    """MIDI files (and stems) from a take of the parent beat or from an uploaded file."""
     settings: Settings = run.ctx["settings"]
     store: ArtifactStore = run.ctx["store"]
     job_id = run.request.job_id
-    midi = run.params.midi
-    if midi is None:
-        raise AudioParameterError(f"job #{job_id} has no MIDI parameters")
+    midi = run.params
     pitch = run.ctx["pitch"]
     if isinstance(pitch, ModelUnavailable):
         raise pitch
     if midi.upload is not None:
-        source_path, source = store.resolve(midi.upload), run.params.prompt
+        source_path, source = store.resolve(midi.upload), midi.prompt
     else:
-        parent, source_path = await run.parent_audio("transcribe")
+        parent, source_path = await run.parent_audio("transcribe", midi.take)
         source = f"beat #{parent.id}"
     if not await run.mark_running("basic-pitch"):
         return False
@@ -433,53 +458,60 @@ async def _midi(run: JobRun) -> bool:
         with_stems=midi.stems,
         preview_limit=DISCORD_UPLOAD_LIMIT,
     )
-    run.artifacts.append(store.record(job_id, files.pack.name, kind="midi", meta=files.info))
+    meta = MidiMeta.model_validate(files.info)
+    run.artifacts.append(
+        store.record(job_id, files.pack.name, kind=ArtifactKind.MIDI, meta=meta.model_dump(mode="json"))
+    )
     if files.stems is not None:
-        run.artifacts.append(store.record(job_id, files.stems.name, kind="stems"))
+        run.artifacts.append(store.record(job_id, files.stems.name, kind=ArtifactKind.STEMS))
     if files.stems_preview is not None:
-        run.artifacts.append(store.record(job_id, files.stems_preview.name, kind="stems_preview"))
+        run.artifacts.append(store.record(job_id, files.stems_preview.name, kind=ArtifactKind.STEMS_PREVIEW))
     return True
 
 
-async def _cover(run: JobRun) -> bool:
+async def _cover(run: JobRun[CoverParams]) -> bool:
     settings: Settings = run.ctx["settings"]
     label = settings.cover_model if settings.cover_mode == "diffusion" else "procedural"
     if not await run.mark_running(label):
         return False
-    await run.draw_cover()
+    await run.draw_cover(run.params)
     return True
 
 
-async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     """Generate one beat and its cover."""
-    return await _run(ctx, payload, _beat, kind="beat")
+    await _run(ctx, payload, _beat, JobRequest[BeatParams])
 
 
-async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     """Cut a seamless loop from an existing beat."""
-    return await _run(ctx, payload, _loop, kind="loop")
+    await _run(ctx, payload, _loop, JobRequest[LoopJobParams])
 
 
-async def transcribe_midi(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+async def transcribe_midi(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     """MIDI files (drums, bass, melody, full) and optionally stems from a beat or an uploaded file."""
-    return await _run(ctx, payload, _midi, kind="midi")
+    await _run(ctx, payload, _midi, JobRequest[MidiParams])
 
 
-async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+async def draw_cover(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     """Draw a new cover for an existing beat (the payload carries its description, style, mood and a new seed)."""
-    return await _run(ctx, payload, _cover, kind="cover")
+    await _run(ctx, payload, _cover, JobRequest[CoverParams])
+
+
+#: The function that runs each kind, registered under the contract's name for it (``JobKind.function``).
+JOBS: dict[JobKind, WorkerCoroutine] = {
+    JobKind.BEAT: generate_beat,
+    JobKind.COVER: draw_cover,
+    JobKind.LOOP: cut_loop_job,
+    JobKind.MIDI: transcribe_midi,
+}
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq settings sized for one GPU: one job at a time, few retries, frequent health checks."""
     return {
         # the bot enqueues by these names
-        "functions": [
-            func(generate_beat, name=JOB_GENERATE),
-            func(draw_cover, name=JOB_COVER),
-            func(cut_loop_job, name=JOB_LOOP),
-            func(transcribe_midi, name=JOB_MIDI),
-        ],
+        "functions": [func(job, name=kind.function) for kind, job in JOBS.items()],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
         "on_startup": startup,
@@ -494,7 +526,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_delay_s,
         "allow_abort_jobs": True,
         "health_check_interval": 30,
-        "keep_result": 3600,
+        "keep_result": 0,  # jobs return nothing: a job's outcome is its row, which the bot reads
         **SERIALIZERS,
     }
 

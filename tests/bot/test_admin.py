@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import JOB_GENERATE, BeatParams, ErrorCode, JobStatus
+from beatforge.contract import BeatParams, ErrorCode, JobStatus
 from beatforge.fleet import ModelInfo, publish_models
 from beatforge.queue import enqueue_job
 from bot.app import Beatforge
@@ -82,7 +82,7 @@ async def queued_job(bot: Beatforge, *, guild_id: int = DEFAULT_GUILD_ID, user_i
         job = await jobs.create_job(
             session, params=params, user_id=user_id, user_name="u", guild_id=guild_id, channel_id=DEFAULT_CHANNEL_ID
         )
-    await enqueue_job(bot.redis, JOB_GENERATE, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+    await enqueue_job(bot.redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
     return job.id
 
 

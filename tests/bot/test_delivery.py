@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, ErrorCode, GenerateRequest
+from beatforge.contract import BeatParams, ErrorCode, JobRequest
 from bot.app import Beatforge
 from bot.cogs.watcher import MAX_DELIVERY_ATTEMPTS
 from bot.messages import licence_text
@@ -61,7 +61,8 @@ File = tuple[str, str, int, dict[str, Any] | None]
 
 
 def take(number: int, seed: int, **extra: Any) -> dict[str, Any]:
-    return {"model": "facebook/musicgen-small", "licence": META_LICENCE, "take": number, "seed": seed, **extra}
+    """A take's metadata as the worker records it (``AudioMeta``); the model is the job's ``resolved_model``."""
+    return {"licence": META_LICENCE, "take": number, "seed": seed, **extra}
 
 
 async def new_job(
@@ -78,7 +79,12 @@ async def new_job(
 
 
 async def finish(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], job_id: int, files: list[File]
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    job_id: int,
+    files: list[File],
+    *,
+    model: str = "facebook/musicgen-small",
 ) -> None:
     store = ArtifactStore(settings.artifact_dir)
     records = []
@@ -90,15 +96,20 @@ async def finish(
                 tmp.write_bytes(bytes(size))
         records.append(store.record(job_id, name, kind=kind, meta=meta))
     async with sessions() as session:
-        await jobs.mark_running(session, job_id, resolved_model="facebook/musicgen-small")
+        await jobs.mark_running(session, job_id, resolved_model=model)
         await jobs.mark_done(session, job_id, artifacts=records)
 
 
 async def finished_job(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], files: list[File] | None = None, **kwargs: Any
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    files: list[File] | None = None,
+    *,
+    model: str = "facebook/musicgen-small",
+    **kwargs: Any,
 ) -> int:
     job_id = await new_job(sessions, **kwargs)
-    await finish(settings, sessions, job_id, files or [("a.wav", "audio", 64_000, take(1, 9))])
+    await finish(settings, sessions, job_id, files or [("a.wav", "audio", 64_000, take(1, 9))], model=model)
     return job_id
 
 
@@ -135,7 +146,7 @@ async def test_result_is_an_embed_with_every_detail_the_cover_and_a_provenance_l
     files: list[File] = [
         ("take1.wav", "audio", 64_000, take(1, 9, bpm=92.4, key="F minor")),
         ("take2.wav", "audio", 64_000, take(2, 77, bpm=91.0, key="C major")),
-        ("cover.png", "cover", 0, {"source": "diffusers", "model": "stabilityai/sd-turbo"}),
+        ("cover.png", "cover", 0, {"source": "diffusion", "model": "stabilityai/sd-turbo"}),
     ]
     job_id = await finished_job(
         settings, sessions, files, status_message_id=555, style="dark-trap", mood="tense", takes=2, duration_s=30
@@ -180,7 +191,7 @@ async def test_a_beat_from_before_licences_were_recorded_says_its_licence_is_unk
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, fake = discord_bot
-    await finished_job(settings, sessions, [("a.wav", "audio", 1_000, {"model": "my-finetune", "seed": 5})])
+    await finished_job(settings, sessions, [("a.wav", "audio", 1_000, {"seed": 5})], model="my-finetune")
     post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
     assert "`my-finetune` (licence of the model's weights unknown" in fields(post)["Provenance"]
 
@@ -471,14 +482,13 @@ async def test_a_long_stereo_take_gets_a_compact_copy_that_fits_and_a_short_one_
     stereo = (stereo + rng.normal(0, 0.05, stereo.shape)).astype(np.float32)
     store = ArtifactStore(settings.artifact_dir)
     ctx: dict[str, Any] = {"store": store, "redis": arq_redis}
-    request = GenerateRequest(job_id=7, params=BeatParams(prompt="long", duration_s=seconds, seed=3))
+    request = JobRequest[BeatParams](job_id=7, params=BeatParams(prompt="long", duration_s=seconds, seed=3))
     run = JobRun(ctx, request, ProgressPublisher(ctx, 7, asyncio.get_running_loop()), threading.Event(), [])
     with store.writing(7, "long.wav") as tmp:
         write_wav(tmp, stereo, sample_rate=rate)
     assert store.resolve("7/long.wav").stat().st_size > DISCORD_UPLOAD_LIMIT  # ~15 MiB: the case this is for
-    meta = {"seed": 3, "take": 2}
-    record = await _compact_take(run, "long.wav", stereo, rate, take=2, meta=meta)
-    assert record is not None and record.kind == "audio_compact" and record.path == "7/long.mp3"
+    record, error = await _compact_take(run, "long.wav", stereo, rate, take=2, seed=3)
+    assert error is None and record is not None and record.kind == "audio_compact" and record.path == "7/long.mp3"
     assert record.meta == {"take": 2, "format": "mp3", "bitrate_kbps": 320, "of": "long.wav", "seed": 3}
     data = store.resolve(record.path).read_bytes()
     assert len(data) == record.bytes <= DISCORD_UPLOAD_LIMIT
@@ -488,7 +498,7 @@ async def test_a_long_stereo_take_gets_a_compact_copy_that_fits_and_a_short_one_
 
     with store.writing(7, "short.wav") as tmp:
         write_wav(tmp, stereo[:, : rate * 5], sample_rate=rate)
-    assert await _compact_take(run, "short.wav", stereo[:, : rate * 5], rate, take=1, meta={"seed": 1}) is None
+    assert await _compact_take(run, "short.wav", stereo[:, : rate * 5], rate, take=1, seed=1) == (None, None)
 
 
 def test_encode_compact_picks_a_lower_bitrate_when_the_limit_is_tight() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from beatforge.contract import JOB_GENERATE, PROGRESS_KEY, BeatParams, JobProgress
+from beatforge.contract import PROGRESS_KEY, BeatParams, JobProgress
 from beatforge.fleet import record_speed, speed_key
 from beatforge.queue import enqueue_job
 from bot.app import Beatforge
@@ -46,9 +46,7 @@ async def _queued(
         if running:
             await jobs.mark_running(session, job.id, resolved_model=model)
     # arq keeps a running job in its sorted set until it finishes, so a running job is queued here too.
-    await enqueue_job(
-        arq_redis, JOB_GENERATE, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user_id
-    )
+    await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user_id)
     return job.id
 
 

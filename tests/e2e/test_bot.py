@@ -21,7 +21,15 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobStatus, LoopParams
+from beatforge.contract import (
+    BeatParams,
+    CoverParams,
+    JobStatus,
+    LoopJobParams,
+    LoopParams,
+    MidiParams,
+    Relation,
+)
 from beatforge.presets import STYLES
 from bot.app import Beatforge
 from generation.audio.io import write_wav
@@ -341,11 +349,11 @@ async def test_a_finished_cover_job_posts_the_image_with_a_fallback_note(
 ) -> None:
     _, fake = discord_bot
     beat_id, _ = await _delivered_beat(settings, sessions, fake)
-    params = BeatParams(prompt="ambient drift", duration_s=1, seed=10)
+    params = CoverParams(prompt="ambient drift", seed=10)
     async with sessions() as session:
         job = await jobs.create_job(
             session, params=params, user_id=42, user_name="u", guild_id=None, channel_id=DEFAULT_CHANNEL_ID,
-            kind="cover", parent_id=beat_id,
+            parent_id=beat_id, relation=Relation.COVER,
         )  # fmt: skip
     store = ArtifactStore(settings.artifact_dir)
     with store.writing(job.id, "cover.png") as tmp:
@@ -401,7 +409,8 @@ async def test_loop_button_cuts_a_loop_of_the_beat(
     await wait_for_edit(fake, lambda c: "Loop #2 of beat #1 queued" in c, timeout=3)
     async with sessions() as session:
         job = await jobs.get_job(session, beat_id + 1)
-    assert (job.kind, job.parent_id) == ("loop", beat_id) and job.params.loop is not None
+    assert (job.kind, job.parent_id, job.relation) == ("loop", beat_id, Relation.LOOP)
+    assert isinstance(job.params, LoopJobParams) and (job.params.take, job.params.seed) == (1, 9)
     assert await arq_redis.zcard(settings.queue_name) == 1
 
 
@@ -410,11 +419,11 @@ async def test_a_finished_loop_posts_the_loop_and_its_metadata(
 ) -> None:
     _, fake = discord_bot
     beat_id, _ = await _delivered_beat(settings, sessions, fake)
-    params = BeatParams(prompt="ambient drift", duration_s=1, seed=10, loop=LoopParams(bars=2))
+    params = LoopJobParams(prompt="ambient drift", seed=10, loop=LoopParams(bars=2))
     async with sessions() as session:
         job = await jobs.create_job(
             session, params=params, user_id=42, user_name="u", guild_id=DEFAULT_GUILD_ID, channel_id=DEFAULT_CHANNEL_ID,
-            kind="loop", parent_id=beat_id,
+            parent_id=beat_id, relation=Relation.LOOP,
         )  # fmt: skip
     store = ArtifactStore(settings.artifact_dir)
     info = {"bars": 2, "bpm": 120.0, "stretched": False, "seam_score": 1.04, "key": {"label": "A minor"}}
@@ -472,12 +481,13 @@ async def test_midi_command_on_an_upload_stores_it_and_queues_a_midi_job(
     await wait_for_edit(fake, lambda c: "MIDI #1 of My Track (final).wav queued" in c, timeout=3)
     async with sessions() as session:
         job = await jobs.get_job(session, 1)
-    midi = job.params.midi
-    assert job.kind == "midi" and job.parent_id is None and midi is not None and midi.stems
+    midi = job.params
+    assert job.kind == "midi" and job.parent_id is None and isinstance(midi, MidiParams) and midi.stems
     assert midi.upload is not None and midi.upload.startswith("uploads/") and midi.upload.endswith(".wav")
+    assert midi.prompt == "My Track (final).wav" and midi.seed is None  # what it is about: the file, no seed
     assert ArtifactStore(settings.artifact_dir).resolve(midi.upload).read_bytes() == data
     (queued,) = await arq_redis.queued_jobs(queue_name=settings.queue_name)
-    assert queued.function == "transcribe_midi" and queued.args[0]["params"]["midi"]["upload"] == midi.upload
+    assert queued.function == "transcribe_midi" and queued.args[0]["params"]["upload"] == midi.upload
 
 
 @pytest.mark.parametrize(
@@ -527,8 +537,9 @@ async def test_midi_button_queues_a_midi_job_for_the_beat(
     await wait_for_edit(fake, lambda c: f"MIDI #2 of beat #{beat_id} queued" in c, timeout=3)
     async with sessions() as session:
         job = await jobs.get_job(session, beat_id + 1)
-    assert (job.kind, job.parent_id) == ("midi", beat_id)
-    assert job.params.midi is not None and not job.params.midi.stems and job.params.midi.upload is None
+    assert (job.kind, job.parent_id, job.relation) == ("midi", beat_id, Relation.MIDI)
+    midi = job.params
+    assert isinstance(midi, MidiParams) and not midi.stems and midi.upload is None and midi.take == 1
     (queued,) = await arq_redis.queued_jobs(queue_name=settings.queue_name)
     assert queued.function == "transcribe_midi"
 
@@ -545,12 +556,16 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, fake = discord_bot
-    params = BeatParams(prompt="my track.wav", duration_s=30, seed=0, midi={"upload": "uploads/ab-my-track.wav"})
+    params = MidiParams(prompt="my track.wav", upload="uploads/ab-my-track.wav")
     async with sessions() as session:
         job = await jobs.create_job(
-            session, params=params, user_id=42, user_name="u", guild_id=DEFAULT_GUILD_ID, channel_id=DEFAULT_CHANNEL_ID,
-            kind="midi",
-        )  # fmt: skip
+            session,
+            params=params,
+            user_id=42,
+            user_name="u",
+            guild_id=DEFAULT_GUILD_ID,
+            channel_id=DEFAULT_CHANNEL_ID,
+        )
     store = ArtifactStore(settings.artifact_dir)
     with store.writing(job.id, "beatforge-1-midi.zip") as tmp:
         tmp.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip

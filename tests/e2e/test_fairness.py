@@ -12,7 +12,7 @@ from arq.jobs import Job, JobStatus
 from arq.worker import Worker, func
 
 from beatforge.config import Settings
-from beatforge.contract import JOB_GENERATE, BeatParams
+from beatforge.contract import BeatParams, JobKind
 from beatforge.queue import (
     JOB_EXPIRES,
     MAX_ROUNDS,
@@ -38,7 +38,7 @@ async def queue(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 async def _enqueue(queue: ArqRedis, job_id: int, user_id: int | None) -> str:
     queue_job_id = f"{job_id}-u{user_id}"
-    await enqueue_job(queue, JOB_GENERATE, job_id=job_id, queue_job_id=queue_job_id, params=PARAMS, user_id=user_id)
+    await enqueue_job(queue, job_id=job_id, queue_job_id=queue_job_id, params=PARAMS, user_id=user_id)
     return queue_job_id
 
 
@@ -50,7 +50,7 @@ async def _run_in_order(queue: ArqRedis) -> list[int]:
         ran.append(payload["job_id"])
 
     worker = Worker(
-        functions=[func(record, name=JOB_GENERATE)],
+        functions=[func(record, name=JobKind.BEAT.function)],
         redis_pool=queue,
         queue_name=queue.default_queue_name,  # arq's Worker does not take it from the pool
         burst=True,

@@ -87,7 +87,7 @@ async def finished_beat(
         for take in range(1, takes + 1):
             with store.writing(job.id, f"take{take}.wav") as tmp:
                 write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
-            meta = {"model": "tiny", "seed": 9 + take, "take": take}
+            meta = {"seed": 9 + take, "take": take}
             records.append(store.record(job.id, f"take{take}.wav", kind="audio", meta=meta))
         await jobs.mark_running(session, job.id, resolved_model="tiny")
         await jobs.mark_done(session, job.id, artifacts=records)
@@ -408,9 +408,7 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
     worker = create_worker(settings, poll_delay=0.05, handle_signals=False, redis_pool=arq_redis, max_jobs=1)
     task = asyncio.create_task(worker.main())
     try:
-        await enqueue_job(
-            arq_redis, "generate_beat", job_id=queued[0].id, queue_job_id=queued[0].queue_job_id, params=long
-        )
+        await enqueue_job(arq_redis, job_id=queued[0].id, queue_job_id=queued[0].queue_job_id, params=long)
         progress = None
         deadline = time.monotonic() + 300  # worker start-up warms librosa's numba kernels
         while time.monotonic() < deadline:
@@ -428,9 +426,7 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
         cancelled_at = time.monotonic()
         assert await cancel_job(bot, await get(sessions, queued[0].id), by="tester")
         # The next job starts only once the worker's one slot is free, i.e. once the cancelled job's task ended.
-        await enqueue_job(
-            arq_redis, "generate_beat", job_id=queued[1].id, queue_job_id=queued[1].queue_job_id, params=short
-        )
+        await enqueue_job(arq_redis, job_id=queued[1].id, queue_job_id=queued[1].queue_job_id, params=short)
         while (await get(sessions, queued[1].id)).status is not JobStatus.DONE:
             assert time.monotonic() - cancelled_at < 60, "the worker never got free"
             await asyncio.sleep(0.05)
@@ -563,7 +559,7 @@ async def test_the_cancel_button_goes_once_the_job_is_done(
         write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
     async with sessions() as session:
         await jobs.mark_running(session, 1, resolved_model="tiny")
-        await jobs.mark_done(session, 1, artifacts=[store.record(1, "a.wav", kind="audio", meta={"model": "tiny"})])
+        await jobs.mark_done(session, 1, artifacts=[store.record(1, "a.wav", kind="audio", meta={"take": 1})])
     done = await fake.wait_for(
         lambda r: r.method == "PATCH" and "@original" in r.path and (r.json or {}).get("content", "").startswith("✅"),
         timeout=5,

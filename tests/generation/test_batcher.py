@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import JOB_GENERATE, BeatParams, JobStatus, SamplingParams
+from beatforge.contract import BeatParams, JobStatus, SamplingParams
 from beatforge.queue import enqueue_job
 from generation.errors import GenerationError
 from generation.music.batcher import Batcher
@@ -94,7 +94,7 @@ async def test_the_worker_batches_beats_queued_together(
             job = await jobs.create_job(
                 session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None
             )
-        await enqueue_job(arq_redis, JOB_GENERATE, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
+        await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
         ids.append(job.id)
     worker = create_worker(
         settings.model_copy(update={"batch_wait_s": 0.5}),

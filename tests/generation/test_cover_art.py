@@ -7,7 +7,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from generation.cover.art import draw_title, hex_to_rgb, procedural_cover
+from generation.cover.painting import hex_to_rgb, procedural_cover
+from generation.cover.typography import draw_title
 
 MOOD = ("#ffcf33", "#ff7a59", "#35d0ba", "#ffffff")
 REDS = ("#d7263d", "#f46036", "#c5283d")

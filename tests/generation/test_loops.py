@@ -1,4 +1,8 @@
-"""generation.loops.cutter on synthetic drum + bass renders with a known tempo, bar grid and key (tests/synth.py)."""
+"""Tempo, key, loop cuts and seam scores on synthetic drum + bass renders with a known tempo, bar grid and key.
+
+The renders come from tests/support/synth.py; the functions under test live in generation.analysis and
+generation.loops.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,11 @@ import librosa
 import numpy as np
 import pytest
 
+from generation.analysis.key import detect_key
+from generation.analysis.tempo import detect_tempo
 from generation.errors import AudioParameterError
-from generation.loops.cutter import (
-    LoopResult,
-    detect_key,
-    detect_tempo,
-    make_loop,
-    naive_loop,
-    seam_score,
-)
+from generation.loops.cut import LoopResult, make_loop, naive_loop
+from generation.loops.seam import seam_score
 from tests.support.synth import Render, render_beat
 
 SR = 32_000  # MusicGen's rate

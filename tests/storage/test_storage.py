@@ -13,7 +13,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, ErrorCode, JobStatus
+from beatforge.contract import (
+    BeatParams,
+    CoverParams,
+    ErrorCode,
+    JobStatus,
+    LoopJobParams,
+    LoopParams,
+    MidiParams,
+    Relation,
+)
 from migrations.runner import alembic_config, upgrade_locked
 from storage import jobs
 from storage.artifacts import ArtifactStore
@@ -85,6 +94,39 @@ async def test_users_are_created_once_and_renamed(sessions: async_sessionmaker[A
         await jobs.create_job(session, params=PARAMS, user_id=42, user_name="ana2", guild_id=1, channel_id=2)
         assert await jobs.count_jobs(session) == 2
         assert await jobs.count_jobs(session, status=JobStatus.QUEUED) == 2
+
+
+async def test_a_job_is_of_its_parameters_kind_and_reads_back_typed(sessions: async_sessionmaker[AsyncSession]) -> None:
+    beat_id = await _create(sessions)
+    follow_ups = [
+        (CoverParams(prompt="lofi", seed=9), Relation.COVER),
+        (LoopJobParams(prompt="lofi", seed=5, take=2, loop=LoopParams(bars=4)), Relation.LOOP),
+        (MidiParams(prompt="lofi", seed=5, stems=True), Relation.MIDI),
+        (PARAMS.model_copy(update={"seed": 6}), Relation.REROLL),
+    ]
+    async with sessions() as session:
+        for params, relation in follow_ups:
+            job = await jobs.create_job(
+                session, params=params, user_id=42, user_name="ana", guild_id=1, channel_id=2,
+                parent_id=beat_id, relation=relation,
+            )  # fmt: skip
+            read = await jobs.get_job(session, job.id)
+            assert (read.kind, read.params, read.relation) == (params.kind, params, relation)
+            assert type(read.params) is type(params) and read == job
+
+
+async def test_the_model_of_a_job_is_what_ran_else_what_was_asked(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        asked = await jobs.create_job(
+            session, params=PARAMS.model_copy(update={"model": "small"}), user_id=42, user_name="ana", guild_id=1,
+            channel_id=2,
+        )  # fmt: skip
+        default = await jobs.create_job(session, params=PARAMS, user_id=42, user_name="ana", guild_id=1, channel_id=2)
+        assert (asked.model_name, default.model_name) == ("small", None)  # None: the worker's default
+        await jobs.mark_running(session, asked.id, resolved_model="small-ft")
+        await jobs.mark_running(session, default.id, resolved_model="medium")
+        ran = [await jobs.get_job(session, job_id) for job_id in (asked.id, default.id)]
+    assert [job.model_name for job in ran] == ["small-ft", "medium"]
 
 
 async def test_unknown_job(sessions: async_sessionmaker[AsyncSession]) -> None:

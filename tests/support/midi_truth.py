@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import mir_eval
@@ -86,6 +86,119 @@ class Song:
         return [t for t, name in self.drums if name == drum]
 
 
+@dataclass
+class _Take:
+    """The buffer render_song plays into and the truth of every event played, with the song's one random source."""
+
+    out: npt.NDArray[np.float64]
+    sample_rate: int
+    rng: np.random.Generator
+    jitter_ms: float
+    drums: list[tuple[float, DrumName]] = field(default_factory=list)
+    bass: list[NoteTuple] = field(default_factory=list)
+    melody: list[NoteTuple] = field(default_factory=list)
+
+    def at(self, seconds: float) -> float:
+        """The grid time moved by this event's jitter (never before 0 s)."""
+        if self.jitter_ms > 0:
+            limit = 2 * self.jitter_ms / 1000
+            seconds += float(np.clip(self.rng.normal(0.0, self.jitter_ms / 1000), -limit, limit))
+        return max(0.0, seconds)
+
+    def play(self, sound: npt.NDArray[np.float64], seconds: float) -> None:
+        _add(self.out, sound, round(seconds * self.sample_rate))
+
+
+def _pan(stereo: bool, left: float, right: float) -> npt.NDArray[np.float64]:
+    return np.array([[left], [right]]) if stereo else np.ones((1, 1))
+
+
+def _lead_pitches(tonic_pc: int, scale: Sequence[int]) -> list[int]:
+    """The lead's pitches: the scale spread over MELODY_RANGE, so a degree is an index into this list."""
+    pitches = [p for octave in range(4, 8) for step in scale if MELODY_RANGE[0] <= (p := 12 * octave + tonic_pc + step)]
+    return [p for p in pitches if p <= MELODY_RANGE[1]]
+
+
+def _play_drums(
+    take: _Take,
+    *,
+    t0: float,
+    bar_index: int,
+    sixteenth: float,
+    kick: npt.NDArray[np.float64],
+    pan_hat: npt.NDArray[np.float64],
+) -> None:
+    sr, rng = take.sample_rate, take.rng
+    kicks = _KICKS[0] if bar_index % 4 == 0 else _KICKS[int(rng.integers(len(_KICKS)))]
+    hits: list[tuple[int, DrumName, float]] = [(s, "kick", 1.0 if s == 0 else 0.85) for s in kicks]
+    hits += [(s, "snare", 1.0) for s in _SNARES]
+    hits += [(s, "hat", 1.0 if s % 4 == 0 else 0.7) for s in range(0, 16, 2)]
+    for s, name, gain in hits:
+        t = take.at(t0 + s * sixteenth)
+        if name == "kick":
+            take.play(gain * kick, t)
+        elif name == "snare":
+            take.play(gain * _snare(sr, rng), t)
+        else:
+            take.play(pan_hat * (gain * _hat(sr, rng)), t)
+        take.drums.append((t, name))
+
+
+def _play_bass(take: _Take, *, t0: float, root_pc: int, triad: Sequence[int], eighth: float) -> None:
+    sr, rng = take.sample_rate, take.rng
+    root = BASS_RANGE[0] + root_pc  # 36..47
+    tones = [p for p in (root, root + triad[1], root + 7, root + 12) if p <= BASS_RANGE[1]]
+    rhythm = _BASS_RHYTHMS[int(rng.integers(len(_BASS_RHYTHMS)))]
+    for i, start in enumerate(rhythm):
+        pitch = root if i == 0 else tones[int(rng.integers(len(tones)))]
+        length = ((rhythm[i + 1] if i + 1 < len(rhythm) else 8) - start) * eighth * 0.9
+        samples = int(length * sr)
+        t = take.at(t0 + start * eighth)
+        take.play(0.35 * _tone(_midi_hz(pitch), samples, sr, 4), t)
+        take.bass.append((t, t + samples / sr, pitch))
+
+
+def _play_melody(
+    take: _Take,
+    *,
+    t0: float,
+    root_pc: int,
+    triad: Sequence[int],
+    eighth: float,
+    lead_pitches: list[int],
+    degree: int,
+    pan_lead: npt.NDArray[np.float64],
+) -> int:
+    """One bar of the lead, starting from scale ``degree``; returns the degree it ends on (the next bar's start)."""
+    sr, rng = take.sample_rate, take.rng
+    chord_pcs = {(root_pc + iv) % 12 for iv in triad}
+    rhythm = _MELODY_RHYTHMS[int(rng.integers(len(_MELODY_RHYTHMS)))]
+    for i, start in enumerate(rhythm):
+        if start % 2 == 0:  # on the beat: the nearest chord tone to where the line is, not a repeat
+            chord_degrees = [d for d, p in enumerate(lead_pitches) if p % 12 in chord_pcs and d != degree]
+            degree = min(chord_degrees, key=lambda d: (abs(d - degree), rng.random()))
+        else:  # between beats: a step or a skip on the scale
+            degree += int(rng.choice((-2, -1, 1, 2)))
+        degree = min(max(degree, 0), len(lead_pitches) - 1)
+        pitch = lead_pitches[degree]
+        length = ((rhythm[i + 1] if i + 1 < len(rhythm) else 8) - start) * eighth * 0.85
+        samples = int(length * sr)
+        t = take.at(t0 + start * eighth)
+        take.play(pan_lead * (0.25 * _tone(_midi_hz(pitch), samples, sr, 5)), t)
+        take.melody.append((t, t + samples / sr, pitch))
+    return degree
+
+
+def _play_pad(
+    take: _Take, *, t0: float, root_pc: int, triad: Sequence[int], bar: float, pan_pad: npt.NDArray[np.float64]
+) -> None:
+    """The triad from the root placed in 54..65, held for the bar, quietly."""
+    sr = take.sample_rate
+    pad_root = 60 + root_pc - (12 if root_pc >= 6 else 0)
+    pad = sum(_tone(_midi_hz(pad_root + iv), int((bar + 0.03) * sr), sr, 3) for iv in triad)
+    take.play(pan_pad * (0.1 * pad), take.at(t0))
+
+
 def render_song(
     *,
     bpm: float,
@@ -121,102 +234,50 @@ def render_song(
     """
     tonic, mode = key.split()
     tonic_pc = NOTE_NAMES.index(tonic)
-    scale = _SCALES[mode]
     sr = sample_rate
     beat = 60.0 / bpm
     bar = 4 * beat
     eighth, sixteenth = beat / 2, beat / 4
     n = round((bars * bar + 0.5) * sr)
-    out = np.zeros((2 if stereo else 1, n))
-    pan_hat = np.array([[0.8], [1.2]]) if stereo else np.ones((1, 1))
-    pan_lead = np.array([[1.1], [0.9]]) if stereo else np.ones((1, 1))
-    pan_pad = np.array([[0.85], [1.15]]) if stereo else np.ones((1, 1))
-
-    def at(seconds: float) -> float:
-        """The grid time moved by this event's jitter (never before 0 s)."""
-        if jitter_ms > 0:
-            limit = 2 * jitter_ms / 1000
-            seconds += float(np.clip(rng.normal(0.0, jitter_ms / 1000), -limit, limit))
-        return max(0.0, seconds)
-
-    def play(sound: npt.NDArray[np.float64], seconds: float) -> None:
-        _add(out, sound, round(seconds * sr))
-
-    drum_truth: list[tuple[float, DrumName]] = []
-    bass_truth: list[NoteTuple] = []
-    melody_truth: list[NoteTuple] = []
+    take = _Take(out=np.zeros((2 if stereo else 1, n)), sample_rate=sr, rng=rng, jitter_ms=jitter_ms)
+    pan_hat, pan_lead, pan_pad = _pan(stereo, 0.8, 1.2), _pan(stereo, 1.1, 0.9), _pan(stereo, 0.85, 1.15)
     kick = _kick(sr)
-    # the lead's pitch as an index into the scale spread over octaves: degree 0 is the tonic in octave 4
-    lead_pitches = [
-        p for octave in range(4, 8) for step in scale if MELODY_RANGE[0] <= (p := 12 * octave + tonic_pc + step)
-    ]
-    lead_pitches = [p for p in lead_pitches if p <= MELODY_RANGE[1]]
+    lead_pitches = _lead_pitches(tonic_pc, _SCALES[mode])
     degree = lead_pitches.index(min(lead_pitches, key=lambda p: abs(p - 69)))  # start near A4
 
+    # Part by part within a bar, bar after bar: the order the random draws come in, so a seed keeps its song.
     for b in range(bars):
         t0 = b * bar
         step, quality = _PROGRESSIONS[mode][b % 4]
         root_pc = (tonic_pc + step) % 12
         triad = _TRIADS[quality]
-
         if drums:
-            kicks = _KICKS[0] if b % 4 == 0 else _KICKS[int(rng.integers(len(_KICKS)))]
-            hits: list[tuple[int, DrumName, float]] = [(s, "kick", 1.0 if s == 0 else 0.85) for s in kicks]
-            hits += [(s, "snare", 1.0) for s in _SNARES]
-            hits += [(s, "hat", 1.0 if s % 4 == 0 else 0.7) for s in range(0, 16, 2)]
-            for s, name, gain in hits:
-                t = at(t0 + s * sixteenth)
-                if name == "kick":
-                    play(gain * kick, t)
-                elif name == "snare":
-                    play(gain * _snare(sr, rng), t)
-                else:
-                    play(pan_hat * (gain * _hat(sr, rng)), t)
-                drum_truth.append((t, name))
-
+            _play_drums(take, t0=t0, bar_index=b, sixteenth=sixteenth, kick=kick, pan_hat=pan_hat)
         if bass:
-            root = BASS_RANGE[0] + root_pc  # 36..47
-            tones = [p for p in (root, root + triad[1], root + 7, root + 12) if p <= BASS_RANGE[1]]
-            rhythm = _BASS_RHYTHMS[int(rng.integers(len(_BASS_RHYTHMS)))]
-            for i, start in enumerate(rhythm):
-                pitch = root if i == 0 else tones[int(rng.integers(len(tones)))]
-                length = ((rhythm[i + 1] if i + 1 < len(rhythm) else 8) - start) * eighth * 0.9
-                samples = int(length * sr)
-                t = at(t0 + start * eighth)
-                play(0.35 * _tone(_midi_hz(pitch), samples, sr, 4), t)
-                bass_truth.append((t, t + samples / sr, pitch))
-
+            _play_bass(take, t0=t0, root_pc=root_pc, triad=triad, eighth=eighth)
         if melody:
-            chord_pcs = {(root_pc + iv) % 12 for iv in triad}
-            rhythm = _MELODY_RHYTHMS[int(rng.integers(len(_MELODY_RHYTHMS)))]
-            for i, start in enumerate(rhythm):
-                if start % 2 == 0:  # on the beat: the nearest chord tone to where the line is, not a repeat
-                    chord_degrees = [d for d, p in enumerate(lead_pitches) if p % 12 in chord_pcs and d != degree]
-                    degree = min(chord_degrees, key=lambda d: (abs(d - degree), rng.random()))
-                else:  # between beats: a step or a skip on the scale
-                    degree += int(rng.choice((-2, -1, 1, 2)))
-                degree = min(max(degree, 0), len(lead_pitches) - 1)
-                pitch = lead_pitches[degree]
-                length = ((rhythm[i + 1] if i + 1 < len(rhythm) else 8) - start) * eighth * 0.85
-                samples = int(length * sr)
-                t = at(t0 + start * eighth)
-                play(pan_lead * (0.25 * _tone(_midi_hz(pitch), samples, sr, 5)), t)
-                melody_truth.append((t, t + samples / sr, pitch))
+            degree = _play_melody(
+                take,
+                t0=t0,
+                root_pc=root_pc,
+                triad=triad,
+                eighth=eighth,
+                lead_pitches=lead_pitches,
+                degree=degree,
+                pan_lead=pan_lead,
+            )
+        if chords:
+            _play_pad(take, t0=t0, root_pc=root_pc, triad=triad, bar=bar, pan_pad=pan_pad)
 
-        if chords:  # the triad from the root placed in 54..65, held for the bar, quietly
-            pad_root = 60 + root_pc - (12 if root_pc >= 6 else 0)
-            pad = sum(_tone(_midi_hz(pad_root + iv), int((bar + 0.03) * sr), sr, 3) for iv in triad)
-            play(pan_pad * (0.1 * pad), at(t0))
-
-    out *= 0.9 / max(float(np.abs(out).max()), 1e-9)
+    out = take.out * (0.9 / max(float(np.abs(take.out).max()), 1e-9))
     return Song(
         samples=out.astype(np.float32),
         sample_rate=sr,
         bpm=float(bpm),
         key=key,
-        drums=sorted(drum_truth, key=lambda hit: (hit[0], DRUM_NAMES.index(hit[1]))),
-        bass=sorted(bass_truth),
-        melody=sorted(melody_truth),
+        drums=sorted(take.drums, key=lambda hit: (hit[0], DRUM_NAMES.index(hit[1]))),
+        bass=sorted(take.bass),
+        melody=sorted(take.melody),
     )
 
 

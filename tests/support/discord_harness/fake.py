@@ -851,7 +851,8 @@ class FakeDiscord:
             self.interactions[interaction_id] = interaction
         return interaction
 
-    def _interaction_callback(self, recorded: RecordedRequest, interaction_id: str, token: str) -> _Reply:
+    def _interaction_to_acknowledge(self, interaction_id: str, token: str) -> FakeInteraction | _Reply:
+        """The interaction a callback answers, or Discord's refusal: unknown, wrong token, too late, or answered."""
         interaction = self._lookup_interaction(int(interaction_id), token)
         if interaction is None:
             return _error(404, 10062, "Unknown interaction")
@@ -864,24 +865,22 @@ class FakeDiscord:
             return _error(404, 10062, "Unknown interaction")
         if interaction.acknowledged:
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        body = recorded.json or {}
-        response_type = body.get("type")
-        data = body.get("data") or {}
-        limit_error = self._check_upload(recorded.files, interaction.attachment_size_limit)
-        if limit_error is not None:
-            return limit_error
+        return interaction
 
-        message: dict[str, Any] | None = None
+    def _callback_message(
+        self, interaction: FakeInteraction, response_type: Any, data: dict[str, Any], files: Sequence[UploadedFile]
+    ) -> dict[str, Any] | _Reply | None:
+        """The message a callback of this type creates or updates (None: it has none), or Discord's refusal."""
         if response_type == _MESSAGE:
-            message = self._new_message(
+            return self._new_message(
                 interaction.channel_id,
                 data,
-                recorded.files,
+                files,
                 message_type=20 if interaction.type == 2 else 0,
                 interaction=interaction,
             )
-        elif response_type == _DEFERRED_MESSAGE:
-            message = self._new_message(
+        if response_type == _DEFERRED_MESSAGE:
+            return self._new_message(
                 interaction.channel_id,
                 {"flags": int(data.get("flags") or 0) & _EPHEMERAL},
                 [],
@@ -889,16 +888,32 @@ class FakeDiscord:
                 extra_flags=_LOADING,
                 interaction=interaction,
             )
-        elif response_type in (_DEFERRED_UPDATE, _UPDATE):
+        if response_type in (_DEFERRED_UPDATE, _UPDATE):
             if interaction.type not in (3, 5) or interaction.message_id is None:
                 return _error(400, 50035, "Invalid Form Body: this interaction has no message to update")
             message = self.messages.get(interaction.message_id)
             if message is None:
                 return _error(404, 10008, "Unknown Message")
             if response_type == _UPDATE:
-                self._edit_message(message, data, recorded.files)
-        elif response_type not in (_PONG, _AUTOCOMPLETE, _MODAL, _LAUNCH_ACTIVITY):
+                self._edit_message(message, data, files)
+            return message
+        if response_type not in (_PONG, _AUTOCOMPLETE, _MODAL, _LAUNCH_ACTIVITY):
             return _error(400, 50035, f"Invalid Form Body: unknown interaction response type {response_type!r}")
+        return None
+
+    def _interaction_callback(self, recorded: RecordedRequest, interaction_id: str, token: str) -> _Reply:
+        interaction = self._interaction_to_acknowledge(interaction_id, token)
+        if isinstance(interaction, _Reply):
+            return interaction
+        body = recorded.json or {}
+        response_type = body.get("type")
+        data = body.get("data") or {}
+        limit_error = self._check_upload(recorded.files, interaction.attachment_size_limit)
+        if limit_error is not None:
+            return limit_error
+        message = self._callback_message(interaction, response_type, data, recorded.files)
+        if isinstance(message, _Reply):
+            return message
 
         interaction.response_type = response_type
         interaction.response_data = data

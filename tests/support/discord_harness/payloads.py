@@ -17,7 +17,7 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -549,6 +549,68 @@ def _find_command(
     return node, is_guild
 
 
+# (option name, value, the interaction's resolved data to add to, guild id) -> the option's value: a snowflake
+_Resolver = Callable[[str, Any, dict[str, dict[str, Any]], int | None], Any]
+
+
+def _resolve_user(name: str, value: Any, resolved: dict[str, dict[str, Any]], guild_id: int | None) -> Any:
+    """A user (or mentionable) option: the user, and in a guild the member, go into ``resolved``."""
+    if isinstance(value, Mapping):
+        user_data = dict(value)
+    elif isinstance(value, discord.abc.User):
+        user_data = user_payload(value.id, username=value.name, bot=value.bot)
+    else:
+        user_data = user_payload(int(value))
+    uid = user_data["id"]
+    resolved.setdefault("users", {})[uid] = user_data
+    if guild_id is not None:
+        member = member_payload(user_data, permissions=DEFAULT_MEMBER_PERMISSIONS)
+        member.pop("user")
+        resolved.setdefault("members", {})[uid] = member
+    return uid
+
+
+def _resolve_channel(name: str, value: Any, resolved: dict[str, dict[str, Any]], guild_id: int | None) -> Any:
+    if isinstance(value, Mapping):
+        channel_data = dict(value)
+    else:
+        channel_data = text_channel_payload(int(value), guild_id=guild_id or DEFAULT_GUILD_ID)
+    channel_data.setdefault("permissions", str(DEFAULT_MEMBER_PERMISSIONS))
+    resolved.setdefault("channels", {})[channel_data["id"]] = channel_data
+    return channel_data["id"]
+
+
+def _resolve_role(name: str, value: Any, resolved: dict[str, dict[str, Any]], guild_id: int | None) -> Any:
+    role_data = (
+        dict(value) if isinstance(value, Mapping) else role_payload(int(value), name=f"role{value}", permissions=0)
+    )
+    resolved.setdefault("roles", {})[role_data["id"]] = role_data
+    return role_data["id"]
+
+
+def _resolve_attachment(name: str, value: Any, resolved: dict[str, dict[str, Any]], guild_id: int | None) -> Any:
+    if not isinstance(value, Mapping) or "filename" not in value:
+        raise TypeError(f"attachment option {name} needs an attachment dict (fake.add_attachment(...)), got {value!r}")
+    resolved.setdefault("attachments", {})[str(value["id"])] = dict(value)
+    return str(value["id"])
+
+
+# Plain values are cast; snowflake-typed ones are also described in the interaction's ``resolved`` data.
+_CASTS: dict[discord.AppCommandOptionType, Callable[[Any], Any]] = {
+    discord.AppCommandOptionType.string: str,
+    discord.AppCommandOptionType.integer: int,
+    discord.AppCommandOptionType.boolean: bool,
+    discord.AppCommandOptionType.number: float,
+}
+_RESOLVERS: dict[discord.AppCommandOptionType, _Resolver] = {
+    discord.AppCommandOptionType.user: _resolve_user,
+    discord.AppCommandOptionType.mentionable: _resolve_user,
+    discord.AppCommandOptionType.channel: _resolve_channel,
+    discord.AppCommandOptionType.role: _resolve_role,
+    discord.AppCommandOptionType.attachment: _resolve_attachment,
+}
+
+
 def _encode_option(
     name: str,
     option_type: discord.AppCommandOptionType,
@@ -557,51 +619,15 @@ def _encode_option(
     guild_id: int | None,
 ) -> dict[str, Any]:
     """Encode one option value as Discord does, adding snowflake-typed values to ``resolved``."""
-    t = discord.AppCommandOptionType
     value = _unwrap_choice(value)
-    if option_type is t.string:
-        return {"name": name, "type": 3, "value": str(value)}
-    if option_type is t.integer:
-        return {"name": name, "type": 4, "value": int(value)}
-    if option_type is t.boolean:
-        return {"name": name, "type": 5, "value": bool(value)}
-    if option_type is t.number:
-        return {"name": name, "type": 10, "value": float(value)}
-    if option_type in (t.user, t.mentionable):
-        if isinstance(value, Mapping):
-            user_data = dict(value)
-        elif isinstance(value, discord.abc.User):
-            user_data = user_payload(value.id, username=value.name, bot=value.bot)
-        else:
-            user_data = user_payload(int(value))
-        uid = user_data["id"]
-        resolved.setdefault("users", {})[uid] = user_data
-        if guild_id is not None:
-            member = member_payload(user_data, permissions=DEFAULT_MEMBER_PERMISSIONS)
-            member.pop("user")
-            resolved.setdefault("members", {})[uid] = member
-        return {"name": name, "type": option_type.value, "value": uid}
-    if option_type is t.channel:
-        if isinstance(value, Mapping):
-            channel_data = dict(value)
-        else:
-            channel_data = text_channel_payload(int(value), guild_id=guild_id or DEFAULT_GUILD_ID)
-        channel_data.setdefault("permissions", str(DEFAULT_MEMBER_PERMISSIONS))
-        resolved.setdefault("channels", {})[channel_data["id"]] = channel_data
-        return {"name": name, "type": 7, "value": channel_data["id"]}
-    if option_type is t.role:
-        role_data = (
-            dict(value) if isinstance(value, Mapping) else role_payload(int(value), name=f"role{value}", permissions=0)
-        )
-        resolved.setdefault("roles", {})[role_data["id"]] = role_data
-        return {"name": name, "type": 8, "value": role_data["id"]}
-    if option_type is t.attachment:
-        if not isinstance(value, Mapping) or "filename" not in value:
-            raise TypeError(
-                f"attachment option {name} needs an attachment dict (fake.add_attachment(...)), got {value!r}"
-            )
-        resolved.setdefault("attachments", {})[str(value["id"])] = dict(value)
-        return {"name": name, "type": 11, "value": str(value["id"])}
+    if option_type in _CASTS:
+        return {"name": name, "type": option_type.value, "value": _CASTS[option_type](value)}
+    if option_type in _RESOLVERS:
+        return {
+            "name": name,
+            "type": option_type.value,
+            "value": _RESOLVERS[option_type](name, value, resolved, guild_id),
+        }
     raise TypeError(f"option {name}: unsupported option type {option_type!r}")
 
 

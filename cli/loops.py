@@ -16,6 +16,20 @@ from beatforge.config import Settings
 from beatforge.contract import BeatParams, LoopParams, explain
 
 
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    loop = commands.add_parser("loop", help="generate (or cut from a file) a seamless loop at a target BPM")
+    loop.add_argument("prompt", nargs="?", help="what the loop should sound like")
+    loop.add_argument("--input", type=Path, help="cut a loop from this audio file instead of generating one")
+    add_loop_arguments(loop, settings)
+    loop.set_defaults(run=run_loop)
+
+    auto = commands.add_parser("auto", help="fill a folder with loops for a use case (LLM-written prompts)")
+    auto.add_argument("--use-case", required=True, help="e.g. 'Background music for RPG levels'")
+    auto.add_argument("--count", type=int, default=10, help="how many loops (1-500)")
+    add_loop_arguments(auto, settings)
+    auto.set_defaults(run=run_auto)
+
+
 def add_loop_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--bpm", type=int, help="target tempo (written into the prompt; with --stretch, exact)")
     parser.add_argument("--bars", type=int, help="exact number of bars (default: a power of two that fits)")
@@ -51,8 +65,14 @@ class _Runner:
 
         self.args, self.settings = args, settings
         self.engine: Any = None
-        self.target = S3Target(bucket=args.s3_bucket, prefix=args.s3_path or "", endpoint_url=settings.s3_endpoint_url,
-                               region=settings.s3_region) if args.s3_bucket else None  # fmt: skip
+        self.target: S3Target | None = None
+        if args.s3_bucket:
+            self.target = S3Target(
+                bucket=args.s3_bucket,
+                prefix=args.s3_path or "",
+                endpoint_url=settings.s3_endpoint_url,
+                region=settings.s3_region,
+            )
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
         from generation.music.model_cache import ModelCache
@@ -79,11 +99,24 @@ class _Runner:
         from generation.worker.s3 import upload_files
 
         stem = f"{self.args.prefix or safe_stem(params.prompt)}-seed{params.seed}"
-        files = cut_loop(samples, sample_rate=sample_rate, params=params, loop=loop, model=model, out_dir=self.args.out,
-                         stem=stem, keep_metadata=self.args.keep_metadata)  # fmt: skip
-        summary = {"file": str(files.audio), "metadata": str(files.metadata) if files.metadata else None,
-                   "bars": files.result.bars, "bpm": round(files.result.bpm, 2), "key": files.result.key.label,
-                   "seam_score": round(files.result.seam_score, 3)}  # fmt: skip
+        files = cut_loop(
+            samples,
+            sample_rate=sample_rate,
+            params=params,
+            loop=loop,
+            model=model,
+            out_dir=self.args.out,
+            stem=stem,
+            keep_metadata=self.args.keep_metadata,
+        )
+        summary: dict[str, Any] = {
+            "file": str(files.audio),
+            "metadata": str(files.metadata) if files.metadata else None,
+            "bars": files.result.bars,
+            "bpm": round(files.result.bpm, 2),
+            "key": files.result.key.label,
+            "seam_score": round(files.result.seam_score, 3),
+        }
         if self.target is not None:
             paths = [files.audio] + ([files.metadata] if files.metadata else [])
             summary["s3_keys"] = upload_files(self.target, paths, key_prefix=safe_stem(params.prompt))

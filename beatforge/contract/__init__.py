@@ -1,0 +1,62 @@
+"""The job contract between the bot and the worker: the only thing both sides must agree on.
+
+- ``kinds``: the vocabularies (job kinds and their arq functions, relations, artifact kinds, states, error codes);
+- ``params``: what each kind of job asks for (``BeatParams``, ``CoverParams``, ``LoopJobParams``, ``MidiParams``);
+- ``wire``: what crosses redis (``JobRequest``, ``JobProgress``);
+- ``artifacts``: what the worker records about each file and the bot shows (``AudioMeta``, ``LoopMeta``, ...);
+- ``text``: how user text is cleaned and a refused request explained.
+
+Imported as ``beatforge.contract``: the names below are the contract; its modules are how it is filed.
+"""
+
+from __future__ import annotations
+
+from beatforge.contract.artifacts import AudioMeta, CompactMeta, CoverMeta, LoopKey, LoopMeta, MidiMeta
+from beatforge.contract.base import SCHEMA_VERSION
+from beatforge.contract.kinds import JOB_FUNCTIONS, ArtifactKind, ErrorCode, JobKind, JobStatus, Relation
+from beatforge.contract.params import (
+    PARAMS_BY_KIND,
+    AudioFormat,
+    BeatParams,
+    CoverParams,
+    JobParams,
+    LoopJobParams,
+    LoopParams,
+    MidiParams,
+    SamplingParams,
+    parse_params,
+)
+from beatforge.contract.text import clean_prompt, explain
+from beatforge.contract.wire import PROGRESS_KEY, PROGRESS_TTL_S, JobProgress, JobRequest
+
+__all__ = [
+    "JOB_FUNCTIONS",
+    "PARAMS_BY_KIND",
+    "PROGRESS_KEY",
+    "PROGRESS_TTL_S",
+    "SCHEMA_VERSION",
+    "ArtifactKind",
+    "AudioFormat",
+    "AudioMeta",
+    "BeatParams",
+    "CompactMeta",
+    "CoverMeta",
+    "CoverParams",
+    "ErrorCode",
+    "JobKind",
+    "JobParams",
+    "JobProgress",
+    "JobRequest",
+    "JobStatus",
+    "LoopJobParams",
+    "LoopKey",
+    "LoopMeta",
+    "LoopParams",
+    "MidiMeta",
+    "MidiParams",
+    "Relation",
+    "SamplingParams",
+    "clean_prompt",
+    "explain",
+    "parse_params",
+]

@@ -1,0 +1,118 @@
+"""What the worker records about each file it makes, and the bot shows: one model per kind of file with metadata.
+
+The worker writes ``Meta(...).model_dump(mode="json")`` into the artifact's row; the bot reads it back with
+``Meta.model_validate``. Unlike requests, these are read long after they were written: a row outlives the
+worker version that wrote it, so keys a later version dropped (a take's ``model``, now the job's
+``resolved_model``) are ignored rather than failing a whole /history page, and what older workers did not
+record is optional. The worker builds them with keyword arguments, so a misspelt field fails type-checking.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class AudioMeta(_Meta):
+    """One take of a beat (``ArtifactKind.AUDIO``)."""
+
+    take: int = Field(default=1, ge=1)
+    #: The take's own seed (take 1 uses the job's; the others are derived from it).
+    seed: int | None = None
+    #: The licence of the model's weights, as the registry states it (None: not recorded).
+    licence: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    #: Seconds of earlier audio this take continues (an extend), or None.
+    continued_s: float | None = None
+    #: Tempo and key detected in the take (None: no steady beat, no clear key).
+    bpm: float | None = None
+    key: str | None = None
+    #: Why ``/loop`` has no loop for this beat (the beat itself is delivered).
+    loop_error: str | None = None
+    #: Why a take over the upload limit has no compact copy.
+    compact_error: str | None = None
+
+
+class CompactMeta(_Meta):
+    """A smaller copy of a take over Discord's upload limit (``ArtifactKind.AUDIO_COMPACT``)."""
+
+    take: int = Field(default=1, ge=1)
+    format: str
+    bitrate_kbps: int | None = None
+    #: The file name of the take it is a copy of.
+    of: str
+    seed: int | None = None
+
+
+class CoverMeta(_Meta):
+    """A cover image (``ArtifactKind.COVER``): how it was drawn, and why a fallback was used."""
+
+    source: Literal["diffusion", "procedural"]
+    #: The image model, None for a procedural cover.
+    model: str | None = None
+    #: Why the fallback was used, shown to the user.
+    note: str | None = None
+    #: What the diffusion model was asked, so a cover can be reproduced.
+    prompt: str | None = None
+    prompt_source: Literal["template", "llm"] | None = None
+
+
+class LoopKey(_Meta):
+    label: str
+    tonic: str | None = None
+    mode: str | None = None
+    confidence: float | None = None
+
+
+class LoopMeta(_Meta):
+    """A loop (``ArtifactKind.LOOP``): what its JSON sidecar says, and whether it reached the S3 bucket.
+
+    The words, seed and model are the beat's it was cut from, written for producers who open the sidecar.
+    """
+
+    bars: int
+    bpm: float
+    seam_score: float
+    key: LoopKey
+    stretched: bool = False
+    bpm_detected: float | None = None
+    bpm_target: float | None = None
+    beats_per_bar: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    n_samples: int | None = None
+    duration_s: float | None = None
+    start_sample: int | None = None
+    end_sample: int | None = None
+    format: str | None = None
+    file: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    style: str | None = None
+    mood: str | None = None
+    #: Where the loop and its sidecar were uploaded, or why they were not (S3 configured only).
+    s3_keys: list[str] | None = None
+    s3_error: str | None = None
+
+
+class MidiMeta(_Meta):
+    """A MIDI pack (``ArtifactKind.MIDI``): what was transcribed, and how many notes each part got."""
+
+    drum_hits: int
+    bass_notes: int
+    melody_notes: int
+    #: How the stems were separated (a model, or the offline fallback).
+    separation: str
+    #: What was transcribed: "beat #N" or the upload's name.
+    source: str | None = None
+    bpm: float | None = None
+    key: str | None = None
+    quantized: bool | None = None
+    duration_s: float | None = None

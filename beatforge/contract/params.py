@@ -1,0 +1,175 @@
+"""What a job asks for: one parameter model per job kind, each with only the fields that kind uses.
+
+A beat is generated from words; a cover, a loop and MIDI are made from an existing beat (the job's parent)
+or, for MIDI, from an uploaded file. The three follow-up kinds still carry the words, presets and title of
+what they were made from: they are shown with the result, and a cover is drawn from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, ClassVar, Final, Literal
+
+from pydantic import Field, model_validator
+
+from beatforge.bounds import (
+    LOOP_MAX_S,
+    LOOP_MIN_S,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MAX_LOOP_BARS,
+    MAX_SEED,
+    MAX_TAKES,
+    MIN_BPM,
+    MIN_DURATION_S,
+    WINDOW_S,
+)
+from beatforge.contract.base import Frozen
+from beatforge.contract.kinds import JobKind
+from beatforge.contract.text import MoodKey, Prompt, StyleKey, Title
+from beatforge.presets import describe_music
+
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Take = Annotated[int, Field(ge=1, le=MAX_TAKES)]
+UploadPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")]
+ArtifactPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(uploads|\d+)/[\w.-]+$")]
+
+
+class LoopParams(Frozen):
+    """How to cut a loop: a whole number of bars, either given or chosen to fit a duration range."""
+
+    bars: int | None = Field(default=None, ge=1, le=MAX_LOOP_BARS)
+    min_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
+    max_duration_s: float | None = Field(default=None, ge=LOOP_MIN_S, le=LOOP_MAX_S)
+    #: The tempo asked for: steers generation, and with ``stretch`` the loop is time-stretched to it exactly.
+    target_bpm: float | None = Field(default=None, ge=MIN_BPM, le=MAX_BPM)
+    stretch: bool = False
+    format: AudioFormat = "wav"
+
+    def generation_seconds(self, bpm: int | None) -> float:
+        """How much audio to generate so this loop fits (one MusicGen window unless the bars need more).
+
+        The loop needs room around it: a bar of lead-in for the downbeat search, and the seam's tail.
+        """
+        margin = 4.0
+        if self.bars and bpm:
+            wanted = self.bars * 4 * 60 / bpm + margin
+        elif self.max_duration_s:
+            wanted = self.max_duration_s + margin
+        else:
+            wanted = WINDOW_S
+        return min(MAX_DURATION_S, max(MIN_DURATION_S, wanted))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoopParams:
+        lo, hi = self.min_duration_s, self.max_duration_s
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_duration ({lo:g} s) is longer than max_duration ({hi:g} s)")
+        if self.stretch and self.target_bpm is None:
+            raise ValueError("stretching needs a target bpm")
+        return self
+
+
+class SamplingParams(Frozen):
+    """How MusicGen picks each token. Defaults are audiocraft's: top-k 250, no top-p, temperature 1, guidance 3."""
+
+    top_k: int = Field(default=250, ge=0, le=2048)  # 0: no top-k
+    top_p: float = Field(default=0.0, ge=0.0, le=1.0)  # 0: no top-p
+    temperature: float = Field(default=1.0, ge=0.05, le=4.0)
+    #: Classifier-free guidance: how strongly the text steers (1: not at all; doubles the batch when above 1).
+    guidance_scale: float = Field(default=3.0, ge=1.0, le=20.0)
+
+
+class _Described(Frozen):
+    """What a result is about, shown with it (and drawn on its cover): the words, the presets, the title."""
+
+    prompt: Prompt
+    style: StyleKey = None
+    mood: MoodKey = None
+    title: Title | None = None
+
+
+class BeatParams(_Described):
+    """A beat (/beat, /loop, re-roll, extend, edit), validated before anything slow happens.
+
+    ``seed`` is always set (the bot draws one when the user gives none), so every job can be
+    reproduced from its row. ``model`` None means the worker's configured default.
+    """
+
+    kind: ClassVar[JobKind] = JobKind.BEAT
+
+    duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    seed: Seed
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+    #: Target tempo, written into the model's prompt (and the loop's target).
+    bpm: int | None = Field(default=None, ge=MIN_BPM, le=MAX_BPM)
+    #: How many takes to generate together, each with its own seed derived from ``seed`` (take 1 uses ``seed``).
+    takes: int = Field(default=1, ge=1, le=MAX_TAKES)
+    sampling: SamplingParams = SamplingParams()
+    #: Audio to continue (a finished take, or an upload), relative to the artifact store: the result is that
+    #: audio followed by ``duration_s`` new seconds.
+    continue_from: ArtifactPath | None = None
+    #: An uploaded melody to follow (melody models only).
+    melody: UploadPath | None = None
+    #: Set by ``/loop``: once generated, a seamless loop is cut from the first take and delivered with the beat.
+    loop: LoopParams | None = None
+
+    @property
+    def music_text(self) -> str:
+        """What MusicGen reads: the user's words plus the preset words."""
+        return describe_music(prompt=self.prompt, style=self.style, mood=self.mood, bpm=self.bpm)
+
+
+class CoverParams(_Described):
+    """A new cover for the job's parent beat (/cover, the New cover button): its words, drawn with a new seed."""
+
+    kind: ClassVar[JobKind] = JobKind.COVER
+
+    seed: Seed
+
+
+class LoopJobParams(_Described):
+    """A loop cut from one take of the job's parent beat (the Loop button); the words are the beat's."""
+
+    kind: ClassVar[JobKind] = JobKind.LOOP
+
+    #: The parent beat's seed, shown with the loop (the loop itself is cut, not generated).
+    seed: Seed
+    take: Take = 1
+    loop: LoopParams = LoopParams()
+
+
+class MidiParams(_Described):
+    """MIDI files (and stems) from one take of the job's parent beat, or from a file the user uploaded.
+
+    For an upload, ``prompt`` is the file's name: that is what the result is about.
+    """
+
+    kind: ClassVar[JobKind] = JobKind.MIDI
+
+    #: The parent beat's seed, shown with the result (None for an upload).
+    seed: Seed | None = None
+    take: Take = 1
+    #: Also deliver the separated stems (drums, bass, other) as audio.
+    stems: bool = False
+    #: An uploaded file, as a path relative to the artifact store (the bot saved it there).
+    upload: UploadPath | None = None
+
+
+JobParams = BeatParams | CoverParams | LoopJobParams | MidiParams
+
+#: Which model a stored job's parameters are, by the job's kind.
+PARAMS_BY_KIND: Final[Mapping[JobKind, type[JobParams]]] = MappingProxyType(
+    {model.kind: model for model in (BeatParams, CoverParams, LoopJobParams, MidiParams)}
+)
+
+
+def parse_params(kind: JobKind, data: object) -> JobParams:
+    """A job's parameters from their JSON form, validated as the model of its kind.
+
+    Raises:
+        pydantic.ValidationError: they are not parameters of that kind.
+    """
+    return PARAMS_BY_KIND[kind].model_validate(data)

@@ -1,0 +1,45 @@
+"""What crosses redis between the bot and the worker: a job's request, and its progress.
+
+Jobs cross redis as JSON (never pickle), so no Python class, least of all a torch exception, travels
+between processes. A job's outcome does not cross at all: the worker writes it to the job's row.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import Field
+
+from beatforge.contract.base import SCHEMA_VERSION, Frozen
+from beatforge.contract.params import JobParams
+
+#: redis key where the worker publishes a job's progress (JSON of :class:`JobProgress`).
+PROGRESS_KEY = "beatforge:progress:{job_id}"
+#: How long a progress key outlives its last update, so stale keys clean themselves up.
+PROGRESS_TTL_S = 3600
+
+#: A kind's parameters; unparametrized, ``JobRequest`` holds any kind's (what the bot enqueues).
+P = TypeVar("P", bound=JobParams)
+
+
+class JobRequest(Frozen, Generic[P]):
+    """The payload of a job: a stored job and its parameters. ``JobRequest[BeatParams]`` is a beat's, and so on;
+    each arq function validates the payload as its own kind's request."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    job_id: int = Field(ge=1)
+    params: P
+
+
+class JobProgress(Frozen):
+    """A progress snapshot the worker writes to redis and the bot turns into message edits."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    stage: Literal["loading", "generating", "looping", "transcribing", "drawing", "saving"]
+    done: int = Field(ge=0)
+    total: int = Field(ge=1)
+    eta_s: float | None = Field(default=None, ge=0)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.done / self.total))
