@@ -125,7 +125,8 @@ class _Form(discord.ui.Modal):
         self.add_item(discord.ui.Label(text=text, component=text_input))
         return text_input
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
+    # discord.py's Modal.on_error drops the item argument of BaseView.on_error; this matches Modal's.
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
         if isinstance(error, UserFacingError):
             await reply_privately(interaction, f"⚠️ {error}")
             return

@@ -122,7 +122,7 @@ class Admin(commands.Cog):
     def __init__(self, bot: Beatforge) -> None:
         self.bot = bot
 
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         """Every /admin command: refused (privately, by the tree's error handler) unless ``is_admin``."""
         if interaction.guild_id is None:
             raise app_commands.NoPrivateMessage("/admin only works in a server.")

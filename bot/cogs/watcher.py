@@ -242,7 +242,10 @@ class JobWatcher(commands.Cog):
             channel = self.bot.get_partial_messageable(job.channel_id)
 
             async def to_channel(message: ResultMessage) -> discord.Message:
-                return await channel.send(message.content, reference=reference, **message.send_kwargs())
+                kwargs = message.send_kwargs()
+                if reference is not None:
+                    kwargs["reference"] = reference
+                return await channel.send(message.content, **kwargs)
 
             try:
                 return await self._send_fitting(build, self._channel_limit(job), to_channel)
@@ -255,13 +258,14 @@ class JobWatcher(commands.Cog):
         try:
             dm = await self.bot.create_dm(discord.Object(job.user_id))
 
+            def with_lead(limit: int, refused: frozenset[Path], _lead: str | None = None, /) -> ResultMessage:
+                return build(limit, refused, lead)  # a DM says why it came by DM
+
             async def to_dm(message: ResultMessage) -> discord.Message:
                 return await dm.send(message.content, **message.send_kwargs())
 
             # A bot's DMs get the default upload limit: no server boosts apply there.
-            return await self._send_fitting(
-                lambda limit, refused: build(limit, refused, lead), DISCORD_UPLOAD_LIMIT, to_dm
-            )
+            return await self._send_fitting(with_lead, DISCORD_UPLOAD_LIMIT, to_dm)
         except (discord.Forbidden, discord.NotFound) as exc:  # DMs closed, or the user is gone
             raise Undeliverable(f"job #{job.id}: no channel, interaction or DM accepts the result ({exc})") from exc
 
@@ -411,7 +415,7 @@ def _order(artifact: ArtifactRecord) -> tuple[int, int, bool]:
 
 def _fit_content(lines: list[str | None], embed: discord.Embed) -> str:
     """The message text, at most Discord's 2000 characters; lines past that go into the embed, never dropped."""
-    content, overflow = "", []
+    content, overflow = "", list[str]()
     for line in (line for line in lines if line):
         candidate = f"{content}\n{line}" if content else line
         if not overflow and len(candidate) <= DISCORD_MESSAGE_CHARS:
