@@ -1,7 +1,7 @@
 """Memory of the bot process after start-up, and proof that it never loads the ML stack.
 
 Each row is a fresh Python process: the bot (real `Beatforge` with real redis and SQLite,
-logged in to the loopback Discord fake from tests/discord_harness, commands synced), and for
+logged in to the loopback Discord fake from tests/support/discord_harness, commands synced), and for
 comparison the same process after also importing the worker's stack.
 
     .venv/bin/python bench/bot_footprint.py

@@ -1,6 +1,6 @@
 """Loop quality: beatforge's make_loop against the reference system's naive cut, on the same synthetic renders.
 
-Each render is a drum + bass (+ chords on every other one) beat from ``tests/synth.py`` at a known tempo, with
+Each render is a drum + bass (+ chords on every other one) beat from ``tests/support/synth.py`` at a known tempo, with
 5 ms of random timing jitter per hit and the first downbeat at 0 s (as MusicGen's output starts), 12 bars long.
 For every render, in one run:
 

@@ -1,6 +1,6 @@
 """MIDI transcription quality: basic-pitch on the full mix against beatforge's per-stem pipeline, on the same renders.
 
-Each render is a song from ``tests/midi_truth.py`` with a known score: kick/snare/hat, a bass line in octave 2 and
+Each render is a song from ``tests/support/midi_truth.py`` with a known score: kick/snare/hat, a bass line in octave 2 and
 a monophonic lead in octaves 4-5, 8 bars, stereo, at MusicGen's 32 kHz; tempos 85-174 bpm, eight keys, a soft
 chord pad (not in the score, so reporting it costs precision) on every other render and 5 ms of random timing
 jitter per hit and note on half of them (the two alternate out of step, so every combination occurs). For every
@@ -14,7 +14,7 @@ render, in one run:
 * beatforge: ``generation.midi.transcribe.transcribe`` (offline harmonic/percussive + low-band stem split, drum hits
   by onset and band, basic-pitch on the bass and on the other stem).
 
-Scores are mir_eval F1 (``tests/midi_truth.py``: 50 ms onset window; notes also need the pitch within 50 cents,
+Scores are mir_eval F1 (``tests/support/midi_truth.py``: 50 ms onset window; notes also need the pitch within 50 cents,
 offsets ignored); drums per class. Time is CPU seconds (``time.process_time``: all threads of this process)
 and wall seconds per second of audio, after one warm-up call each (numba's first-call compile is not counted).
 
