@@ -1,9 +1,9 @@
 """MIDI transcription quality: basic-pitch on the full mix against beatforge's per-stem pipeline, on the same renders.
 
 Each render is a song from ``tests/support/midi_truth.py`` with a known score: kick/snare/hat, a bass line in
-octave 2 and a monophonic lead in octaves 4-5, 8 bars, stereo, at MusicGen's 32 kHz; tempos 85-174 bpm, eight keys, a soft
-chord pad (not in the score, so reporting it costs precision) on every other render and 5 ms of random timing
-jitter per hit and note on half of them (the two alternate out of step, so every combination occurs). For every
+octave 2 and a monophonic lead in octaves 4-5, 8 bars, stereo, at MusicGen's 32 kHz; tempos 85-174 bpm, eight
+keys, a soft chord pad (not in the score, so reporting it costs precision) on every other render and 5 ms of random
+timing jitter per hit and note on half of them (the two alternate out of step, so every combination occurs). For every
 render, in one run:
 
 * baseline: basic-pitch on the whole mix (``PitchTracker().notes(mono_mix, sr)``, basic-pitch's default
