@@ -49,7 +49,11 @@ async def publish_models(redis: Redis, models: list[ModelInfo], *, default: str)
 
 async def read_models(redis: Redis) -> tuple[list[ModelInfo], str] | None:
     """The models workers can run and the default one, or None when no worker has started yet."""
-    raw = await redis.get(MODELS_KEY)
+    return parse_models(await redis.get(MODELS_KEY))
+
+
+def parse_models(raw: bytes | str | None) -> tuple[list[ModelInfo], str] | None:
+    """The models key as redis returns it (``GET``, e.g. inside a caller's pipeline); see ``read_models``."""
     if not raw:
         return None
     data = json.loads(raw)

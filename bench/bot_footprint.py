@@ -44,7 +44,7 @@ async def main(redis_url, tmp, with_worker_stack):
     bot = Beatforge(settings=settings, redis=redis, sessions=make_sessionmaker(engine))
     async with FakeDiscord() as fake, connected(bot, fake):
         if with_worker_stack:
-            import generation.worker.app  # torch + transformers
+            import generation.worker.settings  # torch + transformers
         await asyncio.sleep(0.5)
         out = {"rss_mib": round(rss_mib(), 1), "torch": "torch" in sys.modules,
                "transformers": "transformers" in sys.modules, "commands_synced": len(fake.find("PUT", "commands"))}

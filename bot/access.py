@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import discord
 
@@ -22,6 +23,23 @@ def member_is_admin(
     return permissions.manage_guild
 
 
-def is_admin(interaction: discord.Interaction) -> bool:
-    settings = interaction.client.settings  # type: ignore[attr-defined]
-    return member_is_admin(interaction.user, settings.owner_ids, interaction.permissions)
+def is_admin(interaction: discord.Interaction, owner_ids: Collection[int]) -> bool:
+    return member_is_admin(interaction.user, owner_ids, interaction.permissions)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for something to be done to a job: the user, and whether they are an admin where they ask."""
+
+    user: discord.abc.User
+    admin: bool
+
+    @classmethod
+    def of(cls, interaction: discord.Interaction, owner_ids: Collection[int]) -> Actor:
+        """The user of a command, button or form, with the permissions Discord resolved for it."""
+        return cls(interaction.user, is_admin(interaction, owner_ids))
+
+    @classmethod
+    def of_member(cls, member: discord.Member, owner_ids: Collection[int]) -> Actor:
+        """The member behind an event without an interaction (a reaction): their roles decide."""
+        return cls(member, member_is_admin(member, owner_ids))

@@ -1,29 +1,36 @@
-"""The bot process: discord.py client, queue client and database, and nothing from the ML stack."""
+"""The bot process: discord.py client, queue client and database, and nothing from the ML stack.
+
+``Beatforge`` is where the bot's parts are made and wired, once: the job service and the actions on top of it,
+delivery and the job watcher, download links. Each cog gets the parts it uses from its extension's ``setup``;
+nothing looks a part up on the bot later, and buttons reach their actions through
+``bot.buttons.answer_presses``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-import time
-from typing import TYPE_CHECKING
 
 import discord
+from arq.connections import ArqRedis
 from discord.ext import commands
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.queue import connect
+from bot.actions import JobActions
+from bot.buttons import JobButton, answer_presses
+from bot.cogs.watcher import JobWatcher
+from bot.delivery import Delivery
 from bot.errors import BeatforgeTree
-from bot.file_server import FileServer
-from bot.links import expiry, make_link
-from bot.views import JobButton
+from bot.file_server import Downloads
+from bot.jobs import JobService
+from bot.results import ResultComposer
+from bot.status import StatusBoard
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
 from storage.db import make_engine, make_sessionmaker
-
-if TYPE_CHECKING:
-    from arq.connections import ArqRedis
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +61,21 @@ class Beatforge(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings, self.redis, self.sessions = settings, redis, sessions
-        self.store = ArtifactStore(settings.artifact_dir)
         self.sync_commands = sync_commands
-        #: Interactions of jobs this process queued, for edits and follow-ups while their token lives.
-        self.live_interactions: dict[int, discord.Interaction] = {}
-        #: The text each job's status message shows now, so unchanged progress costs no API call.
-        self.status_shown: dict[int, str] = {}
+        self.store = ArtifactStore(settings.artifact_dir)
         #: Serves download links for files over Discord's upload limit; runs only with settings.public_url.
-        self.file_server: FileServer | None = None
+        self.downloads = Downloads(self.store, settings)
+        self.status_board = board = StatusBoard(self)
+        self.jobs = JobService(sessions=sessions, redis=redis, settings=settings, store=self.store, status=board)
+        self.actions = JobActions(self.jobs, board)
+        composer = ResultComposer(self.store, self.downloads)
+        self.delivery = delivery = Delivery(client=self, sessions=sessions, composer=composer, status=board)
+        self.watcher = JobWatcher(sessions=sessions, redis=redis, settings=settings, status=board, delivery=delivery)
 
     async def setup_hook(self) -> None:
-        await self._start_file_server()
-        self.add_dynamic_items(JobButton)
+        await self.downloads.start()
+        # Result and status buttons, also on messages posted before a restart (their custom_ids say it all).
+        answer_presses(self, JobButton, self.actions.press)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if not self.sync_commands:
@@ -78,42 +88,12 @@ class Beatforge(commands.Bot):
             synced = await self.tree.sync()
         log.info("commands synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
 
-    async def _start_file_server(self) -> None:
-        settings = self.settings
-        if settings.public_url is None or settings.link_secret is None:
-            return
-        server = FileServer(
-            self.store, secret=settings.link_secret.get_secret_value(), host=settings.http_host, port=settings.http_port
-        )
-        try:
-            await server.start()
-        except OSError as exc:  # e.g. the port is taken: the bot still runs, big files get no link
-            log.error(
-                "file server could not start; download links are off",
-                extra={"host": settings.http_host, "port": settings.http_port, "error": repr(exc)},
-            )
-            return
-        self.file_server = server
-
-    def download_link(self, relative_path: str) -> tuple[str, int] | None:
-        """A signed link to an artifact and the unix second it expires, or None when links are off."""
-        settings = self.settings
-        if self.file_server is None or settings.public_url is None or settings.link_secret is None:
-            return None
-        now, ttl = time.time(), settings.link_ttl_hours * 3600
-        secret = settings.link_secret.get_secret_value()
-        return make_link(settings.public_url, relative_path, secret=secret, ttl=ttl, now=now), expiry(ttl, now=now)
-
     async def close(self) -> None:
-        watcher = self.get_cog("JobWatcher")
-        if watcher is not None:  # before the database and redis go away (run_bot closes them after this)
-            await watcher.finish()  # type: ignore[attr-defined]
+        await self.watcher.finish()  # before the database and redis go away (run_bot closes them after this)
         try:
             await super().close()
         finally:
-            if self.file_server is not None:
-                server, self.file_server = self.file_server, None
-                await server.stop()
+            await self.downloads.stop()
 
 
 async def run_bot(settings: Settings) -> int:

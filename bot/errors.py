@@ -14,6 +14,10 @@ class UserFacingError(app_commands.AppCommandError):
     """An error whose message is written for the user and is safe to show as is."""
 
 
+class NotYours(UserFacingError):
+    """The job is someone else's, and this user may not act on it (not an admin there)."""
+
+
 async def reply_privately(interaction: discord.Interaction, content: str) -> None:
     """Answer ephemerally whether or not the interaction was already answered or deferred."""
     if not interaction.response.is_done():
@@ -36,7 +40,7 @@ class BeatforgeTree(app_commands.CommandTree):
         command = interaction.command.qualified_name if interaction.command else None
         log.error(
             "command failed",
-            exc_info=getattr(error, "original", error),
+            exc_info=error.original if isinstance(error, app_commands.CommandInvokeError) else error,
             extra={"command": command, "user_id": interaction.user.id, "namespace": dict(interaction.namespace)},
         )
         try:

@@ -1,18 +1,20 @@
-"""The bot's small HTTP server: artifact files behind signed, expiring links (see ``storage/links.py``).
+"""The bot's small HTTP server: artifact files behind signed, expiring links (see ``bot/links.py``).
 
 Files over Discord's upload limit are posted as a link to ``GET /files/<relative path>?exp=&sig=``;
-``GET /healthz`` answers ``ok``. Only started when ``BEATFORGE_PUBLIC_URL`` is set. Imports nothing
-heavier than aiohttp (a discord.py dependency) and the storage helpers.
+``GET /healthz`` answers ``ok``. Only started when ``BEATFORGE_PUBLIC_URL`` is set (``Downloads``). Imports
+nothing heavier than aiohttp (a discord.py dependency) and the storage helpers.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import quote
 
 from aiohttp import web
 
-from bot.links import FILES_PREFIX, BadSignature, LinkExpired, check_link
+from beatforge.config import Settings
+from bot.links import FILES_PREFIX, BadSignature, LinkExpired, check_link, expiry, make_link
 from storage.artifacts import ArtifactStore
 from storage.errors import UnsafeArtifactPath
 
@@ -102,3 +104,46 @@ class FileServer:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+class Downloads:
+    """Download links for results: on when the settings ask for them and the file server is running.
+
+    A server that cannot start (e.g. its port is taken) leaves links off and the bot running: big files are
+    then named with a "too large" line instead of a link.
+    """
+
+    def __init__(self, store: ArtifactStore, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self.server: FileServer | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.public_url is None or settings.link_secret is None:
+            return
+        server = FileServer(
+            self.store, secret=settings.link_secret.get_secret_value(), host=settings.http_host, port=settings.http_port
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error(
+                "file server could not start; download links are off",
+                extra={"host": settings.http_host, "port": settings.http_port, "error": repr(exc)},
+            )
+            return
+        self.server = server
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.stop()
+
+    def link(self, relative_path: str) -> tuple[str, int] | None:
+        """A signed link to an artifact and the unix second it expires, or None when links are off."""
+        settings = self.settings
+        if self.server is None or settings.public_url is None or settings.link_secret is None:
+            return None
+        now, ttl = time.time(), settings.link_ttl_hours * 3600
+        secret = settings.link_secret.get_secret_value()
+        return make_link(settings.public_url, relative_path, secret=secret, ttl=ttl, now=now), expiry(ttl, now=now)

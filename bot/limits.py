@@ -1,24 +1,15 @@
-"""Per-user limits and the queue cap: what applies on a server, and whether a new job may be queued."""
+"""Per-user limits and the queue cap: what applies on a server, and why a new job may not be queued (pure)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
 
 from beatforge.bounds import MAX_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobParams, JobStatus
-from bot.errors import UserFacingError
-from storage import jobs
+from beatforge.contract import BeatParams, JobParams
 from storage.guilds import GuildSettings
 from storage.jobs import UserActivity
-
-if TYPE_CHECKING:
-    from bot.app import Beatforge
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +35,7 @@ def effective_limits(settings: Settings, guild: GuildSettings | None) -> Limits:
 HOUR = timedelta(hours=1)
 
 
-def _refusal(
+def refusal(
     *, settings: Settings, limits: Limits, activity: UserActivity, params: JobParams, user_id: int, now: datetime
 ) -> str | None:
     """Why this user may not queue this job now (None: they may), as a sentence that says when to try again.
@@ -76,29 +67,9 @@ def _refusal(
     return None
 
 
-async def check_limits(bot: Beatforge, *, user_id: int, guild: GuildSettings | None, params: JobParams) -> None:
-    """Refuse a new job before anything is recorded or queued, when it would break a limit.
-
-    Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,
-    jobs queued or running at once; the server's own choices (``/admin limits``) override the bot's
-    settings. For everyone: the whole queue's cap, so a flood cannot grow the wait without bound.
-
-    ``guild``: the server's settings (None outside a server), read once by the caller, who needs them too.
-
-    Raises:
-        UserFacingError: the refusal, written for the user, saying when they can try again.
-    """
-    settings, now = bot.settings, datetime.now(UTC)
-    async with bot.sessions() as session:
-        activity = await jobs.user_activity(session, user_id=user_id, since=now - HOUR)
-        waiting = await jobs.count_jobs(session, status=JobStatus.QUEUED)
-    limits = effective_limits(settings, guild)
-    reason = _refusal(settings=settings, limits=limits, activity=activity, params=params, user_id=user_id, now=now)
-    if reason is None and waiting >= settings.queue_cap:
-        reason = (
-            f"The queue is full right now ({waiting} jobs waiting, the most it takes is {settings.queue_cap}). "
-            "Please try again in a few minutes."
-        )
-    if reason is not None:
-        log.info("job refused by a limit", extra={"user_id": user_id, "guild_id": guild.guild_id if guild else None})
-        raise UserFacingError(reason)
+def queue_full_text(waiting: int, cap: int) -> str:
+    """Why nobody may queue now: the whole queue's cap, so a flood cannot grow the wait without bound."""
+    return (
+        f"The queue is full right now ({waiting} jobs waiting, the most it takes is {cap}). "
+        "Please try again in a few minutes."
+    )

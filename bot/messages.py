@@ -8,6 +8,7 @@ from typing import TypeVar
 import discord
 from pydantic import BaseModel
 
+from beatforge.bounds import DISCORD_MESSAGE_CHARS
 from beatforge.contract import (
     ArtifactKind,
     AudioMeta,
@@ -271,3 +272,18 @@ def too_large_text(name: str, size: int, limit: int, url: str | None = None, exp
         )
     until = f" (link expires <t:{expires}:R>)" if expires is not None else ""
     return f"{head} — download it here{until}: <{url}>"
+
+
+def fit(lines: list[str], limit: int = DISCORD_MESSAGE_CHARS) -> str:
+    """Join lines, dropping whole lines from the end (and saying how many) rather than cutting one in half."""
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        remaining = len(lines) - index
+        tail = f"\n…and {remaining} more line(s)."
+        if size + len(line) + 1 + (len(tail) if remaining > 1 else 0) > limit:
+            kept.append(tail.strip())
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)

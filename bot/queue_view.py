@@ -2,32 +2,28 @@
 likely starts and finishes (``bot.eta``, from the speeds workers measured).
 
 The order is arq's sorted set (``settings.queue_name``), which holds waiting *and* running jobs until they
-finish; the rows behind it come from the database by ``queue_job_id``. One read of each per snapshot: the job
-watcher shows the same estimates on queued jobs' status lines every tick, so a snapshot is shared for a
-moment instead of being rebuilt per job. /queue (``bot/cogs/queue.py``) shows it.
+finish; the rows behind it are the active jobs the caller read from the database. A snapshot is one redis round
+trip (order, speeds, the workers' default model, running jobs' progress), taken once per job watcher tick for
+every status line, and once per /queue (``bot/cogs/queue.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from arq.connections import ArqRedis
 from pydantic import ValidationError
 
+from beatforge.config import Settings
 from beatforge.contract import PROGRESS_KEY, BeatParams, JobKind, JobProgress, JobStatus
-from beatforge.fleet import SPEED_KEY, parse_speeds
+from beatforge.fleet import MODELS_KEY, SPEED_KEY, parse_models, parse_speeds
 from bot.eta import Estimate, Running, Work, estimate, humanize
 from bot.messages import label
-from storage import jobs
+from bot.model_choice import default_model
 from storage.jobs import JobView
-
-if TYPE_CHECKING:
-    from bot.app import Beatforge
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +46,17 @@ class QueueEntry:
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    """Running jobs first, then the waiting ones in order; ``taken_at`` is ``time.monotonic()``."""
+    """Running jobs first, then the waiting ones in order."""
 
     entries: tuple[QueueEntry, ...]
-    taken_at: float
+    _by_job: dict[int, QueueEntry] = field(init=False, repr=False, compare=False)
 
-    def estimate_for(self, job_id: int) -> Estimate | None:
-        return next((e.estimate for e in self.entries if e.job is not None and e.job.id == job_id), None)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_job", {e.job.id: e for e in self.entries if e.job is not None})
+
+    def entry_for(self, job_id: int) -> QueueEntry | None:
+        """The job's place in line, estimate and progress; None for a job the queue does not hold."""
+        return self._by_job.get(job_id)
 
 
 def _text(value: bytes | str) -> str:
@@ -89,22 +89,21 @@ def _running(work: Work, job: JobView, progress: JobProgress | None, now: dateti
     return Running(work, elapsed_s=elapsed)
 
 
-async def read_queue(bot: Beatforge) -> QueueSnapshot:
-    """The queue now: one database query (active jobs) and one redis round trip (order, speeds, progress)."""
-    settings = bot.settings
-    async with bot.sessions() as session:
-        active = await jobs.list_active(session)
+async def read_queue(redis: ArqRedis, settings: Settings, active: Sequence[JobView]) -> QueueSnapshot:
+    """The queue now, in one redis round trip; ``active``: the queued and running rows (``jobs.list_active``)."""
     by_queue_id = {j.queue_job_id: j for j in active}
     running_rows = [j for j in active if j.status is JobStatus.RUNNING]
-    async with bot.redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.zrange(settings.queue_name, 0, -1)
         pipe.hgetall(SPEED_KEY)
+        pipe.get(MODELS_KEY)
         if running_rows:
             pipe.mget([PROGRESS_KEY.format(job_id=j.id) for j in running_rows])
         replies = await pipe.execute()
     order = [_text(m) for m in replies[0]]
     speeds = parse_speeds(replies[1])
-    raw_progress = replies[2] if running_rows else []
+    model = default_model(parse_models(replies[2]), settings)
+    raw_progress = replies[3] if running_rows else []
     progress = {j.id: _progress(raw, j.id) for j, raw in zip(running_rows, raw_progress, strict=True)}
 
     positions = {queue_job_id: i + 1 for i, queue_job_id in enumerate(order)}
@@ -114,7 +113,7 @@ async def read_queue(bot: Beatforge) -> QueueSnapshot:
     waiting_ids = [q for q in order if q not in by_queue_id or by_queue_id[q].status is JobStatus.QUEUED]
 
     def work(queue_job_id: str) -> Work:
-        return _work(queue_job_id, by_queue_id.get(queue_job_id), settings.default_model, settings.default_duration_s)
+        return _work(queue_job_id, by_queue_id.get(queue_job_id), model, settings.default_duration_s)
 
     now = datetime.now(UTC)
     running = [_running(work(q), by_queue_id[q], progress.get(by_queue_id[q].id), now) for q in running_ids]
@@ -130,7 +129,7 @@ async def read_queue(bot: Beatforge) -> QueueSnapshot:
         )
         for i, e in enumerate(estimates)
     )
-    return QueueSnapshot(entries, time.monotonic())
+    return QueueSnapshot(entries)
 
 
 def _when(seconds: float, measured: bool) -> str:
@@ -169,22 +168,3 @@ def queue_text(entries: Sequence[QueueEntry], *, guild_id: int | None, user_id: 
     if not all(e.estimate.measured for e in entries):
         lines.append("~ a guess: no job like it has been timed on this bot yet.")
     return "\n".join(lines)
-
-
-#: The last snapshot per bot, shared by the status lines of one watcher tick and /queue.
-_last: weakref.WeakKeyDictionary[Beatforge, QueueSnapshot] = weakref.WeakKeyDictionary()
-
-
-async def cached_queue(bot: Beatforge, *, max_age_s: float) -> QueueSnapshot:
-    """The queue, read again only when the last read is older than ``max_age_s``."""
-    snap = _last.get(bot)
-    if snap is None or time.monotonic() - snap.taken_at > max_age_s:
-        snap = _last[bot] = await read_queue(bot)
-    return snap
-
-
-async def queued_eta(bot: Beatforge, job: JobView) -> float | None:
-    """Seconds until a queued job likely starts, for its status line. The job watcher asks once per queued job
-    per tick; one read (one database query, one redis round trip) serves the whole tick."""
-    found = (await cached_queue(bot, max_age_s=bot.settings.watch_interval_s / 2)).estimate_for(job.id)
-    return None if found is None else found.start_s

@@ -29,7 +29,7 @@ def run_bot(_args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from arq.worker import check_health
 
-    from generation.worker.app import create_worker, worker_settings
+    from generation.worker.settings import create_worker, worker_settings
 
     if args.check:
         return check_health(worker_settings(settings))

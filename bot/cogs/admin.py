@@ -15,20 +15,22 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
+from arq.connections import ArqRedis
 from discord import app_commands
 from discord.ext import commands
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from beatforge.bounds import DISCORD_MESSAGE_CHARS, MAX_DURATION_S, MIN_DURATION_S
+from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
+from beatforge.config import Settings
 from beatforge.contract import JobStatus
 from beatforge.fleet import ModelInfo, read_models
 from bot.access import is_admin
-from bot.cancel import cancel_job
 from bot.errors import UserFacingError
+from bot.jobs import JobService
 from bot.limits import Limits, effective_limits
-from bot.messages import label
-from storage import guilds, jobs
-from storage.errors import JobNotFound
+from bot.messages import fit, label
+from storage import guilds
 from storage.guilds import GuildSettings
 
 if TYPE_CHECKING:
@@ -36,28 +38,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Discord's limit on a message's text.
 #: What ``/admin model use`` takes to go back to the bot's default model.
 DEFAULT_CHOICE = "default"
-#: Bounds for ``/admin limits``; the same as the bot-wide settings accept (beatforge.config.Settings).
-JOBS_PER_HOUR_MAX = 10_000
-CONCURRENT_JOBS_MAX = 100
+
+
+def _settings_max(field: str) -> int:
+    """The largest value the bot-wide setting ``field`` accepts (``beatforge.config.Settings``): a server may
+    choose what the bot's operator could."""
+    return next(int(m.le) for m in Settings.model_fields[field].metadata if hasattr(m, "le"))  # Field(le=...)
+
+
+#: Bounds for ``/admin limits``, taken from the settings so they are written once.
+JOBS_PER_HOUR_MAX = _settings_max("jobs_per_hour")
+CONCURRENT_JOBS_MAX = _settings_max("concurrent_jobs")
 LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
-
-
-def fit(lines: list[str], limit: int = DISCORD_MESSAGE_CHARS) -> str:
-    """Join lines, dropping whole lines from the end (and saying how many) rather than cutting one in half."""
-    kept: list[str] = []
-    size = 0
-    for index, line in enumerate(lines):
-        remaining = len(lines) - index
-        tail = f"\n…and {remaining} more line(s)."
-        if size + len(line) + 1 + (len(tail) if remaining > 1 else 0) > limit:
-            kept.append(tail.strip())
-            break
-        kept.append(line)
-        size += len(line) + 1
-    return "\n".join(kept)
 
 
 def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None) -> str:
@@ -86,17 +80,17 @@ def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None)
 def limits_text(limits: Limits, guild: GuildSettings, heading: str) -> str:
     """The limits in force, saying which are this server's own and which the bot's defaults."""
 
-    def source(field: str) -> str:
-        return "this server" if getattr(guild, field) is not None else "bot default"
+    def source(own: object) -> str:
+        return "this server" if own is not None else "bot default"
 
     reroll = "anyone" if limits.everyone_can_reroll else "the requester and admins"
     return "\n".join(
         [
             heading,
-            f"• jobs per hour per user: **{limits.jobs_per_hour}** ({source('jobs_per_hour')})",
-            f"• jobs at once per user: **{limits.concurrent_jobs}** ({source('concurrent_jobs')})",
-            f"• longest beat: **{limits.max_duration_s:g} s** ({source('max_duration_s')})",
-            f"• who can re-roll a result: **{reroll}** ({source('everyone_can_reroll')})",
+            f"• jobs per hour per user: **{limits.jobs_per_hour}** ({source(guild.jobs_per_hour)})",
+            f"• jobs at once per user: **{limits.concurrent_jobs}** ({source(guild.concurrent_jobs)})",
+            f"• longest beat: **{limits.max_duration_s:g} s** ({source(guild.max_duration_s)})",
+            f"• who can re-roll a result: **{reroll}** ({source(guild.everyone_can_reroll)})",
         ]
     )
 
@@ -119,24 +113,31 @@ class Admin(commands.Cog):
     )
     model = app_commands.Group(name="model", description="The music model this server uses.", parent=admin)
 
-    def __init__(self, bot: Beatforge) -> None:
-        self.bot = bot
+    def __init__(
+        self,
+        *,
+        jobs: JobService,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: ArqRedis,
+        settings: Settings,
+    ) -> None:
+        self.jobs, self.sessions, self.redis, self.settings = jobs, sessions, redis, settings
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         """Every /admin command: refused (privately, by the tree's error handler) unless ``is_admin``."""
         if interaction.guild_id is None:
             raise app_commands.NoPrivateMessage("/admin only works in a server.")
-        if not is_admin(interaction):
+        if not is_admin(interaction, self.settings.owner_ids):
             raise app_commands.CheckFailure("Only members with Manage Server (or the bot's owners) can use /admin.")
         return True
 
     async def _guild(self, guild_id: int) -> GuildSettings:
-        async with self.bot.sessions() as session:
+        async with self.sessions() as session:
             return await guilds.get_guild(session, guild_id)
 
     async def _models(self) -> tuple[list[ModelInfo], str] | None:
         try:
-            return await read_models(self.bot.redis)
+            return await read_models(self.redis)
         except RedisError as exc:
             raise UserFacingError("Can't reach the job queue to read the models; try again in a minute.") from exc
 
@@ -165,7 +166,7 @@ class Admin(commands.Cog):
             if choice not in names:
                 listed = ", ".join(f"`{n}`" for n in names)
                 raise UserFacingError(f"There is no model `{choice}`. Choose one of {listed}, or `default`."[:1900])
-        async with self.bot.sessions() as session:
+        async with self.sessions() as session:
             await guilds.update_guild(
                 session, interaction.guild_id, by=interaction.user.id, action="model.use", model=choice
             )
@@ -183,10 +184,10 @@ class Admin(commands.Cog):
     @model_use.autocomplete("name")
     async def _model_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         # Autocomplete skips the cog's interaction_check, so suggestions are for admins only here.
-        if not is_admin(interaction):
+        if not is_admin(interaction, self.settings.owner_ids):
             return []
         try:
-            models = await read_models(self.bot.redis)
+            models = await read_models(self.redis)
         except RedisError:
             log.warning("model autocomplete could not read redis")
             return []
@@ -243,15 +244,15 @@ class Admin(commands.Cog):
             action, heading = "limits.set", "✅ Limits changed. Now in force:"
         else:
             guild = await self._guild(interaction.guild_id)
-            text = limits_text(effective_limits(self.bot.settings, guild), guild, "**Limits on this server**:")
+            text = limits_text(effective_limits(self.settings, guild), guild, "**Limits on this server**:")
             await interaction.response.send_message(text, ephemeral=True)
             return
-        async with self.bot.sessions() as session:
+        async with self.sessions() as session:
             guild = await guilds.update_guild(
                 session, interaction.guild_id, by=interaction.user.id, action=action, **changes
             )
         log.info("server limits changed", extra={"guild_id": interaction.guild_id, "changes": changes})
-        text = limits_text(effective_limits(self.bot.settings, guild), guild, heading)
+        text = limits_text(effective_limits(self.settings, guild), guild, heading)
         await interaction.response.send_message(text, ephemeral=True)
 
     @admin.command(name="cancel")
@@ -262,20 +263,16 @@ class Admin(commands.Cog):
             job: The job's number (the # in "Beat #N").
         """
         assert interaction.guild_id is not None  # interaction_check
-        async with self.bot.sessions() as session:
-            try:
-                found = await jobs.get_job(session, job)
-            except JobNotFound as exc:
-                raise UserFacingError(f"There is no job #{job}.") from exc
+        found = await self.jobs.get(job)
         if found.guild_id != interaction.guild_id:
             raise UserFacingError(f"Job #{job} is not from this server; admins can only cancel their own server's.")
         if found.status in (JobStatus.DONE, JobStatus.FAILED):
             state = "finished" if found.status is JobStatus.DONE else "already failed or was cancelled"
             raise UserFacingError(f"{label(found)} has {state}; there is nothing to cancel.")
         user = interaction.user
-        if not await cancel_job(self.bot, found, by=f"admin {user.name} ({user.id})"):
+        if not await self.jobs.cancel(found, by=f"admin {user.name} ({user.id})"):
             raise UserFacingError(f"{label(found)} finished just now; there was nothing left to cancel.")
-        async with self.bot.sessions() as session:
+        async with self.sessions() as session:
             await guilds.audit(
                 session,
                 guild_id=interaction.guild_id,
@@ -299,7 +296,7 @@ class Admin(commands.Cog):
         assert interaction.guild_id is not None  # interaction_check
         if not 1 <= count <= 25:
             raise UserFacingError(f"count must be between 1 and 25, not {count}.")
-        async with self.bot.sessions() as session:
+        async with self.sessions() as session:
             entries = await guilds.audit_log(session, guild_id=interaction.guild_id, limit=count)
         if not entries:
             await interaction.response.send_message("No admin has changed anything here yet.", ephemeral=True)
@@ -311,4 +308,4 @@ class Admin(commands.Cog):
 
 
 async def setup(bot: Beatforge) -> None:
-    await bot.add_cog(Admin(bot))
+    await bot.add_cog(Admin(jobs=bot.jobs, sessions=bot.sessions, redis=bot.redis, settings=bot.settings))

@@ -8,29 +8,27 @@ permissions are checked again on every press, because a custom_id can be forged.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.contract import ErrorCode, JobStatus, Relation
 from beatforge.presets import MOODS, STYLES
-from bot.access import is_admin
-from bot.cogs.admin import fit
-from bot.errors import UserFacingError, reply_privately
-from bot.messages import label, quote_prompt
+from bot.access import Actor
+from bot.buttons import Pressable, answer_presses, stop_answering
+from bot.delivery import Delivery
+from bot.errors import UserFacingError
+from bot.jobs import JobService
+from bot.messages import fit, label, quote_prompt
 from storage import jobs
-from storage.errors import JobNotFound
 from storage.jobs import JobView
 
 if TYPE_CHECKING:
     from bot.app import Beatforge
-    from bot.cogs.watcher import JobWatcher
-
-log = logging.getLogger(__name__)
 
 PAGE_SIZE = 5
 #: Ancestors named in an entry's lineage beyond its parent.
@@ -98,10 +96,10 @@ def entry_text(job: JobView, ancestors: list[JobView]) -> str:
 
 
 async def history_page(
-    bot: Beatforge, *, guild_id: int, viewer: int, target: int, page: int, kept: bool
+    sessions: async_sessionmaker[AsyncSession], *, guild_id: int, viewer: int, target: int, page: int, kept: bool
 ) -> tuple[str, discord.ui.View | None]:
     """The text and buttons of one page; a page past the end (jobs gone since) shows the last one."""
-    async with bot.sessions() as session:
+    async with sessions() as session:
         found, total = await jobs.list_history(
             session, user_id=target, guild_id=guild_id, offset=page * PAGE_SIZE, limit=PAGE_SIZE, kept=kept
         )
@@ -128,15 +126,15 @@ async def history_page(
     return fit(lines), view
 
 
-def _check_history_access(interaction: discord.Interaction, viewer: int, target: int) -> None:
-    if interaction.user.id != viewer:
+def _check_history_access(actor: Actor, viewer: int, target: int) -> None:
+    if actor.user.id != viewer:
         raise UserFacingError(f"This list belongs to <@{viewer}>; use `/history` to see your own.")
-    if target != viewer and not is_admin(interaction):
+    if target != viewer and not actor.admin:
         raise UserFacingError("Only admins (Manage Server) can look at someone else's history.")
 
 
 class HistoryPage(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    Pressable,
     template=r"bf:hist:(?P<viewer>\d+):(?P<target>\d+):(?P<page>\d+):(?P<kept>[01])",
 ):
     """◀ / ▶ under a history list: shows ``page`` of ``target``'s history to ``viewer`` (and no one else)."""
@@ -164,27 +162,8 @@ class HistoryPage(
     ) -> HistoryPage:
         return cls(int(match["viewer"]), int(match["target"]), int(match["page"]), match["kept"] == "1")
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        bot: Beatforge = interaction.client  # type: ignore[assignment]
-        try:
-            if interaction.guild_id is None:
-                raise UserFacingError("History lists only work in a server.")
-            _check_history_access(interaction, self.viewer, self.target)
-            content, view = await history_page(
-                bot,
-                guild_id=interaction.guild_id,
-                viewer=self.viewer,
-                target=self.target,
-                page=self.page,
-                kept=self.kept,
-            )
-        except UserFacingError as exc:  # components bypass the command tree's error handler
-            await reply_privately(interaction, f"⚠️ {exc}")
-            return
-        await interaction.response.edit_message(content=content, view=view)
 
-
-class RepostButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"bf:repost:(?P<job_id>\d+)"):
+class RepostButton(Pressable, template=r"bf:repost:(?P<job_id>\d+)"):
     """Under a history entry: posts that job's result again in the channel (its requester or an admin)."""
 
     def __init__(self, job_id: int) -> None:
@@ -208,73 +187,64 @@ class RepostButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"bf
     ) -> RepostButton:
         return cls(int(match["job_id"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            job = await finished_job(interaction, self.job_id)
-            if job.user_id != interaction.user.id and not is_admin(interaction):
-                raise UserFacingError(f"{label(job)} is <@{job.user_id}>'s; only they or an admin can re-post it.")
-            await post_result(interaction, job)
-        except UserFacingError as exc:  # components bypass the command tree's error handler
-            await reply_privately(interaction, f"⚠️ {exc}")
-
-
-async def finished_job(interaction: discord.Interaction, job_id: int) -> JobView:
-    """A job of this server with a result to show, or a clear reason why there is none."""
-    bot: Beatforge = interaction.client  # type: ignore[assignment]
-    async with bot.sessions() as session:
-        try:
-            job = await jobs.get_job(session, job_id)
-        except JobNotFound as exc:
-            raise UserFacingError(f"There is no job #{job_id}.") from exc
-    if interaction.guild_id is None or job.guild_id != interaction.guild_id:
-        raise UserFacingError(f"Job #{job_id} was made on another server; only this server's results can be shown.")
-    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        raise UserFacingError(f"{label(job)} is still {job.status.value}; its result will be posted when it's done.")
-    if job.status is JobStatus.FAILED:
-        if job.error_code is ErrorCode.CANCELLED:
-            raise UserFacingError(f"{label(job)} was cancelled, so it has no result to show.")
-        reason = f": {job.error}" if job.error else "."
-        raise UserFacingError(f"{label(job)} failed, so it has no result to show{reason}"[:1900])
-    return job
-
-
-async def post_result(interaction: discord.Interaction, job: JobView) -> discord.Message:
-    """Post a finished job's result publicly in the interaction's channel, files and working buttons included."""
-    bot: Beatforge = interaction.client  # type: ignore[assignment]
-    watcher: JobWatcher | None = bot.get_cog("JobWatcher")  # type: ignore[assignment]
-    if watcher is None:
-        raise UserFacingError("Results can't be posted right now (the bot is starting or stopping); try again.")
-    try:
-        result = watcher.compose(job, interaction.filesize_limit)
-        # Opening the files here, before the public defer, keeps a missing file a private explanation.
-        kwargs = result.send_kwargs()
-    except (LookupError, OSError) as exc:
-        log.warning("cannot re-post a result", extra={"job_id": job.id, "error": repr(exc)})
-        raise UserFacingError(f"The files of {label(job)} are no longer available, so it can't be posted.") from exc
-    files: list[discord.File] = kwargs.pop("files")
-    try:
-        await interaction.response.defer(thinking=True)  # uploads can outlast Discord's 3 seconds
-        message = await interaction.edit_original_response(content=result.content, attachments=files, **kwargs)
-    except discord.HTTPException as exc:
-        log.warning("re-posting a result failed", extra={"job_id": job.id, "status": exc.status, "error": repr(exc)})
-        raise UserFacingError(f"Discord refused to post {label(job)} ({exc.status}); please try again.") from exc
-    finally:
-        for file in files:  # closed after a successful upload already; this covers a failed one
-            file.close()
-    log.info("result re-posted", extra={"job_id": job.id, "user_id": interaction.user.id})
-    return message
-
 
 class History(commands.Cog):
-    def __init__(self, bot: Beatforge) -> None:
-        self.bot = bot
+    def __init__(
+        self,
+        *,
+        client: discord.Client,
+        sessions: async_sessionmaker[AsyncSession],
+        jobs: JobService,
+        delivery: Delivery,
+    ) -> None:
+        #: Where the buttons are registered, so presses on lists and results from before a restart work too.
+        self.client = client
+        self.sessions, self.jobs, self.delivery = sessions, jobs, delivery
 
     async def cog_load(self) -> None:
-        # The buttons answer presses on lists and results posted before a restart too.
-        self.bot.add_dynamic_items(HistoryPage, RepostButton)
+        answer_presses(self.client, HistoryPage, self.turn_page)
+        answer_presses(self.client, RepostButton, self.repost)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(HistoryPage, RepostButton)
+        stop_answering(self.client, HistoryPage)
+        stop_answering(self.client, RepostButton)
+
+    async def turn_page(self, interaction: discord.Interaction, button: HistoryPage) -> None:
+        """◀ / ▶ pressed: the list shows that page (for its viewer only: a custom_id can be forged)."""
+        if interaction.guild_id is None:
+            raise UserFacingError("History lists only work in a server.")
+        _check_history_access(self.jobs.actor(interaction), button.viewer, button.target)
+        content, view = await history_page(
+            self.sessions,
+            guild_id=interaction.guild_id,
+            viewer=button.viewer,
+            target=button.target,
+            page=button.page,
+            kept=button.kept,
+        )
+        await interaction.response.edit_message(content=content, view=view)
+
+    async def repost(self, interaction: discord.Interaction, button: RepostButton) -> None:
+        """📤 pressed: the result posted again in the channel, for its requester or an admin."""
+        job = await self.finished_job(interaction, button.job_id)
+        self.jobs.check_owner(job, self.jobs.actor(interaction), doing="re-post it")
+        await self.delivery.repost(interaction, job)
+
+    async def finished_job(self, interaction: discord.Interaction, job_id: int) -> JobView:
+        """A job of this server with a result to show, or a clear reason why there is none."""
+        job = await self.jobs.get(job_id)
+        if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+            raise UserFacingError(f"Job #{job_id} was made on another server; only this server's results can be shown.")
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            raise UserFacingError(
+                f"{label(job)} is still {job.status.value}; its result will be posted when it's done."
+            )
+        if job.status is JobStatus.FAILED:
+            if job.error_code is ErrorCode.CANCELLED:
+                raise UserFacingError(f"{label(job)} was cancelled, so it has no result to show.")
+            reason = f": {job.error}" if job.error else "."
+            raise UserFacingError(f"{label(job)} failed, so it has no result to show{reason}"[:1900])
+        return job
 
     @app_commands.command(name="history")
     @app_commands.guild_only()
@@ -288,11 +258,11 @@ class History(commands.Cog):
             kept: Only the ones marked ⭐ keep.
         """
         assert interaction.guild_id is not None  # guild_only
-        target = interaction.user.id if user is None else user.id
-        if target != interaction.user.id and not is_admin(interaction):
-            raise UserFacingError("Only admins (Manage Server) can look at someone else's history.")
+        viewer = interaction.user.id
+        target = viewer if user is None else user.id
+        _check_history_access(self.jobs.actor(interaction), viewer, target)
         content, view = await history_page(
-            self.bot, guild_id=interaction.guild_id, viewer=interaction.user.id, target=target, page=0, kept=kept
+            self.sessions, guild_id=interaction.guild_id, viewer=viewer, target=target, page=0, kept=kept
         )
         if view is None:
             await interaction.response.send_message(content, ephemeral=True)
@@ -307,7 +277,7 @@ class History(commands.Cog):
         Args:
             job: The job's number (the # in "Beat #N").
         """
-        await post_result(interaction, await finished_job(interaction, job))
+        await self.delivery.repost(interaction, await self.finished_job(interaction, job))
 
     @app_commands.command(name="styles")
     async def styles(self, interaction: discord.Interaction) -> None:
@@ -324,4 +294,4 @@ def styles_text() -> str:
 
 
 async def setup(bot: Beatforge) -> None:
-    await bot.add_cog(History(bot))
+    await bot.add_cog(History(client=bot, sessions=bot.sessions, jobs=bot.jobs, delivery=bot.delivery))

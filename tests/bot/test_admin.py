@@ -16,6 +16,7 @@ from beatforge.fleet import ModelInfo, publish_models
 from beatforge.queue import enqueue_job
 from bot.app import Beatforge
 from storage import guilds, jobs
+from tests.support.bot import CALLBACK, MANAGE_SERVER, private_text
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -29,9 +30,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-EPHEMERAL = 64
-MANAGER = discord.Permissions(DEFAULT_MEMBER_PERMISSIONS) | discord.Permissions(manage_guild=True)
 OWNER_ID = 4242
 
 
@@ -46,7 +44,7 @@ async def discord_bot(
 
 
 async def admin(
-    bot: Beatforge, fake: FakeDiscord, subcommand: str, *, permissions: int = MANAGER.value, **options: Any
+    bot: Beatforge, fake: FakeDiscord, subcommand: str, *, permissions: int = MANAGE_SERVER, **options: Any
 ) -> RecordedRequest:
     """Run ``/admin <subcommand>`` and return the interaction's answer once the bot is done with it."""
     since = len(fake.requests)
@@ -55,12 +53,6 @@ async def admin(
     reply = await fake.wait_for("POST", CALLBACK, timeout=3, since=since)
     await settle(bot)
     return reply
-
-
-def answer(reply: RecordedRequest) -> str:
-    """The text of an ephemeral message answer (and that it is one)."""
-    assert reply.json["type"] == 4 and reply.json["data"]["flags"] & EPHEMERAL, reply.json
-    return str(reply.json["data"]["content"])
 
 
 async def publish(redis: ArqRedis) -> None:
@@ -109,7 +101,7 @@ async def test_a_plain_member_is_refused_and_nothing_changes(
 ) -> None:
     bot, fake = discord_bot
     reply = await admin(bot, fake, subcommand, permissions=DEFAULT_MEMBER_PERMISSIONS, **options)
-    assert "Only members with Manage Server" in answer(reply)
+    assert "Only members with Manage Server" in private_text(reply)
     async with sessions() as session:
         assert await guilds.get_guild(session, DEFAULT_GUILD_ID) == guilds.GuildSettings(DEFAULT_GUILD_ID)
         assert await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID) == []
@@ -121,7 +113,7 @@ async def test_a_plain_member_cannot_cancel_anyones_job(
     bot, fake = discord_bot
     job_id = await queued_job(bot)
     reply = await admin(bot, fake, "cancel", permissions=DEFAULT_MEMBER_PERMISSIONS, job=job_id)
-    assert "Only members with Manage Server" in answer(reply)
+    assert "Only members with Manage Server" in private_text(reply)
     async with sessions() as session:
         assert (await jobs.get_job(session, job_id)).status is JobStatus.QUEUED
         assert await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID) == []
@@ -133,7 +125,7 @@ async def test_model_use_changes_the_server_model_and_audits_it(
 ) -> None:
     bot, fake = discord_bot
     await publish(arq_redis)
-    assert "New beats on this server use `melody`" in answer(await admin(bot, fake, "model use", name="melody"))
+    assert "New beats on this server use `melody`" in private_text(await admin(bot, fake, "model use", name="melody"))
     async with sessions() as session:
         assert (await guilds.get_guild(session, DEFAULT_GUILD_ID)).model == "melody"
         (entry,) = await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)
@@ -141,19 +133,19 @@ async def test_model_use_changes_the_server_model_and_audits_it(
     assert entry.detail == {"before": {"model": None}, "after": {"model": "melody"}}
 
     # The list marks the server's model and the default.
-    listing = answer(await admin(bot, fake, "model list"))
+    listing = private_text(await admin(bot, fake, "model list"))
     assert "`melody` — **⭐ this server**" in listing and "`small` — **default**" in listing
     assert "our house style" in listing and "on `small`" in listing and "MIT" in listing
 
     # An unknown name is refused with the choices, and changes nothing.
-    refusal = answer(await admin(bot, fake, "model use", name="large"))
+    refusal = private_text(await admin(bot, fake, "model use", name="large"))
     assert "There is no model `large`" in refusal and "`small`, `melody`, `my-lora`" in refusal
     async with sessions() as session:
         assert (await guilds.get_guild(session, DEFAULT_GUILD_ID)).model == "melody"
         assert len(await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)) == 1
 
     # `default` goes back to the bot's default.
-    assert "bot's default model (`small`)" in answer(await admin(bot, fake, "model use", name="Default"))
+    assert "bot's default model (`small`)" in private_text(await admin(bot, fake, "model use", name="Default"))
     async with sessions() as session:
         assert (await guilds.get_guild(session, DEFAULT_GUILD_ID)).model is None
         assert [e.action for e in await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)] == ["model.use"] * 2
@@ -163,8 +155,8 @@ async def test_before_any_worker_reports_models_the_list_says_so_and_names_are_u
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     bot, fake = discord_bot
-    assert "No worker has reported its models yet" in answer(await admin(bot, fake, "model list"))
-    reply = answer(await admin(bot, fake, "model use", name="my-finetune"))
+    assert "No worker has reported its models yet" in private_text(await admin(bot, fake, "model list"))
+    reply = private_text(await admin(bot, fake, "model use", name="my-finetune"))
     assert "use `my-finetune`" in reply and "could not be checked" in reply
     async with sessions() as session:
         assert (await guilds.get_guild(session, DEFAULT_GUILD_ID)).model == "my-finetune"
@@ -185,7 +177,7 @@ async def test_an_owner_without_manage_server_is_allowed(
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     reply = await fake.wait_for("POST", CALLBACK, timeout=3)
     await settle(bot)
-    assert "jobs at once per user: **2** (this server)" in answer(reply)
+    assert "jobs at once per user: **2** (this server)" in private_text(reply)
     async with sessions() as session:
         assert (await guilds.get_guild(session, DEFAULT_GUILD_ID)).concurrent_jobs == 2
         (entry,) = await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)
@@ -196,10 +188,10 @@ async def test_limits_show_set_refuse_and_reset(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     bot, fake = discord_bot
-    shown = answer(await admin(bot, fake, "limits"))
+    shown = private_text(await admin(bot, fake, "limits"))
     assert "jobs per hour per user: **20** (bot default)" in shown and "longest beat: **120 s** (bot default)" in shown
 
-    changed = answer(await admin(bot, fake, "limits", jobs_per_hour=5, max_duration=30, everyone_can_reroll=True))
+    changed = private_text(await admin(bot, fake, "limits", jobs_per_hour=5, max_duration=30, everyone_can_reroll=True))
     assert "jobs per hour per user: **5** (this server)" in changed
     assert "longest beat: **30 s** (this server)" in changed and "re-roll a result: **anyone**" in changed
     assert "jobs at once per user: **3** (bot default)" in changed
@@ -213,17 +205,17 @@ async def test_limits_show_set_refuse_and_reset(
     )
 
     # Out of range (Discord's client would stop these; a crafted payload is not) and contradictory requests.
-    assert "max_duration must be between 1 and 120 seconds, not 500" in answer(
+    assert "max_duration must be between 1 and 120 seconds, not 500" in private_text(
         await admin(bot, fake, "limits", max_duration=500)
     )
-    assert "jobs_per_hour must be between 1 and 10000, not 0" in answer(
+    assert "jobs_per_hour must be between 1 and 10000, not 0" in private_text(
         await admin(bot, fake, "limits", jobs_per_hour=0)
     )
-    assert "not both" in answer(await admin(bot, fake, "limits", reset=True, concurrent_jobs=2))
+    assert "not both" in private_text(await admin(bot, fake, "limits", reset=True, concurrent_jobs=2))
     async with sessions() as session:
         assert await guilds.get_guild(session, DEFAULT_GUILD_ID) == guild
 
-    reset = answer(await admin(bot, fake, "limits", reset=True))
+    reset = private_text(await admin(bot, fake, "limits", reset=True))
     assert "Back to the bot's defaults" in reset and "longest beat: **120 s** (bot default)" in reset
     async with sessions() as session:
         assert await guilds.get_guild(session, DEFAULT_GUILD_ID) == guilds.GuildSettings(DEFAULT_GUILD_ID)
@@ -238,7 +230,7 @@ async def test_cancel_a_queued_job_takes_it_off_the_queue_and_audits_it(
     bot, fake = discord_bot
     job_id = await queued_job(bot, user_id=7)
     assert await arq_redis.zcard(bot.settings.queue_name) == 1
-    reply = answer(await admin(bot, fake, "cancel", job=job_id))
+    reply = private_text(await admin(bot, fake, "cancel", job=job_id))
     assert f"Beat #{job_id} (by <@7>) is cancelled" in reply
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
@@ -253,10 +245,10 @@ async def test_cancel_a_queued_job_takes_it_off_the_queue_and_audits_it(
     )
 
     # Again: already cancelled; unknown ids and other servers' jobs are refused; none of it is audited.
-    assert "nothing to cancel" in answer(await admin(bot, fake, "cancel", job=job_id))
-    assert "There is no job #999" in answer(await admin(bot, fake, "cancel", job=999))
+    assert "nothing to cancel" in private_text(await admin(bot, fake, "cancel", job=job_id))
+    assert "There is no job #999" in private_text(await admin(bot, fake, "cancel", job=999))
     elsewhere = await queued_job(bot, guild_id=DEFAULT_GUILD_ID + 1)
-    assert "not from this server" in answer(await admin(bot, fake, "cancel", job=elsewhere))
+    assert "not from this server" in private_text(await admin(bot, fake, "cancel", job=elsewhere))
     async with sessions() as session:
         assert (await jobs.get_job(session, elsewhere)).status is JobStatus.QUEUED
         assert len(await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)) == 1
@@ -264,10 +256,10 @@ async def test_cancel_a_queued_job_takes_it_off_the_queue_and_audits_it(
 
 async def test_audit_lists_the_latest_entries(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
     bot, fake = discord_bot
-    assert "No admin has changed anything" in answer(await admin(bot, fake, "audit"))
+    assert "No admin has changed anything" in private_text(await admin(bot, fake, "audit"))
     await admin(bot, fake, "limits", jobs_per_hour=9)
     await admin(bot, fake, "model use", name="big")
-    log = answer(await admin(bot, fake, "audit", count=5))
+    log = private_text(await admin(bot, fake, "audit", count=5))
     lines = log.splitlines()
     assert "`model.use` model: None → big" in lines[1] and f"<@{DEFAULT_USER_ID}>" in lines[1]
     assert "`limits.set` jobs_per_hour: None → 9" in lines[2]
@@ -278,7 +270,7 @@ async def test_model_names_are_suggested_to_admins_only(
 ) -> None:
     bot, fake = discord_bot
     await publish(arq_redis)
-    for permissions, expected in ((MANAGER.value, ["default", "melody"]), (DEFAULT_MEMBER_PERMISSIONS, [])):
+    for permissions, expected in ((MANAGE_SERVER, ["default", "melody"]), (DEFAULT_MEMBER_PERMISSIONS, [])):
         since = len(fake.requests)
         payload = slash_command_payload(
             "admin", {"name": "e"}, bot=bot, subcommand="model use", permissions=permissions, focused="name"

@@ -7,12 +7,10 @@ made directly (the worker is not what is under test). The compact copy is tested
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
 import socket
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -22,26 +20,32 @@ import numpy as np
 import pytest
 import soundfile as sf
 from arq.connections import ArqRedis
-from PIL import Image
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, ErrorCode, JobRequest
+from beatforge.contract import BeatParams, ErrorCode
 from bot.app import Beatforge
-from bot.cogs.watcher import MAX_DELIVERY_ATTEMPTS
+from bot.delivery import MAX_DELIVERY_ATTEMPTS
 from bot.messages import licence_text
 from generation.audio.formats import AudioTooLarge, duration_of, encode_compact, mp3_bitrate_to_fit
 from generation.audio.io import write_wav
 from generation.music.registry import META_LICENCE
-from generation.worker.app import JobRun, ProgressPublisher, _compact_take
+from generation.worker.beat import compact_take
 from storage import jobs
 from storage.artifacts import ArtifactStore
-from tests.e2e.test_bot import delivered_job
+from tests.support import bot as support
+from tests.support.bot import (
+    CHANNEL_MESSAGES,
+    FOLLOWUP,
+    OTHER_CHANNEL_MESSAGES,
+    delivered_job,
+    finish_job,
+    png_bytes,
+)
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
-    DEFAULT_GUILD_ID,
     FakeDiscord,
     RecordedRequest,
     connected,
@@ -50,9 +54,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
-CHANNEL_POST = rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$"
-OTHER_CHANNEL_POST = rf"^/channels/(?!{DEFAULT_CHANNEL_ID}/)\d+/messages$"
 MiB = 2**20
 ENABLE_LINKS = "set BEATFORGE_PUBLIC_URL and BEATFORGE_LINK_SECRET"
 
@@ -69,13 +70,7 @@ async def new_job(
     sessions: async_sessionmaker[AsyncSession], *, status_message_id: int | None = None, **params: Any
 ) -> int:
     beat = BeatParams(**{"prompt": "ambient <@42> drift", "duration_s": 1, "seed": 9, **params})
-    async with sessions() as session:
-        job = await jobs.create_job(
-            session, params=beat, user_id=42, user_name="u", guild_id=DEFAULT_GUILD_ID, channel_id=DEFAULT_CHANNEL_ID
-        )
-        if status_message_id:
-            await jobs.set_status_message(session, job.id, status_message_id)
-    return job.id
+    return await support.new_job(sessions, beat, status_message_id=status_message_id)
 
 
 async def finish(
@@ -86,18 +81,10 @@ async def finish(
     *,
     model: str = "facebook/musicgen-small",
 ) -> None:
-    store = ArtifactStore(settings.artifact_dir)
-    records = []
-    for name, kind, size, meta in files:
-        with store.writing(job_id, name) as tmp:
-            if name.endswith(".png"):
-                Image.new("RGB", (64, 64), "purple").save(tmp, format="PNG")
-            else:
-                tmp.write_bytes(bytes(size))
-        records.append(store.record(job_id, name, kind=kind, meta=meta))
-    async with sessions() as session:
-        await jobs.mark_running(session, job_id, resolved_model=model)
-        await jobs.mark_done(session, job_id, artifacts=records)
+    contents = [
+        (name, kind, png_bytes() if name.endswith(".png") else bytes(size), meta) for name, kind, size, meta in files
+    ]
+    await finish_job(sessions, ArtifactStore(settings.artifact_dir), job_id, contents, model=model)
 
 
 async def finished_job(
@@ -119,7 +106,7 @@ async def queued_beat(bot: Beatforge, fake: FakeDiscord, sessions: async_session
     await settle(bot)
     async with sessions() as session:
         job = await jobs.get_job(session, 1)
-    assert job.status_message_id is not None and job.id in bot.live_interactions
+    assert job.status_message_id is not None and job.id in bot.status_board.interactions
     return job.id
 
 
@@ -151,7 +138,7 @@ async def test_result_is_an_embed_with_every_detail_the_cover_and_a_provenance_l
     job_id = await finished_job(
         settings, sessions, files, status_message_id=555, style="dark-trap", mood="tense", takes=2, duration_s=30
     )
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert [f.filename for f in post.files] == ["take1.wav", "take2.wav", "cover.png"]
     embed = post.json["embeds"][0]
     assert embed["title"] == f"Beat #{job_id}" and "ambient" in embed["description"]
@@ -192,7 +179,7 @@ async def test_a_beat_from_before_licences_were_recorded_says_its_licence_is_unk
 ) -> None:
     _, fake = discord_bot
     await finished_job(settings, sessions, [("a.wav", "audio", 1_000, {"seed": 5})], model="my-finetune")
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert "`my-finetune` (licence of the model's weights unknown" in fields(post)["Provenance"]
 
 
@@ -207,7 +194,7 @@ async def test_a_take_over_the_limit_goes_out_as_its_compact_copy_and_says_how_t
     compact = {"take": 1, "format": "mp3", "bitrate_kbps": 320, "of": "beat.wav", "seed": 9}
     files: list[File] = [("beat.wav", "audio", 15 * MiB, take(1, 9)), ("beat.mp3", "audio_compact", 4 * MiB, compact)]
     job_id = await finished_job(settings, sessions, files)
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert [f.filename for f in post.files] == ["beat.mp3"]
     content = post.json["content"]
     assert "beat.wav is 15.0 MiB, over this server's 10 MiB upload limit" in content
@@ -241,7 +228,7 @@ async def test_with_links_on_the_full_wav_is_a_working_link_beside_the_compact_c
     files: list[File] = [("beat.wav", "audio", 11 * MiB, take(1, 9)), ("beat.mp3", "audio_compact", 3 * MiB, compact)]
     async with FakeDiscord() as fake, connected(bot, fake), aiohttp.ClientSession() as client:
         job_id = await finished_job(linked, sessions, files)
-        post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+        post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
         assert [f.filename for f in post.files] == ["beat.mp3"]
         content = post.json["content"]
         assert ENABLE_LINKS not in content
@@ -260,7 +247,7 @@ async def test_more_than_ten_files_leave_the_largest_out_with_a_line_each(
     takes: list[File] = [(f"t{n}.wav", "audio", 500_000, take(n, n)) for n in (1, 2)]
     sidecars: list[File] = [(f"m{n:02}.json", "metadata", 1_000 + n, None) for n in range(1, 11)]
     job_id = await finished_job(settings, sessions, takes + sidecars, takes=2)
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     # 12 files: the two largest (the takes) make way, and each says why and how to get it
     assert [f.filename for f in post.files] == [f"m{n:02}.json" for n in range(1, 11)]
     for name in ("t1.wav", "t2.wav"):
@@ -277,7 +264,7 @@ async def test_files_too_large_together_for_one_message_drop_the_largest(
     sizes = {"t1.wav": 9 * MiB, "t2.wav": 9 * MiB + 300_000, "t3.wav": 9 * MiB + 100_000}  # ~28 MB in all
     files: list[File] = [(name, "audio", size, take(n, n)) for n, (name, size) in enumerate(sizes.items(), start=1)]
     job_id = await finished_job(settings, sessions, files)
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=10)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=10)
     assert [f.filename for f in post.files] == ["t1.wav", "t3.wav"]
     assert (
         "t2.wav (9.3 MiB) is not attached: the files together are over the 25 MB Discord takes in one message"
@@ -301,7 +288,7 @@ async def test_a_rate_limited_followup_is_retried_and_delivered_once(
     assert statuses(fake, FOLLOWUP) == [429, 200]
     delivered = fake.find("POST", FOLLOWUP)[-1]
     assert [f.filename for f in delivered.files] == ["a.wav"] and message_id == int(delivered.response["id"])
-    assert not fake.find("POST", CHANNEL_POST)  # once, not also in the channel
+    assert not fake.find("POST", CHANNEL_MESSAGES)  # once, not also in the channel
 
 
 @pytest.mark.timeout(15)
@@ -315,7 +302,7 @@ async def test_a_server_error_is_retried_then_delivered_once(
     message_id = await result_message_id(sessions, job_id)
     assert statuses(fake, FOLLOWUP) == [500, 200]
     assert message_id == int(fake.find("POST", FOLLOWUP)[-1].response["id"])
-    assert not fake.find("POST", CHANNEL_POST)
+    assert not fake.find("POST", CHANNEL_MESSAGES)
 
 
 @pytest.mark.timeout(15)
@@ -328,12 +315,12 @@ async def test_persistent_server_errors_end_after_bounded_attempts_with_an_error
     _, fake = discord_bot
     # 503 is not among the statuses discord.py retries itself, so each watcher attempt is one request.
     fake.fail_next(
-        "POST", CHANNEL_POST, 503, {"code": 0, "message": "Service Unavailable"}, times=MAX_DELIVERY_ATTEMPTS
+        "POST", CHANNEL_MESSAGES, 503, {"code": 0, "message": "Service Unavailable"}, times=MAX_DELIVERY_ATTEMPTS
     )
-    with caplog.at_level(logging.WARNING, logger="bot.cogs.watcher"):
+    with caplog.at_level(logging.WARNING, logger="bot.delivery"):
         job_id = await finished_job(settings, sessions)
         job = await delivered_job(sessions, job_id)
-    assert statuses(fake, CHANNEL_POST) == [503] * MAX_DELIVERY_ATTEMPTS
+    assert statuses(fake, CHANNEL_MESSAGES) == [503] * MAX_DELIVERY_ATTEMPTS
     assert job.result_message_id is None
     attempts = [r for r in caplog.records if r.getMessage() == "delivery failed"]
     assert [r.attempt for r in attempts] == list(range(1, MAX_DELIVERY_ATTEMPTS + 1))  # type: ignore[attr-defined]
@@ -350,7 +337,7 @@ async def test_unknown_interaction_on_the_followup_posts_in_the_channel_replying
         status_message_id = (await jobs.get_job(session, job_id)).status_message_id
     fake.fail_next("POST", FOLLOWUP, 404, {"code": 10062, "message": "Unknown interaction"})
     await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert [f.filename for f in post.files] == ["a.wav"]
     assert int(post.json["message_reference"]["message_id"]) == status_message_id
     assert await result_message_id(sessions, job_id) == int(post.response["id"])
@@ -364,12 +351,12 @@ async def test_an_interaction_older_than_15_minutes_is_delivered_as_a_channel_me
     bot, fake = discord_bot
     job_id = await queued_beat(bot, fake, sessions)
     # The interaction the bot holds is live until its snowflake says otherwise: age it past Discord's 15 minutes.
-    interaction = bot.live_interactions[job_id]
+    interaction = bot.status_board.interactions[job_id]
     interaction.id = discord.utils.time_snowflake(discord.utils.utcnow() - timedelta(minutes=16))
     assert interaction.expires_at < discord.utils.utcnow()
     since = len(fake.requests)
     await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
-    post = await fake.wait_for("POST", CHANNEL_POST, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     async with sessions() as session:
         status_message_id = (await jobs.get_job(session, job_id)).status_message_id
     assert int(post.json["message_reference"]["message_id"]) == status_message_id
@@ -382,16 +369,16 @@ async def test_missing_permissions_in_the_channel_sends_the_result_by_dm(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     _, fake = discord_bot
-    fake.fail_next("POST", CHANNEL_POST, 403, {"code": 50013, "message": "Missing Permissions"})
+    fake.fail_next("POST", CHANNEL_MESSAGES, 403, {"code": 50013, "message": "Missing Permissions"})
     job_id = await finished_job(settings, sessions, status_message_id=555)
-    dm = await fake.wait_for("POST", OTHER_CHANNEL_POST, timeout=5)
+    dm = await fake.wait_for("POST", OTHER_CHANNEL_MESSAGES, timeout=5)
     (opened,) = fake.find("POST", r"^/users/@me/channels$")
     assert int(opened.json["recipient_id"]) == 42 and dm.path == f"/channels/{opened.response['id']}/messages"
     assert [f.filename for f in dm.files] == ["a.wav"] and dm.json["embeds"][0]["title"] == f"Beat #{job_id}"
     assert dm.json["content"].startswith(f"📬 I may not post in <#{DEFAULT_CHANNEL_ID}> (missing permissions")
     assert "message_reference" not in dm.json  # the status message is in another channel
     assert await result_message_id(sessions, job_id) == int(dm.response["id"])
-    assert statuses(fake, CHANNEL_POST) == [403]  # no pointless retries in the channel
+    assert statuses(fake, CHANNEL_MESSAGES) == [403]  # no pointless retries in the channel
 
 
 @pytest.mark.timeout(10)
@@ -399,11 +386,11 @@ async def test_a_failure_the_channel_refuses_is_sent_by_dm_too(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, fake = discord_bot
-    fake.fail_next("POST", CHANNEL_POST, 403, {"code": 50013, "message": "Missing Permissions"})
+    fake.fail_next("POST", CHANNEL_MESSAGES, 403, {"code": 50013, "message": "Missing Permissions"})
     job_id = await new_job(sessions, status_message_id=555)
     async with sessions() as session:
         await jobs.mark_failed(session, job_id, code=ErrorCode.GENERATION_FAILED, message="the GPU ran out")
-    dm = await fake.wait_for("POST", OTHER_CHANNEL_POST, timeout=5)
+    dm = await fake.wait_for("POST", OTHER_CHANNEL_MESSAGES, timeout=5)
     assert (
         dm.json["content"].startswith("📬")
         and f"❌ Beat #{job_id} — Generation failed: the GPU ran out" in (dm.json["content"])
@@ -419,13 +406,14 @@ async def test_when_the_dm_is_refused_too_it_is_logged_and_marked_delivered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, fake = discord_bot
-    fake.fail_next("POST", CHANNEL_POST, 403, {"code": 50013, "message": "Missing Permissions"})
-    fake.fail_next("POST", OTHER_CHANNEL_POST, 403, {"code": 50007, "message": "Cannot send messages to this user"})
-    with caplog.at_level(logging.WARNING, logger="bot.cogs.watcher"):
+    fake.fail_next("POST", CHANNEL_MESSAGES, 403, {"code": 50013, "message": "Missing Permissions"})
+    fake.fail_next("POST", OTHER_CHANNEL_MESSAGES, 403, {"code": 50007, "message": "Cannot send messages to this user"})
+    with caplog.at_level(logging.WARNING, logger="bot.delivery"):
         job_id = await finished_job(settings, sessions)
         job = await delivered_job(sessions, job_id)
     assert job.result_message_id is None
-    assert statuses(fake, CHANNEL_POST) == [403] and statuses(fake, OTHER_CHANNEL_POST) == [403]  # given up at once
+    # given up at once
+    assert statuses(fake, CHANNEL_MESSAGES) == [403] and statuses(fake, OTHER_CHANNEL_MESSAGES) == [403]
     (gave_up,) = [r for r in caplog.records if r.getMessage() == "result delivered nowhere; giving up"]
     assert gave_up.levelno == logging.ERROR and "Cannot send messages to this user" in gave_up.error  # type: ignore[attr-defined]
 
@@ -440,12 +428,12 @@ async def test_a_413_is_posted_again_without_the_refused_file(
     # "real": the fake's channel takes 1 MiB per file while the guild reports 10 MiB, so the 413 is the fake's own.
     async with FakeDiscord(upload_limit=MiB if how == "real" else 10 * MiB) as fake, connected(bot, fake):
         if how == "injected":
-            fake.fail_next("POST", CHANNEL_POST, 413, {"code": 40005, "message": "Request entity too large"})
+            fake.fail_next("POST", CHANNEL_MESSAGES, 413, {"code": 40005, "message": "Request entity too large"})
         cover = {"source": "procedural", "model": None}
         files: list[File] = [("a.wav", "audio", 2 * MiB, take(1, 9)), ("cover.png", "cover", 0, cover)]
         job_id = await finished_job(settings, sessions, files)
         message_id = await result_message_id(sessions, job_id)
-    refused, posted = fake.find("POST", CHANNEL_POST)
+    refused, posted = fake.find("POST", CHANNEL_MESSAGES)
     assert (refused.status, [f.filename for f in refused.files]) == (413, ["a.wav", "cover.png"])
     assert (posted.status, [f.filename for f in posted.files]) == (200, ["cover.png"])
     content = posted.json["content"]
@@ -472,22 +460,17 @@ def test_mp3_bitrate_refuses_what_cannot_fit() -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_a_long_stereo_take_gets_a_compact_copy_that_fits_and_a_short_one_does_not(
-    settings: Settings, arq_redis: ArqRedis
-) -> None:
+async def test_a_long_stereo_take_gets_a_compact_copy_that_fits_and_a_short_one_does_not(settings: Settings) -> None:
     rate, seconds = 32_000, 120
     t = np.arange(rate * seconds, dtype=np.float32) / rate
     rng = np.random.default_rng(440)
     stereo = np.stack([np.sin(2 * np.pi * 110 * t), np.sin(2 * np.pi * 165 * t)]) * 0.3
     stereo = (stereo + rng.normal(0, 0.05, stereo.shape)).astype(np.float32)
     store = ArtifactStore(settings.artifact_dir)
-    ctx: dict[str, Any] = {"store": store, "redis": arq_redis}
-    request = JobRequest[BeatParams](job_id=7, params=BeatParams(prompt="long", duration_s=seconds, seed=3))
-    run = JobRun(ctx, request, ProgressPublisher(ctx, 7, asyncio.get_running_loop()), threading.Event(), [])
     with store.writing(7, "long.wav") as tmp:
         write_wav(tmp, stereo, sample_rate=rate)
     assert store.resolve("7/long.wav").stat().st_size > DISCORD_UPLOAD_LIMIT  # ~15 MiB: the case this is for
-    record, error = await _compact_take(run, "long.wav", stereo, rate, take=2, seed=3)
+    record, error = await compact_take(store, 7, "long.wav", stereo, rate, take=2, seed=3)
     assert error is None and record is not None and record.kind == "audio_compact" and record.path == "7/long.mp3"
     assert record.meta == {"take": 2, "format": "mp3", "bitrate_kbps": 320, "of": "long.wav", "seed": 3}
     data = store.resolve(record.path).read_bytes()
@@ -498,7 +481,7 @@ async def test_a_long_stereo_take_gets_a_compact_copy_that_fits_and_a_short_one_
 
     with store.writing(7, "short.wav") as tmp:
         write_wav(tmp, stereo[:, : rate * 5], sample_rate=rate)
-    assert await _compact_take(run, "short.wav", stereo[:, : rate * 5], rate, take=1, seed=1) == (None, None)
+    assert await compact_take(store, 7, "short.wav", stereo[:, : rate * 5], rate, take=1, seed=1) == (None, None)
 
 
 def test_encode_compact_picks_a_lower_bitrate_when_the_limit_is_tight() -> None:

@@ -21,6 +21,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
+from tests.support.bot import CALLBACK, FOLLOWUP
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -38,8 +39,6 @@ from tests.support.discord_harness import (
 
 pytestmark = pytest.mark.timeout(5)
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
 CHANNEL_MESSAGES = r"^/channels/\d+/messages$"
 
 

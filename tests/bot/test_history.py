@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import discord
-import numpy as np
-
 from beatforge.contract import BeatParams, ErrorCode
 from beatforge.presets import MOODS, STYLES
 from bot.app import Beatforge
-from generation.audio.io import write_wav
 from storage import jobs
-from storage.artifacts import ArtifactStore
+from tests.support.bot import (
+    CALLBACK,
+    EPHEMERAL,
+    MANAGE_SERVER,
+    ORIGINAL,
+    finish_job,
+    new_job,
+    private_text,
+    wav_bytes,
+)
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -27,10 +32,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
-EPHEMERAL = 64
-MANAGER = (discord.Permissions(DEFAULT_MEMBER_PERMISSIONS) | discord.Permissions(manage_guild=True)).value
 ME, OTHER = DEFAULT_USER_ID, 77
 
 
@@ -46,27 +47,13 @@ async def make_job(
 ) -> int:
     """A job as the worker leaves it (done with an audio file, and already delivered so the watcher stays idle)."""
     params = BeatParams(prompt=prompt, duration_s=1, seed=1000 + len(prompt))
-    async with bot.sessions() as session:
-        job = await jobs.create_job(
-            session,
-            params=params,
-            user_id=user_id,
-            user_name="u",
-            guild_id=guild_id,
-            channel_id=DEFAULT_CHANNEL_ID,
-            parent_id=parent_id,
-            relation=relation,
-        )
-    if not finish:
-        return job.id
-    store = ArtifactStore(bot.settings.artifact_dir)
-    with store.writing(job.id, f"beat-{job.id}.wav") as tmp:
-        write_wav(tmp, np.zeros((1, 3200), np.float32), sample_rate=32_000)
-    async with bot.sessions() as session:
-        await jobs.mark_running(session, job.id, resolved_model="tiny")
-        await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, f"beat-{job.id}.wav", kind="audio")])
-        await jobs.mark_delivered(session, job.id)
-    return job.id
+    job_id = await new_job(
+        bot.sessions, params, user_id=user_id, guild_id=guild_id, parent_id=parent_id, relation=relation
+    )
+    if finish:
+        audio = (f"beat-{job_id}.wav", "audio", wav_bytes(3200), None)
+        await finish_job(bot.sessions, bot.store, job_id, [audio], delivered=True)
+    return job_id
 
 
 async def command(
@@ -104,11 +91,6 @@ async def click(
     return reply
 
 
-def private(reply: RecordedRequest) -> str:
-    assert reply.json["type"] == 4 and reply.json["data"]["flags"] & EPHEMERAL, reply.json
-    return str(reply.json["data"]["content"])
-
-
 def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["custom_id"]: c for row in message.get("components", []) for c in row["components"]}
 
@@ -120,7 +102,7 @@ async def test_history_pages_with_buttons_newest_first(discord_bot: tuple[Beatfo
     await make_job(bot, "another server's beat", guild_id=DEFAULT_GUILD_ID + 1)  # 9, neither
 
     reply, payload = await command(bot, fake, "history")
-    first = private(reply)
+    first = private_text(reply)
     assert "page 1 of 2 (7 in all)" in first
     positions = [first.index(f"**Beat #{n}**") for n in (7, 6, 5, 4, 3)]
     assert positions == sorted(positions) and "Beat #2**" not in first and "Beat #8" not in first
@@ -151,11 +133,11 @@ async def test_a_history_button_pressed_by_someone_else_is_refused(
     _, payload = await command(bot, fake, "history")
     message = fake.original_response(payload["token"])
     assert message is not None
-    refusal = private(await click(bot, fake, f"bf:hist:{ME}:{ME}:1:0", message, user_id=OTHER))
+    refusal = private_text(await click(bot, fake, f"bf:hist:{ME}:{ME}:1:0", message, user_id=OTHER))
     assert f"belongs to <@{ME}>" in refusal and "/history" in refusal
 
     # A forged custom_id naming yourself as viewer and someone else as target is refused too.
-    forged = private(await click(bot, fake, f"bf:hist:{OTHER}:{ME}:1:0", None, user_id=OTHER))
+    forged = private_text(await click(bot, fake, f"bf:hist:{OTHER}:{ME}:1:0", None, user_id=OTHER))
     assert "Only admins" in forged
 
 
@@ -163,14 +145,14 @@ async def test_someone_elses_history_is_for_admins_only(discord_bot: tuple[Beatf
     bot, fake = discord_bot
     await make_job(bot, "their beat", user_id=OTHER)
     refusal, _ = await command(bot, fake, "history", user=OTHER)
-    assert "Only admins (Manage Server) can look at someone else's history" in private(refusal)
+    assert "Only admins (Manage Server) can look at someone else's history" in private_text(refusal)
 
-    reply, _ = await command(bot, fake, "history", user=OTHER, permissions=MANAGER)
-    text = private(reply)
+    reply, _ = await command(bot, fake, "history", user=OTHER, permissions=MANAGE_SERVER)
+    text = private_text(reply)
     assert f"<@{OTHER}>'s generations" in text and "their beat" in text
 
-    empty, _ = await command(bot, fake, "history", user=ME, permissions=MANAGER)
-    assert "You have no generations on this server yet." in private(empty)
+    empty, _ = await command(bot, fake, "history", user=ME, permissions=MANAGE_SERVER)
+    assert "You have no generations on this server yet." in private_text(empty)
 
 
 async def test_entries_show_lineage_keepers_links_and_state(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
@@ -184,7 +166,7 @@ async def test_entries_show_lineage_keepers_links_and_state(discord_bot: tuple[B
         await jobs.set_result_message(session, reroll, 555)
 
     reply, _ = await command(bot, fake, "history")
-    text = private(reply)
+    text = private_text(reply)
     assert f"**Beat #{reroll}** ⭐ — ✅ done" in text
     assert f"re-roll of #{extended} (#{extended}: extend of #{beat})" in text
     assert f"[jump to it](https://discord.com/channels/{DEFAULT_GUILD_ID}/{DEFAULT_CHANNEL_ID}/555)" in text
@@ -192,7 +174,7 @@ async def test_entries_show_lineage_keepers_links_and_state(discord_bot: tuple[B
     assert "> the original over two lines" in text  # one line per prompt
 
     kept, _ = await command(bot, fake, "history", kept=True)
-    kept_text = private(kept)
+    kept_text = private_text(kept)
     assert "kept generations" in kept_text and "page 1 of 1 (1 in all)" in kept_text
     assert f"Beat #{reroll}" in kept_text and f"Beat #{beat}**" not in kept_text
 
@@ -206,7 +188,7 @@ async def test_repost_posts_the_result_again_for_its_requester_only(
     message = fake.original_response(payload["token"])
     assert message is not None
 
-    refusal = private(await click(bot, fake, f"bf:repost:{mine}", message, user_id=OTHER))
+    refusal = private_text(await click(bot, fake, f"bf:repost:{mine}", message, user_id=OTHER))
     assert "only they or an admin can re-post it" in refusal
     assert fake.find("PATCH", ORIGINAL) == []
 
@@ -214,12 +196,12 @@ async def test_repost_posts_the_result_again_for_its_requester_only(
     assert defer.json["type"] == 5 and not (defer.json.get("data") or {}).get("flags", 0) & EPHEMERAL  # public
     (post,) = fake.find("PATCH", ORIGINAL)
     assert [f.filename for f in post.files] == [f"beat-{mine}.wav"]
-    # The prompt is in the text or the details embed, wherever the watcher's compose puts it.
+    # The prompt is in the text or the details embed, wherever the result composer puts it.
     assert f"Beat #{mine}" in post.json["content"] and "repost me" in json.dumps(post.json)
     assert f"bf:loop:{mine}" in buttons(post.json)  # the result's own buttons work again
 
     # An admin may re-post anyone's.
-    await click(bot, fake, f"bf:repost:{mine}", message, user_id=OTHER, permissions=MANAGER)
+    await click(bot, fake, f"bf:repost:{mine}", message, user_id=OTHER, permissions=MANAGE_SERVER)
     assert len(fake.find("PATCH", ORIGINAL)) == 2
 
 
@@ -262,14 +244,14 @@ async def test_show_explains_what_it_cannot_show(discord_bot: tuple[Beatforge, F
     }
     for job_id, phrase in cases.items():
         reply, _ = await command(bot, fake, "show", job=job_id)
-        assert phrase in private(reply)
+        assert phrase in private_text(reply)
     assert fake.find("PATCH", ORIGINAL) == []
 
 
 async def test_styles_lists_every_preset(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
     bot, fake = discord_bot
     reply, _ = await command(bot, fake, "styles")
-    text = private(reply)
+    text = private_text(reply)
     assert len(text) <= 2000
     for style in STYLES.values():
         assert f"**{style.label}** — {style.description}" in text

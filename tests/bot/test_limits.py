@@ -16,6 +16,7 @@ from beatforge.config import Settings
 from beatforge.contract import BeatParams, ErrorCode
 from bot.app import Beatforge
 from storage import guilds, jobs
+from tests.support.bot import CALLBACK, EPHEMERAL, ORIGINAL
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -28,9 +29,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
-EPHEMERAL = 64
 OTHER_USER = 7
 
 

@@ -29,11 +29,11 @@ from bot.links import BadSignature, LinkExpired, check_link, make_link, sign
 from bot.messages import too_large_text
 from storage import jobs
 from storage.artifacts import ArtifactStore
+from tests.support.bot import FOLLOWUP
 from tests.support.discord_harness import FakeDiscord, connected, dispatch_gateway, settle, slash_command_payload
 
 SECRET = "test-secret-0123456789abcdef"
 BASE = "https://beats.example.com"
-FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
 LINK = re.compile(r"<(http://127\.0\.0\.1:\d+/files/[^>\s]+)>")
 
 
@@ -237,7 +237,7 @@ async def test_a_file_over_the_limit_is_posted_as_a_working_link(
     bot = Beatforge(settings=linked, redis=arq_redis, sessions=sessions)
     limit = 2**20  # a 1 MiB upload limit on this interaction
     async with FakeDiscord() as fake, connected(bot, fake), aiohttp.ClientSession() as client:
-        assert bot.file_server is not None and bot.file_server.port == port
+        assert bot.downloads.server is not None and bot.downloads.server.port == port
         dispatch_gateway(
             bot,
             "INTERACTION_CREATE",
@@ -268,7 +268,7 @@ async def test_a_file_over_the_limit_is_posted_as_a_working_link(
             assert response.status == 200
             assert await response.read() == big
             assert 'filename="big beat.wav"' in response.headers["Content-Disposition"]
-    assert bot.file_server is None  # stopped with the bot
+    assert bot.downloads.server is None  # stopped with the bot
     with socket.socket() as sock:  # and the port is free again
         sock.bind(("127.0.0.1", port))
 
@@ -285,5 +285,5 @@ async def test_a_taken_port_leaves_links_off_but_the_bot_running(
         )
         bot = Beatforge(settings=linked, redis=arq_redis, sessions=sessions)
         async with FakeDiscord() as fake, connected(bot, fake):
-            assert bot.file_server is None and bot.download_link("1/a.wav") is None
+            assert bot.downloads.server is None and bot.downloads.link("1/a.wav") is None
             assert bot.is_ready()

@@ -10,6 +10,7 @@ from beatforge.fleet import record_speed, speed_key
 from beatforge.queue import enqueue_job
 from bot.app import Beatforge
 from storage import jobs
+from tests.support.bot import EPHEMERAL
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
@@ -20,8 +21,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-EPHEMERAL = 64
 ALICE, BOB = 11, 12
 
 

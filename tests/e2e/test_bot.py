@@ -5,7 +5,6 @@ The end-to-end tests also run a real `beatforge worker` process, as in productio
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import time
@@ -22,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import (
-    BeatParams,
     CoverParams,
     JobStatus,
     LoopJobParams,
@@ -35,56 +33,35 @@ from bot.app import Beatforge
 from generation.audio.io import write_wav
 from storage import jobs
 from storage.artifacts import ArtifactStore
-from storage.jobs import JobView
+from tests.support.bot import (
+    CALLBACK,
+    CHANNEL_MESSAGES,
+    EPHEMERAL,
+    FOLLOWUP,
+    custom_ids,
+    delivered_job,
+    edits,
+    finish_job,
+    new_job,
+    wait_for_edit,
+    wav_bytes,
+)
 from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
     FakeDiscord,
-    RecordedRequest,
     component_payload,
     dispatch_gateway,
     settle,
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
-FOLLOWUP = r"^/webhooks/\d+/[^/]+$"
-EPHEMERAL = 64
 #: A worker process's first start in a fresh venv compiles librosa's numba kernels (30 s+ on 2 cores).
 WORKER_TIMEOUT_S = 300
 
 
 def beat(bot: Beatforge, **options: Any) -> dict[str, Any]:
     return slash_command_payload("beat", options, bot=bot)
-
-
-def custom_ids(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
-
-
-def edits(fake: FakeDiscord) -> list[str]:
-    return [r.json.get("content") or "" for r in fake.find("PATCH", ORIGINAL)]
-
-
-async def wait_for_edit(fake: FakeDiscord, predicate: Callable[[str], bool], timeout: float) -> RecordedRequest:
-    return await fake.wait_for(
-        lambda r: r.method == "PATCH" and "@original" in r.path and predicate((r.json or {}).get("content") or ""),
-        timeout=timeout,
-    )
-
-
-async def delivered_job(sessions: async_sessionmaker[AsyncSession], job_id: int, timeout: float = 5) -> JobView:
-    """The job once the bot has marked it delivered (which it does right after its last Discord call)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        async with sessions() as session:
-            job = await jobs.get_job(session, job_id)
-        if job.delivered_at is not None:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job #{job_id} was never marked delivered: {job}")
-        await asyncio.sleep(0.05)
 
 
 async def test_commands_are_synced_at_start_up(discord_bot: tuple[Beatforge, FakeDiscord]) -> None:
@@ -206,25 +183,9 @@ async def _finished_job(
     user_id: int = 42,
 ) -> int:
     """A job the worker has finished, made directly (the delivery path is what is under test)."""
-    params = BeatParams(prompt="ambient <@42> drift", duration_s=1, seed=9)
-    async with sessions() as session:
-        job = await jobs.create_job(
-            session,
-            params=params,
-            user_id=user_id,
-            user_name="u",
-            guild_id=DEFAULT_GUILD_ID,
-            channel_id=DEFAULT_CHANNEL_ID,
-        )
-        job_id = job.id
-        if status_message_id:
-            await jobs.set_status_message(session, job_id, status_message_id)
-    store = ArtifactStore(settings.artifact_dir)
-    with store.writing(job_id, "a.wav") as tmp:
-        write_wav(tmp, np.zeros((1, 32_000 + pad), np.float32), sample_rate=32_000)
-    async with sessions() as session:
-        await jobs.mark_running(session, job_id, resolved_model="tiny")
-        await jobs.mark_done(session, job_id, artifacts=[store.record(job_id, "a.wav", kind="audio")])
+    job_id = await new_job(sessions, user_id=user_id, status_message_id=status_message_id)
+    audio = ("a.wav", "audio", wav_bytes(32_000 + pad), None)
+    await finish_job(sessions, ArtifactStore(settings.artifact_dir), job_id, [audio])
     return job_id
 
 
@@ -233,7 +194,7 @@ async def _delivered_beat(
 ) -> tuple[int, dict[str, Any]]:
     """A finished beat and the result message the bot posted for it (whose buttons a test can click)."""
     beat_id = await _finished_job(settings, sessions, status_message_id=None)
-    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    posted = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     return beat_id, fake.messages[int(posted.response["id"])]
 
 
@@ -243,7 +204,7 @@ async def test_without_a_live_interaction_the_result_goes_to_the_channel(
     """After a restart or once the 15-minute token is gone: a channel message replying to the status message."""
     _, fake = discord_bot
     job_id = await _finished_job(settings, sessions, status_message_id=555)
-    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert post.files[0].filename == "a.wav"
     assert int(post.json["message_reference"]["message_id"]) == 555
     assert post.json["allowed_mentions"] == {"parse": []}
@@ -280,7 +241,7 @@ async def test_followup_refused_falls_back_to_a_channel_message(
         write_wav(tmp, np.zeros((1, 16_000), np.float32), sample_rate=32_000)
     async with sessions() as session:
         await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, "a.wav", kind="audio")])
-    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert post.files[0].filename == "a.wav"
     assert [r.status for r in fake.find("POST", FOLLOWUP)] == [404]
     await delivered_job(sessions, job.id)
@@ -291,7 +252,7 @@ async def test_a_file_over_the_upload_limit_is_explained_not_dropped(
 ) -> None:
     _, fake = discord_bot
     job_id = await _finished_job(settings, sessions, status_message_id=None, pad=11 * 2**19)  # 11 MiB of int16
-    post = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert post.files == [] and "11.1 MiB" in post.json["content"] and "10 MiB upload limit" in post.json["content"]
     await delivered_job(sessions, job_id)
 
@@ -305,7 +266,7 @@ async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
     bot, fake = discord_bot
     owner = 42
     beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
-    posted = await fake.wait_for("POST", rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$", timeout=5)
+    posted = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert custom_ids(posted.json) == [
         f"bf:{action}:{beat_id}" for action in ("reroll", "loop", "midi", "cover", "keep", "extend", "edit")
     ]
@@ -461,12 +422,6 @@ async def test_loop_with_impossible_durations_is_refused_privately(
         assert await jobs.count_jobs(session) == 0
 
 
-def _wav_bytes(seconds: float = 1.0) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(int(8000 * seconds), np.float32), 8000, format="WAV")
-    return buffer.getvalue()
-
-
 async def test_midi_command_on_an_upload_stores_it_and_queues_a_midi_job(
     discord_bot: tuple[Beatforge, FakeDiscord],
     settings: Settings,
@@ -474,7 +429,7 @@ async def test_midi_command_on_an_upload_stores_it_and_queues_a_midi_job(
     arq_redis: ArqRedis,
 ) -> None:
     bot, fake = discord_bot
-    data = _wav_bytes()
+    data = wav_bytes(8000, rate=8000)
     attachment = fake.add_attachment("My Track (final).wav", data)
     payload = slash_command_payload("midi", {"file": attachment, "stems": True}, bot=bot)
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
@@ -509,7 +464,7 @@ async def test_midi_command_refuses_bad_requests_privately(
 ) -> None:
     bot, fake = discord_bot
     files = {
-        "wav": lambda: fake.add_attachment("a.wav", _wav_bytes()),
+        "wav": lambda: fake.add_attachment("a.wav", wav_bytes(8000, rate=8000)),
         "pdf": lambda: fake.add_attachment("notes.pdf", b"%PDF-1.7"),
         "huge": lambda: {**fake.add_attachment("big.wav", b"RIFF"), "size": 60 * 2**20},
         "empty": lambda: fake.add_attachment("empty.mp3", b""),

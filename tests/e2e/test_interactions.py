@@ -7,13 +7,11 @@ per-take buttons, and the /beat options that go with them (style without prompt,
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,19 +22,28 @@ from beatforge.fleet import ModelInfo, publish_models
 from beatforge.presets import STYLES
 from beatforge.queue import enqueue_job
 from bot.app import Beatforge
-from bot.cancel import cancel_job
 from generation.audio.io import write_wav
-from generation.worker.app import create_worker
+from generation.worker.settings import create_worker
 from storage import guilds, jobs
 from storage.artifacts import ArtifactStore
-from storage.jobs import JobView
+from tests.support.bot import (
+    CALLBACK,
+    CHANNEL_MESSAGES,
+    custom_ids,
+    finish_job,
+    get_job,
+    job_count,
+    new_job,
+    press,
+    private_text,
+    queued_edit,
+    wav_bytes,
+)
 from tests.support.discord_harness import (
-    DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
     DEFAULT_USER_ID,
     FakeDiscord,
     RecordedRequest,
-    component_payload,
     dispatch_gateway,
     modal_submit_payload,
     reaction_add_payload,
@@ -44,10 +51,6 @@ from tests.support.discord_harness import (
     slash_command_payload,
 )
 
-CALLBACK = r"^/interactions/\d+/[^/]+/callback$"
-ORIGINAL = r"^/webhooks/\d+/[^/]+/messages/@original$"
-CHANNEL_MESSAGES = rf"^/channels/{DEFAULT_CHANNEL_ID}/messages$"
-EPHEMERAL = 64
 OWNER = 42
 STRANGER = 7
 
@@ -73,41 +76,10 @@ async def finished_beat(
             **params,
         }
     )
-    store = ArtifactStore(settings.artifact_dir)
-    async with sessions() as session:
-        job = await jobs.create_job(
-            session,
-            params=beat,
-            user_id=user_id,
-            user_name="u",
-            guild_id=DEFAULT_GUILD_ID,
-            channel_id=DEFAULT_CHANNEL_ID,
-        )
-        records = []
-        for take in range(1, takes + 1):
-            with store.writing(job.id, f"take{take}.wav") as tmp:
-                write_wav(tmp, np.zeros((1, 32_000), np.float32), sample_rate=32_000)
-            meta = {"seed": 9 + take, "take": take}
-            records.append(store.record(job.id, f"take{take}.wav", kind="audio", meta=meta))
-        await jobs.mark_running(session, job.id, resolved_model="tiny")
-        await jobs.mark_done(session, job.id, artifacts=records)
-        if delivered:
-            await jobs.mark_delivered(session, job.id)
-    return job.id
-
-
-async def get(sessions: async_sessionmaker[AsyncSession], job_id: int) -> JobView:
-    async with sessions() as session:
-        return await jobs.get_job(session, job_id)
-
-
-async def job_count(sessions: async_sessionmaker[AsyncSession]) -> int:
-    async with sessions() as session:
-        return await jobs.count_jobs(session)
-
-
-def custom_ids(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
+    job_id = await new_job(sessions, beat, user_id=user_id)
+    audio = [(f"take{n}.wav", "audio", wav_bytes(32_000), {"seed": 9 + n, "take": n}) for n in range(1, takes + 1)]
+    await finish_job(sessions, ArtifactStore(settings.artifact_dir), job_id, audio, delivered=delivered)
+    return job_id
 
 
 def text_inputs(modal: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -128,26 +100,6 @@ def text_inputs(modal: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-async def press(bot: Beatforge, fake: FakeDiscord, custom_id: str, **kwargs: Any) -> RecordedRequest:
-    """Click a button and return the bot's answer to the interaction."""
-    since = len(fake.requests)
-    dispatch_gateway(bot, "INTERACTION_CREATE", component_payload(custom_id, **kwargs))
-    return await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
-
-
-def private_text(reply: RecordedRequest) -> str:
-    assert reply.json["type"] == 4 and reply.json["data"]["flags"] & EPHEMERAL, reply.json
-    return str(reply.json["data"]["content"])
-
-
-async def queued_edit(fake: FakeDiscord, since: int) -> RecordedRequest:
-    return await fake.wait_for(
-        lambda r: r.method == "PATCH" and "@original" in r.path and "queued" in ((r.json or {}).get("content") or ""),
-        since=since,
-        timeout=5,
-    )
-
-
 # -- 🔁 re-roll ------------------------------------------------------------------------------------------------
 
 
@@ -164,7 +116,7 @@ async def test_reroll_button_queues_the_same_settings_with_a_new_seed(
     status = await queued_edit(fake, since)
     assert "Beat #2" in status.json["content"] and custom_ids(status.json) == ["bf:cancel:2"]
 
-    original, reroll = await get(sessions, beat_id), await get(sessions, 2)
+    original, reroll = await get_job(sessions, beat_id), await get_job(sessions, 2)
     assert (reroll.parent_id, reroll.relation, reroll.kind) == (beat_id, "reroll", "beat")
     assert reroll.params.seed != original.params.seed
     same = original.params.model_copy(update={"seed": reroll.params.seed, "model": "tiny"})
@@ -200,7 +152,7 @@ async def test_a_reroll_reaction_on_a_result_queues_a_reroll_in_the_channel(
     posted = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     result_id = int(posted.response["id"])
     for _ in range(50):  # the watcher records the result message right after posting it
-        if (await get(sessions, beat_id)).result_message_id == result_id:
+        if (await get_job(sessions, beat_id)).result_message_id == result_id:
             break
         await asyncio.sleep(0.05)
 
@@ -211,7 +163,7 @@ async def test_a_reroll_reaction_on_a_result_queues_a_reroll_in_the_channel(
     assert int(status.json["message_reference"]["message_id"]) == result_id
     assert custom_ids(status.json) == ["bf:cancel:2"]
     await settle(bot)
-    reroll = await get(sessions, 2)
+    reroll = await get_job(sessions, 2)
     assert (reroll.parent_id, reroll.relation, reroll.status_message_id) == (
         beat_id,
         "reroll",
@@ -240,9 +192,9 @@ async def test_keep_toggles_a_keeper_privately(
     bot, fake = discord_bot
     beat_id = await finished_beat(settings, sessions)
     assert "one of your keepers now" in private_text(await press(bot, fake, f"bf:keep:{beat_id}", user_id=OWNER))
-    assert (await get(sessions, beat_id)).kept
+    assert (await get_job(sessions, beat_id)).kept
     assert "no longer one of your keepers" in private_text(await press(bot, fake, f"bf:keep:{beat_id}", user_id=OWNER))
-    assert not (await get(sessions, beat_id)).kept
+    assert not (await get_job(sessions, beat_id)).kept
     refused = await press(bot, fake, f"bf:keep:{beat_id}", user_id=STRANGER, permissions=0)
     assert "only they or an admin" in private_text(refused)
     assert "There is no job #999" in private_text(await press(bot, fake, "bf:keep:999", user_id=OWNER))
@@ -290,7 +242,7 @@ async def test_extend_continues_the_chosen_take_by_the_seconds_asked_for(
     since = len(fake.requests)
     assert (await submit_form(bot, fake, modal, {label: "20"})).json["type"] == 5
     await queued_edit(fake, since)
-    extend = await get(sessions, 2)
+    extend = await get_job(sessions, 2)
     assert (extend.parent_id, extend.relation) == (beat_id, "extend")
     assert extend.params.continue_from == f"{beat_id}/take2.wav"
     assert (extend.params.duration_s, extend.params.takes, extend.params.model) == (20, 1, "tiny")
@@ -328,7 +280,7 @@ async def test_edit_opens_the_settings_and_queues_the_edited_beat(
     since = len(fake.requests)
     assert (await submit_form(bot, fake, modal, values)).json["type"] == 5
     await queued_edit(fake, since)
-    edit = await get(sessions, 2)
+    edit = await get_job(sessions, 2)
     p = edit.params
     assert (edit.parent_id, edit.relation) == (beat_id, "edit")
     assert (p.prompt, p.duration_s, p.bpm, p.seed, p.style, p.mood) == (
@@ -359,7 +311,7 @@ async def test_several_takes_get_a_row_of_buttons_each(
     since = len(fake.requests)
     await press(bot, fake, f"bf:loop:{beat_id}:2", user_id=OWNER)
     await queued_edit(fake, since)
-    loop = await get(sessions, 2)
+    loop = await get_job(sessions, 2)
     assert (loop.kind, loop.relation, loop.params.take, loop.parent_id) == ("loop", "loop", 2, beat_id)
     missing = await press(bot, fake, f"bf:midi:{beat_id}:4", user_id=OWNER)
     assert "has 3 take(s), not a take 4" in private_text(missing)
@@ -378,7 +330,7 @@ async def test_cancel_button_takes_a_queued_job_out_of_the_queue(
     dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "techno"}, bot=bot))
     status = await queued_edit(fake, 0)
     assert custom_ids(status.json) == ["bf:cancel:1"]
-    job = await get(sessions, 1)
+    job = await get_job(sessions, 1)
     assert await arq_redis.zrank(settings.queue_name, job.queue_job_id) == 0
 
     refused = await press(bot, fake, "bf:cancel:1", user_id=STRANGER, permissions=0)
@@ -386,7 +338,7 @@ async def test_cancel_button_takes_a_queued_job_out_of_the_queue(
     answer = await press(bot, fake, "bf:cancel:1", user_id=DEFAULT_USER_ID)
     assert answer.json["type"] == 7  # the status message itself is updated, its button removed
     assert "cancelled by" in answer.json["data"]["content"] and answer.json["data"]["components"] == []
-    job = await get(sessions, 1)
+    job = await get_job(sessions, 1)
     assert (job.status, job.error_code) == (JobStatus.FAILED, ErrorCode.CANCELLED)
     assert await arq_redis.zrank(settings.queue_name, job.queue_job_id) is None
     assert await arq_redis.zscore(abort_jobs_ss, job.queue_job_id) is not None
@@ -424,10 +376,10 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
         left = JobProgress.model_validate_json(raw).eta_s
         bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
         cancelled_at = time.monotonic()
-        assert await cancel_job(bot, await get(sessions, queued[0].id), by="tester")
+        assert await bot.jobs.cancel(await get_job(sessions, queued[0].id), by="tester")
         # The next job starts only once the worker's one slot is free, i.e. once the cancelled job's task ended.
         await enqueue_job(arq_redis, job_id=queued[1].id, queue_job_id=queued[1].queue_job_id, params=short)
-        while (await get(sessions, queued[1].id)).status is not JobStatus.DONE:
+        while (await get_job(sessions, queued[1].id)).status is not JobStatus.DONE:
             assert time.monotonic() - cancelled_at < 60, "the worker never got free"
             await asyncio.sleep(0.05)
         stopped_after = time.monotonic() - cancelled_at
@@ -436,7 +388,7 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
         await asyncio.gather(task, return_exceptions=True)
         await worker.close()
 
-    first = await get(sessions, queued[0].id)
+    first = await get_job(sessions, queued[0].id)
     assert (first.status, first.error_code, first.artifacts) == (JobStatus.FAILED, ErrorCode.CANCELLED, ())
     raw = await arq_redis.get(PROGRESS_KEY.format(job_id=queued[0].id))
     assert raw is None or JobProgress.model_validate_json(raw).percent < 100  # it never got to the end
@@ -459,7 +411,7 @@ async def test_a_style_alone_is_enough_and_nothing_at_all_is_refused(
     payload = slash_command_payload("beat", {"style": "dark-trap", "bpm": 140}, bot=bot)
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     await queued_edit(fake, since)
-    job = await get(sessions, 1)
+    job = await get_job(sessions, 1)
     assert (job.params.prompt, job.params.style, job.params.bpm) == (STYLES["dark-trap"].label, "dark-trap", 140)
 
 
@@ -471,13 +423,7 @@ async def test_new_beats_use_the_model_the_server_chose(
         await guilds.update_guild(session, DEFAULT_GUILD_ID, by=OWNER, action="model.use", model="stereo-small")
     dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "drill"}, bot=bot))
     await queued_edit(fake, 0)
-    assert (await get(sessions, 1)).params.model == "stereo-small"
-
-
-def _wav_bytes() -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(16_000, np.float32), 16_000, format="WAV")
-    return buffer.getvalue()
+    assert (await get_job(sessions, 1)).params.model == "stereo-small"
 
 
 async def test_a_melody_for_a_model_that_cannot_follow_one_is_refused_before_downloading(
@@ -489,7 +435,7 @@ async def test_a_melody_for_a_model_that_cannot_follow_one_is_refused_before_dow
         ModelInfo("melody", "base", "CC-BY-NC 4.0", "1.5B", melody=True),
     ]
     await publish_models(arq_redis, models, default="small")
-    attachment = fake.add_attachment("hum.wav", _wav_bytes())
+    attachment = fake.add_attachment("hum.wav", wav_bytes(16_000, rate=16_000))
     payload = slash_command_payload("beat", {"prompt": "hum", "melody": attachment}, bot=bot)
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     refused = await fake.wait_for("POST", CALLBACK, timeout=5)
@@ -500,14 +446,14 @@ async def test_a_melody_for_a_model_that_cannot_follow_one_is_refused_before_dow
     async with sessions() as session:
         await guilds.update_guild(session, DEFAULT_GUILD_ID, by=OWNER, action="model.use", model="melody")
     since = len(fake.requests)
-    attachment = fake.add_attachment("hum.wav", _wav_bytes())
+    attachment = fake.add_attachment("hum.wav", wav_bytes(16_000, rate=16_000))
     dispatch_gateway(
         bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "hum", "melody": attachment}, bot=bot)
     )
     await queued_edit(fake, since)
-    job = await get(sessions, 1)
+    job = await get_job(sessions, 1)
     assert job.params.model == "melody" and job.params.melody is not None
-    assert bot.store.resolve(job.params.melody).read_bytes() == _wav_bytes()
+    assert bot.store.resolve(job.params.melody).read_bytes() == wav_bytes(16_000, rate=16_000)
 
 
 async def test_a_reroll_reaction_respects_the_limits(
@@ -566,6 +512,6 @@ async def test_the_cancel_button_goes_once_the_job_is_done(
     )
     assert done.json["components"] == []
     for _ in range(100):  # the watcher marks the job delivered right after this edit
-        if (await get(sessions, 1)).delivered_at is not None:
+        if (await get_job(sessions, 1)).delivered_at is not None:
             break
         await asyncio.sleep(0.05)

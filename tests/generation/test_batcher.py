@@ -18,7 +18,7 @@ from beatforge.queue import enqueue_job
 from generation.errors import GenerationError
 from generation.music.batcher import Batcher
 from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
-from generation.worker.app import create_worker
+from generation.worker.settings import create_worker
 from storage import jobs
 
 

@@ -36,7 +36,8 @@ from beatforge.contract import (
 )
 from beatforge.queue import enqueue_job
 from generation.audio.io import write_wav
-from generation.worker.app import create_worker
+from generation.errors import ModelUnavailable
+from generation.worker.settings import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
 from tests.support.synth import render_beat
@@ -361,3 +362,26 @@ async def test_continuing_a_bad_file_fails_with_the_reason(
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and "c3-clip.wav is not a readable audio file" in (job.error or "")
+
+
+async def test_without_the_midi_model_midi_jobs_fail_with_the_reason_and_beats_still_run(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_basic_pitch(**_: Any) -> None:
+        raise ModelUnavailable("MIDI transcription needs basic-pitch")
+
+    monkeypatch.setattr("generation.worker.context.PitchTracker", no_basic_pitch)
+    store = ArtifactStore(settings.artifact_dir)
+    with store.writing("uploads", "d4-clip.wav") as tmp:
+        write_wav(tmp, np.zeros((1, 8000), np.float32) + 0.1, sample_rate=8000)
+    midi_id = await _queue_midi(sessions, arq_redis, MidiParams(prompt="clip.wav", upload="uploads/d4-clip.wav"))
+    beat_id = await _queue(sessions, arq_redis)
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        midi, beat = await jobs.get_job(session, midi_id), await jobs.get_job(session, beat_id)
+    assert midi.status is JobStatus.FAILED and midi.error_code is ErrorCode.MODEL_UNAVAILABLE
+    assert midi.error == "MIDI transcription needs basic-pitch" and midi.artifacts == ()
+    assert beat.status is JobStatus.DONE, beat.error

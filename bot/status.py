@@ -1,0 +1,76 @@
+"""The status line under each job this process queued: which interaction tokens still live, what each line
+shows now, and how it is edited (through the token while it lives, else as the channel message it is).
+
+Held in memory on purpose: after a restart the row's ``status_message_id`` is enough to edit in the channel;
+the token and the text shown only save API calls while this process lives.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import discord
+
+from beatforge.contract import JobStatus
+from storage.jobs import JobView
+
+log = logging.getLogger(__name__)
+
+#: Discord keeps an interaction token for 15 minutes; stop using it a little before.
+TOKEN_MARGIN = timedelta(minutes=1)
+
+
+class StatusBoard:
+    def __init__(self, client: discord.Client) -> None:
+        #: For status messages without a live token: edited in their channel.
+        self.client = client
+        #: Interactions of jobs this process queued, for edits and follow-ups while their token lives.
+        self.interactions: dict[int, discord.Interaction] = {}
+        #: The text each job's status message shows now, so unchanged progress costs no API call.
+        self.shown: dict[int, str] = {}
+
+    def track(self, job_id: int, interaction: discord.Interaction) -> None:
+        """The job's status line will be ``interaction``'s answer: edit and follow up through it while it lives."""
+        self.interactions[job_id] = interaction
+
+    def answering(self, job_id: int) -> bool:
+        """Whether the job came from an interaction of this process (whose answer may still be on its way)."""
+        return job_id in self.interactions
+
+    def posted(self, job_id: int, content: str) -> None:
+        """The job's status line was just posted, showing ``content``."""
+        self.shown[job_id] = content
+
+    def live(self, job_id: int) -> discord.Interaction | None:
+        """The job's interaction while its token can still be used, else None."""
+        interaction = self.interactions.get(job_id)
+        if interaction is None or discord.utils.utcnow() > interaction.expires_at - TOKEN_MARGIN:
+            return None
+        return interaction
+
+    def token_gone(self, job_id: int) -> None:
+        """Discord said the token is dead (it expired early, or never was valid): it will not come back."""
+        self.interactions.pop(job_id, None)
+
+    def forget(self, job_id: int) -> None:
+        """The job is delivered: nothing about its status line is needed any more."""
+        self.interactions.pop(job_id, None)
+        self.shown.pop(job_id, None)
+
+    async def edit(self, job: JobView, content: str) -> None:
+        # a finished job's status loses its ❌ Cancel button; while it waits or runs the button stays
+        extras: dict[str, Any] = {"view": None} if job.status in (JobStatus.DONE, JobStatus.FAILED) else {}
+        interaction = self.live(job.id)
+        if interaction is not None:
+            await interaction.edit_original_response(content=content, **extras)
+        elif job.channel_id and job.status_message_id:
+            channel = self.client.get_partial_messageable(job.channel_id)
+            await channel.get_partial_message(job.status_message_id).edit(content=content, **extras)
+        self.shown[job.id] = content
+
+    async def show(self, job: JobView, content: str) -> None:
+        """Edit the job's status line to ``content`` unless it shows that already."""
+        if self.shown.get(job.id) != content:
+            await self.edit(job, content)

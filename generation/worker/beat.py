@@ -1,0 +1,142 @@
+"""Beat jobs: one generate call for every take (batched with other jobs' beats), a WAV per take, its MP3 copy
+when the WAV is too big to post, the loop the beat asks for, then the cover."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from beatforge.bounds import DISCORD_UPLOAD_LIMIT
+from beatforge.contract import ArtifactKind, AudioMeta, BeatParams, CompactMeta, JobRequest
+from generation.audio.formats import encode_compact
+from generation.audio.io import read_audio, write_wav
+from generation.audio.signal import Samples, resample
+from generation.errors import AudioParameterError, GenerationError
+from generation.loops.export import analyse
+from generation.music.engine import GeneratedAudio
+from generation.worker.cover import add_cover
+from generation.worker.loop import add_loop
+from generation.worker.run import JobRun, run_job
+from storage.artifacts import ArtifactRecord, ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Generate one beat and its cover."""
+    await run_job(ctx, payload, _beat, JobRequest[BeatParams])
+
+
+async def _beat(run: JobRun[BeatParams]) -> bool:
+    models = run.context.models
+    engine = await asyncio.to_thread(models.get, run.params.model)
+    prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
+    melody = await _input_audio(run, run.params.melody, engine.sample_rate)
+    if not await run.mark_running(engine.name):
+        return False
+    takes = await run.context.batcher.generate(
+        engine,
+        engine.items_for(run.params, prompt=prompt, melody=melody),
+        sampling=run.params.sampling,
+        on_progress=run.progress.on_step,
+        should_stop=run.stop.is_set,
+    )
+    take = _Take(
+        model=engine.name,
+        licence=models.registry.get(engine.name).licence,  # the provenance line on the result
+        continued_s=round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
+        of=len(takes),
+    )
+    records: list[ArtifactRecord] = []
+    for number, audio in enumerate(takes, start=1):
+        records += await _save_take(run, take, audio, number=number)
+    run.artifacts[:0] = records  # the takes first, before the loop the first take made
+    await add_cover(run, run.params)
+    return True
+
+
+async def _input_audio(run: JobRun[BeatParams], source: str | None, sample_rate: int) -> Samples | None:
+    """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate."""
+    if source is None:
+        return None
+    path = run.context.store.resolve(source)
+    samples, rate = await asyncio.to_thread(read_audio, path, max_seconds=run.context.settings.continue_max_input_s)
+    if rate != sample_rate:
+        samples = await asyncio.to_thread(resample, samples, rate, sample_rate)
+    return samples
+
+
+@dataclass(frozen=True)
+class _Take:
+    """What every take of one beat shares."""
+
+    model: str
+    licence: str
+    #: Seconds of audio the beat continues (each take starts with them), or None.
+    continued_s: float | None
+    #: How many takes the beat has.
+    of: int
+
+
+async def _save_take(
+    run: JobRun[BeatParams], take: _Take, audio: GeneratedAudio, *, number: int
+) -> list[ArtifactRecord]:
+    """Write take ``number`` (and its compact copy); the first take also gets the loop the beat asks for."""
+    params, store, job_id = run.params, run.context.store, run.job_id
+    bpm_hint = float(params.bpm) if params.bpm else None
+    analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
+    tag = f"-{analysis.tag()}" if analysis.tag() else ""
+    numbered = f"-take{number}" if take.of > 1 else ""
+    filename = f"beatforge-{job_id}{numbered}{tag}-seed{audio.seed}.wav"
+    with store.writing(job_id, filename) as tmp:
+        await asyncio.to_thread(write_wav, tmp, audio.samples, sample_rate=audio.sample_rate)
+    loop_error = None
+    if number == 1 and params.loop is not None:
+        try:
+            await add_loop(run, audio.samples, audio.sample_rate, beat=params, loop=params.loop, model=take.model)
+        except AudioParameterError as exc:  # the beat itself is fine: deliver it and say why there is no loop
+            loop_error = str(exc)
+    compact, compact_error = await compact_take(
+        store, job_id, filename, audio.samples, audio.sample_rate, take=number, seed=audio.seed
+    )
+    meta = AudioMeta(
+        take=number,
+        seed=audio.seed,
+        licence=take.licence,
+        sample_rate=audio.sample_rate,
+        channels=int(audio.samples.shape[0]),
+        continued_s=take.continued_s,
+        loop_error=loop_error,
+        compact_error=compact_error,
+        **analysis.to_metadata(),
+    )
+    record = store.record(job_id, filename, kind=ArtifactKind.AUDIO, meta=meta.model_dump(mode="json"))
+    return [record] if compact is None else [record, compact]
+
+
+async def compact_take(
+    store: ArtifactStore, job_id: int, wav_name: str, samples: Samples, sample_rate: int, *, take: int, seed: int
+) -> tuple[ArtifactRecord | None, str | None]:
+    """An MP3 copy of a take whose WAV is over Discord's default upload limit (a 120 s stereo WAV is ~15 MiB),
+    so the bot can attach something playable and link the full WAV; (None, None) when the WAV fits.
+
+    A failed encode never fails the beat: the WAV is delivered as a link or a "too large" note, and the
+    second value says why there is no copy (the take's ``compact_error``).
+    """
+    if store.resolve(f"{job_id}/{wav_name}").stat().st_size <= DISCORD_UPLOAD_LIMIT:
+        return None, None
+    try:
+        data, fmt, kbps = await asyncio.to_thread(
+            encode_compact, samples, sample_rate=sample_rate, limit_bytes=DISCORD_UPLOAD_LIMIT
+        )
+    except GenerationError as exc:
+        log.warning("no compact copy of a large take", extra={"job_id": job_id, "take": take, "error": str(exc)})
+        return None, str(exc)
+    name = f"{Path(wav_name).stem}.{fmt}"
+    with store.writing(job_id, name) as tmp:
+        await asyncio.to_thread(tmp.write_bytes, data)
+    meta = CompactMeta(take=take, format=fmt, bitrate_kbps=kbps, of=wav_name, seed=seed)
+    return store.record(job_id, name, kind=ArtifactKind.AUDIO_COMPACT, meta=meta.model_dump(mode="json")), None
