@@ -16,15 +16,23 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
 
 
-def _temporary_sibling(target: Path) -> Path:
-    return target.with_name(f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}")
+def _claim_sibling(target: Path, create: Callable[[Path], object]) -> Path:
+    """A new temporary name beside ``target``, created by ``create`` (which must fail if the name exists)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = target.with_name(f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}")
+        try:
+            create(tmp)
+        except FileExistsError:  # 4 random bytes: only ever a coincidence, so draw again
+            continue
+        return tmp
 
 
 @contextmanager
@@ -33,14 +41,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
     The folder is created if missing. On an exception the temporary file is removed and ``target`` is untouched.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = _temporary_sibling(target)
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:  # 4 random bytes: only ever a coincidence, so draw again
-            continue
-        break
+    tmp = _claim_sibling(target, lambda path: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
     try:
         yield tmp
         tmp.replace(target)
@@ -55,14 +56,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     ``target`` must not exist or be an empty folder (a non-empty one raises ``OSError`` and is kept). On an
     exception the temporary folder and everything in it are removed.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = _temporary_sibling(target)
-        try:
-            tmp.mkdir()
-        except FileExistsError:
-            continue
-        break
+    tmp = _claim_sibling(target, Path.mkdir)
     try:
         yield tmp
         tmp.replace(target)
