@@ -120,6 +120,19 @@ class Settings(BaseSettings):
 
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
+    #: Results posted at once (each job's delivery runs on its own; one slow or failing post delays no other).
+    delivery_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Tries to post a result (with growing pauses between them) before the user is told to look in /history.
+    delivery_max_attempts: int = Field(default=5, ge=1, le=50)
+
+    #: Times a worker may take a job: a worker that dies mid-job (OOM, SIGKILL) costs one; then it fails.
+    job_max_tries: int = Field(default=3, ge=1, le=20)
+    #: A running job's heartbeat (seconds between refreshes), and the silence after which its worker is
+    #: presumed dead and the reconciler takes the job back.
+    job_heartbeat_s: float = Field(default=5.0, gt=0, le=60)
+    job_stale_after_s: float = Field(default=30.0, gt=0, le=600)
+    #: How often (seconds) each worker reconciles the database with the queue.
+    reconcile_interval_s: float = Field(default=10.0, gt=0, le=600)
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -57,6 +59,11 @@ class JobView:
     finished_at: datetime | None
     delivered_at: datetime | None
     artifacts: tuple[ArtifactRecord, ...]
+    #: Times a worker took it: above 1 while queued or running means a worker stopped mid-job and it is retried.
+    attempts: int = 0
+    heartbeat_at: datetime | None = None
+    #: Failed delivery attempts so far.
+    delivery_attempts: int = 0
 
     @property
     def model_name(self) -> str | None:
@@ -99,6 +106,9 @@ def _view(row: Generation) -> JobView:
             ArtifactRecord(kind=ArtifactKind(a.kind), path=a.path, bytes=a.bytes, sha256=a.sha256, meta=a.meta)
             for a in row.artifacts
         ),
+        attempts=row.attempts or 0,
+        heartbeat_at=row.heartbeat_at,
+        delivery_attempts=row.delivery_attempts or 0,
     )
 
 
@@ -114,11 +124,7 @@ async def create_job(
     relation: Relation | None = None,
 ) -> JobView:
     """Record a queued job (and its user, first time seen); its kind is its parameters' (``params.kind``)."""
-    user = await session.get(User, user_id)
-    if user is None:
-        session.add(User(id=user_id, name=user_name[:100]))
-    elif user.name != user_name[:100]:
-        user.name = user_name[:100]
+    await _upsert_user(session, user_id, user_name[:100])
     row = Generation(
         kind=params.kind,
         parent_id=parent_id,
@@ -135,6 +141,14 @@ async def create_job(
     row.queue_job_id = f"{row.id}-{secrets.token_hex(4)}"
     await session.commit()
     return _view(row)
+
+
+async def _upsert_user(session: AsyncSession, user_id: int, name: str) -> None:
+    """One statement, so a new user's first two commands at once cannot both insert (SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
+    statement = insert(User).values(id=user_id, name=name, created_at=utcnow())
+    await session.execute(statement.on_conflict_do_update(index_elements=[User.id], set_={"name": name}))
 
 
 async def get_job(session: AsyncSession, job_id: int) -> JobView:

@@ -100,6 +100,13 @@ class Generation(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Times a worker took the job; the reconciler fails it once this reaches the configured tries.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0", comment="times a worker took it")
+    #: A running job's last sign of life (refreshed every few seconds): stale means its worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Failed delivery attempts so far, and when the next may start (the outbox's backoff).
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deliver_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="generations")
     artifacts: Mapped[list[Artifact]] = relationship(

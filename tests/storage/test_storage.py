@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from storage.errors import JobNotFound, UnsafeArtifactPath
 from storage.models import Base
 
 PARAMS = BeatParams(prompt="lofi", duration_s=3, seed=5)
+PARAMS_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 async def _create(sessions: async_sessionmaker[AsyncSession], user_id: int = 42) -> int:
@@ -94,6 +96,23 @@ async def test_users_are_created_once_and_renamed(sessions: async_sessionmaker[A
         await jobs.create_job(session, params=PARAMS, user_id=42, user_name="ana2", guild_id=1, channel_id=2)
         assert await jobs.count_jobs(session) == 2
         assert await jobs.count_jobs(session, status=JobStatus.QUEUED) == 2
+
+
+async def test_a_new_users_first_commands_at_once_both_succeed(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Two sessions create the same new user's first jobs concurrently: an upsert, not look-up-then-insert."""
+
+    async def first_command(name: str) -> int:
+        async with sessions() as session:
+            job = await jobs.create_job(
+                session, params=PARAMS, user_id=777, user_name=name, guild_id=1, channel_id=2
+            )
+            return job.id
+
+    ids = await asyncio.gather(*(first_command(f"new{i}") for i in range(8)))
+    assert len(set(ids)) == 8
+    async with sessions() as session:
+        activity = await jobs.user_activity(session, user_id=777, since=PARAMS_EPOCH)
+    assert activity.active == 8
 
 
 async def test_a_job_is_of_its_parameters_kind_and_reads_back_typed(sessions: async_sessionmaker[AsyncSession]) -> None:
