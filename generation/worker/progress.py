@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from beatforge.contract import PROGRESS_KEY, PROGRESS_TTL_S, JobProgress
+
+log = logging.getLogger(__name__)
 
 #: Seconds between progress writes to redis; the bot edits Discord messages at most this often anyway.
 PROGRESS_EVERY_S = 0.5
@@ -22,7 +26,11 @@ class ProgressPublisher:
         self.last_sent = 0.0
 
     async def publish(self, progress: JobProgress) -> None:
-        await self.redis.set(self.key, progress.model_dump_json(), ex=PROGRESS_TTL_S)
+        """Best effort: progress only feeds a status line, so a redis outage (a restart) never fails the job."""
+        try:
+            await self.redis.set(self.key, progress.model_dump_json(), ex=PROGRESS_TTL_S)
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish progress", extra={"key": self.key, "error": repr(exc)})
 
     def on_step(self, done: int, total: int) -> None:
         """Runs in the generation thread once per decoding step: must stay cheap."""
