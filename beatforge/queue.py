@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from beatforge.config import Settings
 from beatforge.contract import JobParams, JobRequest
 
 
+def _exception_as_text(value: object) -> str:
+    """arq serialises a job's failure result with our serializer (e.g. ``JobExecutionFailed`` when it gives up
+    retrying): an exception becomes its text. Anything else that is not JSON is a bug and stays a TypeError."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return json.dumps(value, separators=(",", ":"), default=_exception_as_text).encode()
 
 
 def loads(data: bytes) -> Any:
@@ -150,3 +161,44 @@ async def enqueue_job(
         raise QueueError(f"redis is unreachable: {exc!r}") from exc
     if queued is None:
         raise QueueError(f"arq already holds a job with id {queue_job_id}")
+
+
+#: Every key arq keeps per job id.
+_JOB_KEY_PREFIXES = (job_key_prefix, in_progress_key_prefix, retry_key_prefix, result_key_prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """What arq holds of one job: whether it is still queued, and whether a worker took it (and how long ago)."""
+
+    queued: bool
+    #: Milliseconds since a worker took it (None: nobody has); from the in-progress key's remaining life.
+    taken_ms: int | None
+
+
+async def inspect_jobs(redis: ArqRedis, queue_job_ids: Sequence[str], *, job_timeout_s: float) -> list[QueueEntry]:
+    """arq's view of these jobs, in one round trip: the reconciler compares it with the database.
+
+    arq marks a taken job with an in-progress key that lives ``job_timeout_s + 10`` seconds, which tells how
+    long ago it was taken.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue_job_id in queue_job_ids:
+            pipe.exists(job_key_prefix + queue_job_id)
+            pipe.pttl(in_progress_key_prefix + queue_job_id)
+        replies = await pipe.execute()
+    life_ms = int((job_timeout_s + 10) * 1000)
+    entries = []
+    for exists, ttl in zip(replies[::2], replies[1::2], strict=True):
+        taken = ttl is not None and int(ttl) >= 0
+        entries.append(QueueEntry(queued=bool(exists), taken_ms=max(life_ms - int(ttl), 0) if taken else None))
+    return entries
+
+
+async def discard_job(redis: ArqRedis, queue_job_id: str) -> None:
+    """Forget everything arq holds of a job (queue entry, payload, in-progress mark, try count, result), so it
+    can be queued again under the same id. Only for jobs no live worker runs: the reconciler's."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(redis.default_queue_name, queue_job_id)
+        pipe.delete(*(prefix + queue_job_id for prefix in _JOB_KEY_PREFIXES))
+        await pipe.execute()

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.sql import ColumnElement
 
 from beatforge.contract import (
     ArtifactKind,
@@ -145,10 +146,13 @@ async def create_job(
 
 async def _upsert_user(session: AsyncSession, user_id: int, name: str) -> None:
     """One statement, so a new user's first two commands at once cannot both insert (SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
-    statement = insert(User).values(id=user_id, name=name, created_at=utcnow())
-    await session.execute(statement.on_conflict_do_update(index_elements=[User.id], set_={"name": name}))
+    values = {"id": user_id, "name": name, "created_at": utcnow()}
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql_insert(User).values(**values)
+        await session.execute(pg.on_conflict_do_update(index_elements=[User.id], set_={"name": name}))
+    else:
+        lite = sqlite_insert(User).values(**values)
+        await session.execute(lite.on_conflict_do_update(index_elements=[User.id], set_={"name": name}))
 
 
 async def get_job(session: AsyncSession, job_id: int) -> JobView:
@@ -184,9 +188,88 @@ async def mark_running(session: AsyncSession, job_id: int, *, resolved_model: st
     )
 
 
+async def start_attempt(session: AsyncSession, job_id: int) -> int | None:
+    """A worker took the job: queued (or running, after a crash) → running, one try more, a first heartbeat.
+
+    Returns the try this is (1 the first time), or None when the job already finished (a re-run after a
+    restart, or cancelled while it waited): the worker then leaves it alone.
+    """
+    now = utcnow()
+    tries = await session.scalar(
+        update(Generation)
+        .where(Generation.id == job_id, Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(status=JobStatus.RUNNING, attempts=Generation.attempts + 1, heartbeat_at=now, started_at=now)
+        .returning(Generation.attempts)
+    )
+    await session.commit()
+    return tries
+
+
+async def heartbeat(session: AsyncSession, job_ids: Sequence[int]) -> None:
+    """The worker running these jobs is alive (one statement for all of them)."""
+    if job_ids:
+        await session.execute(
+            update(Generation)
+            .where(Generation.id.in_(job_ids), Generation.status == JobStatus.RUNNING)
+            .values(heartbeat_at=utcnow())
+        )
+        await session.commit()
+
+
 async def requeue(session: AsyncSession, job_id: int) -> None:
-    """Running → queued, when a worker stops mid-job and the queue will hand the job out again."""
-    await _update(session, job_id, Generation.status == JobStatus.RUNNING, status=JobStatus.QUEUED, started_at=None)
+    """Running → queued, when a worker shuts down mid-job and the queue will hand the job out again.
+
+    An orderly shutdown (a deploy) does not count as a try: only a worker that dies costs one.
+    """
+    await _update(
+        session,
+        job_id,
+        Generation.status == JobStatus.RUNNING,
+        status=JobStatus.QUEUED,
+        started_at=None,
+        heartbeat_at=None,
+        attempts=case((Generation.attempts > 0, Generation.attempts - 1), else_=0),
+    )
+
+
+def _silent_since(moment: datetime) -> ColumnElement[bool]:
+    """The row showed no life since ``moment``: no heartbeat (rows from before heartbeats: no start, no queueing)."""
+    return func.coalesce(Generation.heartbeat_at, Generation.started_at, Generation.queued_at) < moment
+
+
+async def list_stale_running(session: AsyncSession, *, silent_since: datetime) -> list[JobView]:
+    """Running jobs whose worker has said nothing since ``silent_since``: it died (SIGKILL, OOM, power)."""
+    rows = await session.scalars(
+        select(Generation)
+        .where(Generation.status == JobStatus.RUNNING, _silent_since(silent_since))
+        .order_by(Generation.id)
+        .options(selectinload(Generation.artifacts))
+    )
+    return [_view(r) for r in rows]
+
+
+async def list_queued(session: AsyncSession, *, queued_before: datetime) -> list[JobView]:
+    """Queued jobs older than ``queued_before`` (younger ones may still be on their way to the queue)."""
+    rows = await session.scalars(
+        select(Generation)
+        .where(Generation.status == JobStatus.QUEUED, Generation.queued_at < queued_before)
+        .order_by(Generation.id)
+        .options(selectinload(Generation.artifacts))
+    )
+    return [_view(r) for r in rows]
+
+
+async def take_back(session: AsyncSession, job_id: int, *, silent_since: datetime) -> bool:
+    """Running with a stopped heartbeat → queued. False when the job showed life or moved on meanwhile, or another
+    reconciler took it back first: only the caller that gets True re-queues it."""
+    return await _update(
+        session,
+        job_id,
+        Generation.status == JobStatus.RUNNING,
+        _silent_since(silent_since),
+        status=JobStatus.QUEUED,
+        heartbeat_at=None,
+    )
 
 
 async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[ArtifactRecord]) -> bool:
@@ -306,17 +389,23 @@ async def user_activity(session: AsyncSession, *, user_id: int, since: datetime)
 
 
 async def mark_delivered(session: AsyncSession, job_id: int) -> None:
-    await _update(session, job_id, delivered_at=utcnow())
+    """The job's result (or the notice that it could not be delivered) is out: the outbox is done with it."""
+    await _update(session, job_id, delivered_at=utcnow(), deliver_after=None)
 
 
-async def list_undelivered(session: AsyncSession, *, limit: int = 20) -> list[JobView]:
-    """Finished jobs whose result has not reached Discord yet, oldest first."""
+async def list_undelivered(
+    session: AsyncSession, *, now: datetime | None = None, exclude: Sequence[int] = (), limit: int = 20
+) -> list[JobView]:
+    """Finished jobs whose result has not reached Discord yet and whose next try is due, oldest first.
+
+    ``now``: when "due" is measured (default: the clock); ``exclude``: jobs whose delivery is already in hand.
+    """
+    due = Generation.deliver_after.is_(None) | (Generation.deliver_after <= (now or utcnow()))
+    where = [Generation.status.in_([JobStatus.DONE, JobStatus.FAILED]), Generation.delivered_at.is_(None), due]
+    if exclude:
+        where.append(Generation.id.not_in(exclude))
     rows = await session.scalars(
-        select(Generation)
-        .where(Generation.status.in_([JobStatus.DONE, JobStatus.FAILED]), Generation.delivered_at.is_(None))
-        .order_by(Generation.id)
-        .limit(limit)
-        .options(selectinload(Generation.artifacts))
+        select(Generation).where(*where).order_by(Generation.id).limit(limit).options(selectinload(Generation.artifacts))
     )
     return [_view(r) for r in rows]
 
@@ -337,3 +426,11 @@ async def count_jobs(session: AsyncSession, *, status: JobStatus | None = None) 
     if status is not None:
         query = query.where(Generation.status == status)
     return int(await session.scalar(query) or 0)
+
+
+async def delay_delivery(session: AsyncSession, job_id: int, *, attempts: int, until: datetime) -> None:
+    """A delivery attempt failed: record it (``attempts`` failed so far) and when to try again.
+
+    Kept on the row, not in the bot's memory, so a restart neither forgets how often it failed nor retries at once.
+    """
+    await _update(session, job_id, Generation.delivered_at.is_(None), delivery_attempts=attempts, deliver_after=until)

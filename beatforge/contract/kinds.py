@@ -69,6 +69,8 @@ class ErrorCode(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     GENERATION_FAILED = "generation_failed"
     CANCELLED = "cancelled"
+    #: The worker died (killed, out of memory) while running it, as many times as a job may be tried.
+    WORKER_LOST = "worker_lost"
     INTERNAL = "internal"
 
 

@@ -27,6 +27,7 @@ from generation.midi.transcribe import PitchTracker
 from generation.music.batcher import Batcher
 from generation.music.model_cache import ModelCache
 from generation.music.registry import load_registry
+from generation.worker.liveness import Liveness
 from generation.worker.s3 import S3Target, s3_target
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
@@ -66,6 +67,8 @@ class WorkerContext:
     pitch: PitchTracker | Unavailable
     #: Where loops are uploaded, or None when S3 uploads are off.
     s3: S3Target | None
+    #: Heartbeats for the jobs this worker runs, and the reconciler's regular pass.
+    liveness: Liveness
     #: Jobs run side by side; the diffusion pipeline is not reentrant.
     cover_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -76,6 +79,7 @@ class WorkerContext:
         return self.pitch
 
     async def close(self) -> None:
+        await self.liveness.stop()
         await self.db.dispose()
 
 
@@ -121,6 +125,7 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
         separator=separator,
         pitch=await _load_pitch_tracker(settings),
         s3=s3_target(settings),
+        liveness=Liveness(settings, sessions, redis),
     )
 
 

@@ -92,6 +92,20 @@ async def run_job(ctx: Mapping[str, Any], payload: Any, body: JobBody[P], reques
         return
 
     job_id = request.job_id
+    async with context.sessions() as session:
+        attempt = await jobs.start_attempt(session, job_id)
+    if attempt is None:
+        log.info("job already finished, skipping re-run", extra={"job_id": job_id})
+        return
+    if attempt > context.settings.job_max_tries:  # arq re-ran it by itself after its workers kept dying
+        await _fail(context, job_id, ErrorCode.WORKER_LOST, f"the worker stopped {attempt - 1} times while making it")
+        return
+    with context.liveness.holding(job_id):
+        await _run_body(context, request, body)
+
+
+async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBody[P]) -> None:
+    job_id = request.job_id
     run = JobRun(context, request, ProgressPublisher(context.redis, job_id, asyncio.get_running_loop()))
     started = time.monotonic()
     try:
@@ -115,9 +129,9 @@ async def run_job(ctx: Mapping[str, Any], payload: Any, body: JobBody[P], reques
     except GenerationError as exc:
         await _fail(context, job_id, exc.code, str(exc))
         return
-    except Exception as exc:  # the job row must never stay "running" forever, whatever broke
+    except Exception:  # the job row must never stay "running" forever, whatever broke
         log.exception("job crashed", extra={"job_id": job_id})
-        await _fail(context, job_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__})")
+        await _fail(context, job_id, ErrorCode.INTERNAL, "an unexpected error")
         return
     log.info("job done", extra={"job_id": job_id, "artifacts": [a.path for a in run.artifacts]})
     await _record_speed(run, seconds=time.monotonic() - started)

@@ -235,3 +235,14 @@ def test_follow_up_kinds_explain_bad_input_too(model: type[BaseModel], data: dic
 
 def test_progress_percent() -> None:
     assert JobProgress(stage="generating", done=3, total=12).percent == 25
+
+
+def test_arqs_failure_result_serialises() -> None:
+    """arq stores a job it gives up on with our serializer: its exception must not be a TypeError."""
+    from arq.worker import JobExecutionFailed
+
+    from beatforge.queue import dumps, loads
+
+    assert loads(dumps({"r": JobExecutionFailed("max 2 retries exceeded")})) == {
+        "r": "JobExecutionFailed: max 2 retries exceeded"
+    }

@@ -103,9 +103,7 @@ async def test_a_new_users_first_commands_at_once_both_succeed(sessions: async_s
 
     async def first_command(name: str) -> int:
         async with sessions() as session:
-            job = await jobs.create_job(
-                session, params=PARAMS, user_id=777, user_name=name, guild_id=1, channel_id=2
-            )
+            job = await jobs.create_job(session, params=PARAMS, user_id=777, user_name=name, guild_id=1, channel_id=2)
             return job.id
 
     ids = await asyncio.gather(*(first_command(f"new{i}") for i in range(8)))

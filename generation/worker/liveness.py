@@ -1,0 +1,80 @@
+"""A worker's side of job liveness: a heartbeat for every job it runs, and the reconciler's regular pass.
+
+The heartbeat is a database write every ``job_heartbeat_s`` for all of this worker's running jobs at once, from
+the event loop (generation runs in threads, so the loop stays free). When the worker dies, the writes stop
+and another worker's (or its own restarted) reconciler takes the jobs back after ``job_stale_after_s``
+(``storage/reconcile.py``). Neither a failing write nor a failing pass stops the worker: they are logged and
+tried again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beatforge.config import Settings
+from storage import jobs
+from storage.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: ArqRedis) -> None:
+        self.settings, self.sessions, self.redis = settings, sessions, redis
+        #: The jobs this worker runs now.
+        self.running: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def holding(self, job_id: int) -> Iterator[None]:
+        """Heartbeat for ``job_id`` while the block runs."""
+        self.running.add(job_id)
+        try:
+            yield
+        finally:
+            self.running.discard(job_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="beatforge-liveness")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        next_pass = time.monotonic()  # reconcile at once: jobs a crashed predecessor left are picked up first
+        while True:
+            await self.beat()
+            if time.monotonic() >= next_pass:
+                await self.reconcile()
+                next_pass = time.monotonic() + self.settings.reconcile_interval_s
+            await asyncio.sleep(min(self.settings.job_heartbeat_s, self.settings.reconcile_interval_s))
+
+    async def beat(self) -> None:
+        try:
+            async with self.sessions() as session:
+                await jobs.heartbeat(session, sorted(self.running))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("heartbeat failed", extra={"jobs": sorted(self.running), "error": repr(exc)})
+
+    async def reconcile(self) -> None:
+        try:
+            done = await reconcile(self.sessions, self.redis, self.settings)
+        except (RedisError, SQLAlchemyError, OSError) as exc:
+            log.warning("reconcile pass failed", extra={"error": repr(exc)})
+            return
+        if done.retried or done.failed or done.restored:
+            log.warning(
+                "reconciled jobs", extra={"retried": done.retried, "failed": done.failed, "restored": done.restored}
+            )
