@@ -16,6 +16,9 @@ MAX_DURATION_S: Final = 120.0
 WINDOW_S: Final = 30.0
 MAX_TAKES: Final = 4
 MAX_SEED: Final = 2**31 - 1
+#: The largest job number a command option may carry: Discord declares integer options only up to 2**53, and
+#: SQLite's INTEGER (64-bit signed) would overflow past 2**63 - 1 before any row is even looked for.
+MAX_JOB_ID: Final = 2**53 - 1
 
 #: Tempi a user may ask for, and the range the tempo detector accepts as a hint.
 MIN_BPM: Final = 40

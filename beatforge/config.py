@@ -120,6 +120,10 @@ class Settings(BaseSettings):
 
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)
+    #: Status-line edits (queue place, progress): at most this many a second in all, and one job's line at most
+    #: every so many seconds, which keeps a busy queue inside Discord's rate limits (final edits always go out).
+    status_edits_per_s: float = Field(default=10.0, gt=0, le=40)
+    status_edit_every_s: float = Field(default=2.0, ge=0, le=60)
     #: Results posted at once (each job's delivery runs on its own; one slow or failing post delays no other).
     delivery_concurrency: int = Field(default=4, ge=1, le=64)
     #: Tries to post a result (with growing pauses between them) before the user is told to look in /history.
@@ -133,6 +137,15 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(default=30.0, gt=0, le=600)
     #: How often (seconds) each worker reconciles the database with the queue.
     reconcile_interval_s: float = Field(default=10.0, gt=0, le=600)
+
+    #: How often (seconds) each worker reports itself in redis (``beatforge status``, ``/admin status``); a
+    #: report lives three intervals, so a dead worker drops off the list within that.
+    worker_presence_interval_s: float = Field(default=5.0, gt=0, le=300)
+    #: ``beatforge gc``: artifacts of finished jobs older than this many days are removed (0 = kept forever),
+    #: and beyond this many GiB of artifacts the oldest go first (0 = no quota). Kept (⭐) jobs and the files
+    #: queued or running jobs need are never removed.
+    artifact_max_age_days: float = Field(default=30, ge=0, le=36_500)
+    artifact_quota_gb: float = Field(default=0, ge=0)
 
     log_level: str = "INFO"
     log_json: bool = True

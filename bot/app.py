@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from dataclasses import asdict
 
 import discord
 from arq.connections import ArqRedis
 from discord.ext import commands
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
@@ -23,6 +26,7 @@ from bot.actions import JobActions
 from bot.buttons import JobButton, answer_presses
 from bot.cogs.watcher import JobWatcher
 from bot.delivery import Delivery
+from bot.edit_budget import EditBudget
 from bot.errors import BeatforgeTree
 from bot.file_server import Downloads
 from bot.jobs import JobService
@@ -31,6 +35,7 @@ from bot.status import StatusBoard
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
 from storage.db import make_engine, make_sessionmaker
+from storage.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +67,34 @@ class Beatforge(commands.Bot):
         )
         self.settings, self.redis, self.sessions = settings, redis, sessions
         self.sync_commands = sync_commands
+        #: The one run of the orderly shutdown (``close``).
+        self._shutdown: asyncio.Task[None] | None = None
         self.store = ArtifactStore(settings.artifact_dir)
         #: Serves download links for files over Discord's upload limit; runs only with settings.public_url.
         self.downloads = Downloads(self.store, settings)
-        self.status_board = board = StatusBoard(self)
+        self.status_board = board = StatusBoard(
+            self, EditBudget(per_second=settings.status_edits_per_s, job_every_s=settings.status_edit_every_s)
+        )
         self.jobs = JobService(sessions=sessions, redis=redis, settings=settings, store=self.store, status=board)
         self.actions = JobActions(self.jobs, board)
         composer = ResultComposer(self.store, self.downloads)
-        self.delivery = delivery = Delivery(client=self, sessions=sessions, composer=composer, status=board)
+        self.delivery = delivery = Delivery(
+            client=self,
+            sessions=sessions,
+            composer=composer,
+            status=board,
+            max_attempts=settings.delivery_max_attempts,
+        )
         self.watcher = JobWatcher(sessions=sessions, redis=redis, settings=settings, status=board, delivery=delivery)
 
     async def setup_hook(self) -> None:
+        # Jobs a crash or a redis restart left behind while no worker was there to notice are set right first.
+        try:
+            done = await reconcile(self.sessions, self.redis, self.settings)
+        except (RedisError, OSError) as exc:  # the workers' own passes will do it once redis is back
+            log.warning("could not reconcile jobs at start-up", extra={"error": repr(exc)})
+        else:
+            log.info("reconciled jobs at start-up", extra=asdict(done))
         await self.downloads.start()
         # Result and status buttons, also on messages posted before a restart (their custom_ids say it all).
         answer_presses(self, JobButton, self.actions.press)
@@ -89,11 +111,57 @@ class Beatforge(commands.Bot):
         log.info("commands synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
 
     async def close(self) -> None:
+        """Shut down in order, once: a signal and leaving ``async with`` both close, and both wait for the one run."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._shut_down(), name="beatforge-shutdown")
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
+        log.info("bot shutting down")
         await self.watcher.finish()  # before the database and redis go away (run_bot closes them after this)
         try:
             await super().close()
         finally:
             await self.downloads.stop()
+        log.info("bot shut down")
+
+
+#: How long the bot may take to stop after its orderly close before it is cancelled.
+STOP_WAIT_S = 15.0
+
+
+async def serve(bot: Beatforge, token: str) -> None:
+    """Run ``bot`` until it stops for good or SIGTERM / SIGINT asks it to, then close it in order.
+
+    Without the handlers, SIGTERM (``docker stop``, systemd) ends the process where it stands: no delivery in
+    flight finishes, and ``Beatforge.close`` never runs.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(received: signal.Signals) -> None:
+        log.info("signal received; closing", extra={"signal": received.name})
+        stop.set()
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    for received in handled:
+        loop.add_signal_handler(received, on_signal, received)
+    running = asyncio.create_task(bot.start(token), name="beatforge-bot")
+    stopping = asyncio.create_task(stop.wait(), name="beatforge-stop")
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await bot.close()
+            if not (await asyncio.wait({running}, timeout=STOP_WAIT_S))[0]:
+                log.warning("the bot did not stop after closing; cancelling it")
+                return
+        await running  # raises what ended the bot, if anything did
+    finally:
+        for received in handled:
+            loop.remove_signal_handler(received)
+        for task in (stopping, running):
+            task.cancel()
+        await asyncio.gather(stopping, running, return_exceptions=True)
 
 
 async def run_bot(settings: Settings) -> int:
@@ -105,7 +173,7 @@ async def run_bot(settings: Settings) -> int:
     redis = await connect(settings)
     try:
         async with Beatforge(settings=settings, redis=redis, sessions=make_sessionmaker(engine)) as bot:
-            await bot.start(settings.discord_token.get_secret_value())
+            await serve(bot, settings.discord_token.get_secret_value())
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -23,7 +23,7 @@ import discord
 
 from beatforge.bounds import MAX_TAKES
 from beatforge.contract import ArtifactKind, JobKind
-from bot.errors import UserFacingError, reply_privately
+from bot.errors import UserFacingError, answer_privately, report_unexpected
 from storage.jobs import JobView
 
 #: What a press runs: the interaction, and the button as built from its custom_id.
@@ -44,13 +44,17 @@ class Pressable(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"
         cls.handlers = weakref.WeakKeyDictionary()
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        on_press = type(self).handlers.get(interaction.client)
-        if on_press is None:
-            raise RuntimeError(f"no handler for {type(self).__name__} on this client: see answer_presses")
+        """Run the press's handler; whatever goes wrong, the presser gets an answer (components bypass the command
+        tree's error handler, and discord.py would only log the error, leaving "This interaction failed")."""
         try:
+            on_press = type(self).handlers.get(interaction.client)
+            if on_press is None:
+                raise RuntimeError(f"no handler for {type(self).__name__} on this client: see answer_presses")
             await on_press(interaction, self)
-        except UserFacingError as exc:  # components bypass the command tree's error handler
-            await reply_privately(interaction, f"⚠️ {exc}")
+        except UserFacingError as exc:
+            await answer_privately(interaction, f"⚠️ {exc}")
+        except Exception as exc:
+            await report_unexpected(interaction, exc, where=f"{type(self).__name__} button")
 
 
 P = TypeVar("P", bound=Pressable)

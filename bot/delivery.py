@@ -1,10 +1,17 @@
 """Posting results: where a finished job's message goes, and what happens when Discord refuses it.
 
-Results are posted as a follow-up while the interaction token lives (it needs no channel permissions),
-otherwise as a channel message replying to the status message, and by DM when the bot may not post there.
-Files are fitted to the limits Discord reports (``bot/results.py``); what Discord refuses with a 413 anyway is
-left out and named on the next try, so a result never fails silently. A delivery that keeps failing is given
-up after a bounded number of attempts, each logged. /show and /history's Re-post post through here too.
+Delivery is an outbox on the job rows: the watcher (``bot/cogs/watcher.py``) hands each due, undelivered job to
+``Delivery.deliver`` as a task of its own. A failed attempt is recorded on the row (``delivery_attempts``, and
+``deliver_after`` a backoff later), so a restart keeps the schedule; after ``settings.delivery_max_attempts`` the
+user is told in a short message where to find the result (/history), and the row is marked delivered.
+
+Results are posted in the job's channel, replying to the status message, with a nonce made from the job: Discord
+answers a repeated create with the same nonce (``enforce_nonce``, which discord.py sends with every nonce) with
+the message it already made, so a bot killed between Discord accepting a result and the row recording it posts
+it once, not twice, when it tries again. Only where the bot may not post in the channel (403/404) does the
+result go out as the interaction's follow-up (webhooks take no nonce) while the token lives, else by DM. Files
+are fitted to the limits Discord reports (``bot/results.py``); what Discord refuses with a 413 anyway is left
+out and named on the next try. /show and /history's Re-post post through here too.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -21,16 +29,31 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.contract import JobStatus
 from bot.errors import UserFacingError
-from bot.messages import dm_fallback_text, done_status_text, failure_text, label
+from bot.messages import dm_fallback_text, done_status_text, failure_text, label, undeliverable_text
 from bot.results import ResultComposer, ResultMessage
 from bot.status import StatusBoard
 from storage import jobs
 from storage.jobs import JobView
+from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
-#: Delivery attempts before a result is given up on (each failure is logged).
-MAX_DELIVERY_ATTEMPTS = 5
+#: The wait after the first failed attempt; each further failure doubles it, up to ``RETRY_CAP_S``. Five
+#: attempts span half a minute, well inside the few minutes Discord remembers a nonce.
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 60.0
+#: Discord's limit on a nonce's length.
+NONCE_CHARS = 25
+
+
+def result_nonce(job: JobView) -> str:
+    """The nonce of a job's result message: the same on every attempt and after a restart, unique per job."""
+    return f"bf{job.queue_job_id}"[:NONCE_CHARS]
+
+
+def notice_nonce(job: JobView) -> str:
+    """The nonce of the "couldn't deliver" notice: another message than the result, so another nonce."""
+    return f"bx{job.queue_job_id}"[:NONCE_CHARS]
 
 
 class Undeliverable(Exception):
@@ -54,16 +77,26 @@ class Delivery:
         sessions: async_sessionmaker[AsyncSession],
         composer: ResultComposer,
         status: StatusBoard,
+        max_attempts: int = 5,
     ) -> None:
         #: For channels, servers' upload limits and DMs.
         self.client = client
         self.sessions, self.composer, self.status = sessions, composer, status
-        #: Failed attempts per job since this process started.
-        self.attempts: dict[int, int] = {}
+        #: Attempts before the user is told the result could not be delivered (``settings.delivery_max_attempts``).
+        self.max_attempts = max_attempts
+        self.retry_base_s, self.retry_cap_s = RETRY_BASE_S, RETRY_CAP_S
+
+    def retry_delay(self, failed: int) -> timedelta:
+        """How long to wait after the ``failed``-th failed attempt: doubling from ``retry_base_s``, capped."""
+        return timedelta(seconds=min(self.retry_cap_s, self.retry_base_s * 2 ** (failed - 1)))
 
     async def deliver(self, job: JobView) -> None:
-        """Post a finished job's result (or why it failed), then mark it delivered; a failed attempt leaves it
-        for the next call until ``MAX_DELIVERY_ATTEMPTS``."""
+        """One attempt at a finished job's result (or why it failed). Success marks the row delivered; a failure
+        records the attempt and when to try again, or, the last one, tells the user and marks it delivered.
+
+        Raises only what the bookkeeping itself meets (the database); a cancellation leaves the row as it was, due
+        again, and the nonce keeps a repeat from posting twice.
+        """
         try:
             if job.status is JobStatus.DONE:
                 await self._deliver_result(job)
@@ -71,21 +104,25 @@ class Delivery:
                 await self._deliver_failure(job)
         except Undeliverable as exc:
             log.error("result delivered nowhere; giving up", extra={"job_id": job.id, "error": str(exc)})
-        except Exception as exc:  # Discord, files, or a bug composing this one job: bounded, never a tight loop
-            attempts = self.attempts[job.id] = self.attempts.get(job.id, 0) + 1
+            await self._edit_status_quietly(job, undeliverable_text(job))
+        except Exception as exc:  # Discord, files, or a bug composing this one job: recorded, retried later
+            failed = job.delivery_attempts + 1
             expected = isinstance(exc, discord.HTTPException | OSError | LookupError)
             log.warning(
                 "delivery failed",
-                extra={"job_id": job.id, "attempt": attempts, "error": repr(exc)},
+                extra={"job_id": job.id, "attempt": failed, "error": repr(exc)},
                 exc_info=None if expected else exc,
             )
-            if attempts < MAX_DELIVERY_ATTEMPTS:
+            if failed < self.max_attempts:
+                retry_at = utcnow() + self.retry_delay(failed)
+                async with self.sessions() as session:
+                    await jobs.delay_delivery(session, job.id, attempts=failed, until=retry_at)
                 return
-            log.error("giving up on delivery", extra={"job_id": job.id})
+            log.error("giving up on delivery", extra={"job_id": job.id, "attempts": failed})
+            await self._tell_undeliverable(job)
         async with self.sessions() as session:
             await jobs.mark_delivered(session, job.id)
         self.status.forget(job.id)
-        self.attempts.pop(job.id, None)
 
     async def repost(self, interaction: discord.Interaction, job: JobView) -> discord.Message:
         """Post a finished job's result publicly as ``interaction``'s answer, files and working buttons included.
@@ -117,7 +154,8 @@ class Delivery:
 
     async def _deliver_result(self, job: JobView) -> None:
         if job.result_message_id is None:
-            message = await self._post(job, functools.partial(self.composer.compose, job))
+            build = functools.partial(self.composer.compose, job)
+            message = await self._post(job, build, nonce=result_nonce(job))
             async with self.sessions() as session:
                 await jobs.set_result_message(session, job.id, message.id)
         else:  # posted on an earlier attempt whose bookkeeping failed: never post it twice
@@ -133,11 +171,19 @@ class Delivery:
             except discord.NotFound:
                 log.info("interaction token gone; posting the failure to the channel", extra={"job_id": job.id})
                 self.status.token_gone(job.id)
+        await self._post(job, _text_only(text), nonce=result_nonce(job))  # a fresh reply the user will notice
+        await self._edit_status_quietly(job, text)
 
-        def build(_limit: int, _refused: frozenset[Path], lead: str | None = None) -> ResultMessage:
-            return ResultMessage("\n".join(line for line in (lead, text) if line))  # no files: no limit applies
-
-        await self._post(job, build)  # a fresh reply the user will notice, unlike an old edit
+    async def _tell_undeliverable(self, job: JobView) -> None:
+        """The last word after the last failed attempt: a short notice wherever it goes through (channel,
+        follow-up, DM) and on the status line, each failure logged, so the user is never left with "queued"."""
+        text = undeliverable_text(job)
+        try:
+            await self._post(job, _text_only(text), nonce=notice_nonce(job))
+        except Exception as exc:  # nothing takes even this; the status line below is the last chance
+            log.error(
+                "could not tell the user the result is undeliverable", extra={"job_id": job.id, "error": repr(exc)}
+            )
         await self._edit_status_quietly(job, text)
 
     async def _edit_status_quietly(self, job: JobView, content: str) -> None:
@@ -148,12 +194,16 @@ class Delivery:
             log.warning("status edit after delivery failed", extra={"job_id": job.id, "error": repr(exc)})
 
     def _channel_limit(self, job: JobView) -> int:
-        """A channel message is bound by its server's limit (boosts raise it), else what the interaction said."""
+        """A channel message is bound by its server's limit (boosts raise it) and, while this process holds the
+        job's interaction, by what Discord said there, whichever is lower."""
+        limits = []
         guild = self.client.get_guild(job.guild_id) if job.guild_id else None
         if guild is not None:
-            return guild.filesize_limit
+            limits.append(guild.filesize_limit)
         interaction = self.status.interactions.get(job.id)
-        return interaction.filesize_limit if interaction is not None else DISCORD_UPLOAD_LIMIT
+        if interaction is not None:
+            limits.append(interaction.filesize_limit)
+        return min(limits, default=DISCORD_UPLOAD_LIMIT)
 
     async def _send_fitting(self, build: Build, limit: int, send: Send) -> discord.Message:
         """Send ``build``'s message; on 413 (Discord found the request too large) send it again without its
@@ -170,20 +220,16 @@ class Delivery:
                 log.warning("upload refused as too large; sending without it", extra={"file": largest.name})
                 refused.add(largest)
 
-    async def _post(self, job: JobView, build: Build) -> discord.Message:
-        """Post as a follow-up while the token lives (needs no channel permissions), else in the channel replying
-        to the status message, else (no permission there) by DM to the requester."""
-        interaction = self.status.live(job.id)
-        if interaction is not None:
+    async def _post(self, job: JobView, build: Build, *, nonce: str) -> discord.Message:
+        """Post in the job's channel replying to its status message, with ``nonce`` so a repeat is answered with
+        the message already made. Where the bot may not post there (403, or 404: the channel is gone), as the
+        interaction's follow-up while the token lives, else by DM.
 
-            async def followup(message: ResultMessage) -> discord.Message:
-                return await interaction.followup.send(message.content, wait=True, **message.send_kwargs())
-
-            try:
-                return await self._send_fitting(build, interaction.filesize_limit, followup)
-            except discord.NotFound:  # the token expired early or was never valid: it will not come back
-                log.info("interaction token gone; posting to the channel", extra={"job_id": job.id})
-                self.status.token_gone(job.id)
+        Raises:
+            discord.HTTPException: the channel failed otherwise (5xx, a 429 discord.py gave up on): the attempt
+                fails and is retried later with the same nonce, where another route could post it twice.
+            Undeliverable: no route takes it.
+        """
         if job.channel_id is not None:
             reference = (
                 discord.MessageReference(
@@ -198,15 +244,27 @@ class Delivery:
                 kwargs = message.send_kwargs()
                 if reference is not None:
                     kwargs["reference"] = reference
-                return await channel.send(message.content, **kwargs)
+                return await channel.send(message.content, nonce=nonce, **kwargs)
 
             try:
                 return await self._send_fitting(build, self._channel_limit(job), to_channel)
             except (discord.Forbidden, discord.NotFound) as exc:  # no permission there, or the channel is gone
-                log.warning("cannot post in the channel; sending by DM", extra={"job_id": job.id, "error": repr(exc)})
-        return await self._send_dm(job, build)
+                log.warning("cannot post in the channel", extra={"job_id": job.id, "error": repr(exc)})
+        interaction = self.status.live(job.id)
+        if interaction is not None:
 
-    async def _send_dm(self, job: JobView, build: Build) -> discord.Message:
+            async def followup(message: ResultMessage) -> discord.Message:
+                return await interaction.followup.send(message.content, wait=True, **message.send_kwargs())
+
+            try:
+                return await self._send_fitting(build, interaction.filesize_limit, followup)
+            except discord.HTTPException as exc:  # token dead, or Discord failing: the DM is the last way left
+                log.warning("follow-up failed; sending by DM", extra={"job_id": job.id, "error": repr(exc)})
+                if isinstance(exc, discord.NotFound):
+                    self.status.token_gone(job.id)
+        return await self._send_dm(job, build, nonce=nonce)
+
+    async def _send_dm(self, job: JobView, build: Build, *, nonce: str) -> discord.Message:
         lead = dm_fallback_text(job)
         try:
             dm = await self.client.create_dm(discord.Object(job.user_id))
@@ -215,9 +273,18 @@ class Delivery:
                 return build(limit, refused, lead)  # a DM says why it came by DM
 
             async def to_dm(message: ResultMessage) -> discord.Message:
-                return await dm.send(message.content, **message.send_kwargs())
+                return await dm.send(message.content, nonce=nonce, **message.send_kwargs())
 
             # A bot's DMs get the default upload limit: no server boosts apply there.
             return await self._send_fitting(with_lead, DISCORD_UPLOAD_LIMIT, to_dm)
         except (discord.Forbidden, discord.NotFound) as exc:  # DMs closed, or the user is gone
-            raise Undeliverable(f"job #{job.id}: no channel, interaction or DM accepts the result ({exc})") from exc
+            raise Undeliverable(f"job #{job.id}: no channel, interaction or DM accepts the message ({exc})") from exc
+
+
+def _text_only(text: str) -> Build:
+    """A message of ``text`` alone (no files, so no upload limit applies), led by a DM's lead line when given."""
+
+    def build(_limit: int, _refused: frozenset[Path], lead: str | None = None, /) -> ResultMessage:
+        return ResultMessage("\n".join(line for line in (lead, text) if line))
+
+    return build

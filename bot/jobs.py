@@ -39,6 +39,7 @@ from beatforge.contract import (
     Relation,
 )
 from beatforge.fleet import read_models
+from beatforge.log import log_context
 from beatforge.queue import QueueError, enqueue_job
 from bot.access import Actor
 from bot.buttons import cancel_view
@@ -216,27 +217,30 @@ class JobService:
 
         ``guild``: the server's settings, read by the caller (``guild``) once for the whole action.
         """
-        await self.check_limits(user_id=interaction.user.id, guild=guild, params=params)
-        if isinstance(params, BeatParams):
-            params = with_server_model(params, guild)
-            await self._check_melody_model(params)
-        if not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)
-        for attachment, path in uploads:
-            await self._save_upload(attachment, path)
-        job, position = await self.enqueue(
-            params,
-            user=interaction.user,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            parent_id=parent_id,
-            relation=relation,
-            interaction=interaction,
-        )
-        content = queued_text(job, position)
-        message = await interaction.edit_original_response(content=content, view=cancel_view(job.id))
-        await self.status_posted(job.id, message.id, content)
-        return job.id
+        # Every line logged on the way (refusals included) says whose job it is, and once it exists, which.
+        with log_context(user_id=interaction.user.id, guild_id=interaction.guild_id):
+            await self.check_limits(user_id=interaction.user.id, guild=guild, params=params)
+            if isinstance(params, BeatParams):
+                params = with_server_model(params, guild)
+                await self._check_melody_model(params)
+            if not interaction.response.is_done():
+                await interaction.response.defer(thinking=True)
+            for attachment, path in uploads:
+                await self._save_upload(attachment, path)
+            job, position = await self.enqueue(
+                params,
+                user=interaction.user,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                parent_id=parent_id,
+                relation=relation,
+                interaction=interaction,
+            )
+            with log_context(job_id=job.id):
+                content = queued_text(job, position)
+                message = await interaction.edit_original_response(content=content, view=cancel_view(job.id))
+                await self.status_posted(job.id, message.id, content)
+            return job.id
 
     async def enqueue(
         self,
@@ -264,19 +268,24 @@ class JobService:
                 parent_id=parent_id,
                 relation=relation,
             )
-        if interaction is not None:
-            self.status.track(job.id, interaction)
-        try:
-            await enqueue_job(self.redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user.id)
-            position = await self._position(job.queue_job_id)
-        except (QueueError, RedisError) as exc:
-            async with self.sessions() as session:
-                await jobs.mark_failed(session, job.id, code=ErrorCode.INTERNAL, message="the job queue is unreachable")
-                await jobs.mark_delivered(session, job.id)  # the error below is the delivery
-            self.status.forget(job.id)
-            log.error("enqueue failed", extra={"job_id": job.id, "error": str(exc)})
-            raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
-        log.info("job queued", extra={"job_id": job.id, "kind": job.kind, "relation": relation, "user_id": user.id})
+        with log_context(job_id=job.id, user_id=user.id, guild_id=guild_id):
+            if interaction is not None:
+                self.status.track(job.id, interaction)
+            try:
+                await enqueue_job(
+                    self.redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user.id
+                )
+                position = await self._position(job.queue_job_id)
+            except (QueueError, RedisError) as exc:
+                async with self.sessions() as session:
+                    await jobs.mark_failed(
+                        session, job.id, code=ErrorCode.INTERNAL, message="the job queue is unreachable"
+                    )
+                    await jobs.mark_delivered(session, job.id)  # the error below is the delivery
+                self.status.forget(job.id)
+                log.error("enqueue failed", extra={"error": str(exc)})
+                raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
+            log.info("job queued", extra={"kind": job.kind, "relation": relation})
         return job, position
 
     async def _position(self, queue_job_id: str) -> int | None:

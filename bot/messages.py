@@ -31,6 +31,7 @@ _FAILURE_LEAD = {
     ErrorCode.MODEL_UNAVAILABLE: "The music model is not available right now",
     ErrorCode.GENERATION_FAILED: "Generation failed",
     ErrorCode.CANCELLED: "Cancelled",
+    ErrorCode.WORKER_LOST: "The worker kept stopping while making it, so it was given up",
     ErrorCode.INTERNAL: "Something broke on our side (it has been logged)",
 }
 
@@ -63,6 +64,9 @@ def quote_prompt(prompt: str, limit: int = 300) -> str:
 def queued_text(job: JobView, position: int | None, eta_s: float | None = None) -> str:
     """``eta_s``: seconds until it likely starts (``bot.eta``). Under a minute it is left out: "#N in line"
     already says it is close, and every change of this text costs a Discord edit."""
+    if job.attempts:  # a worker took it before and stopped mid-job (killed, out of memory): it is being retried
+        place = f" — #{position} in line" if position is not None else ""
+        return f"🔁 {label(job)} — the worker restarted, retrying{place}…"
     if position is None:
         return f"⏳ {label(job)} — starting…"
     eta = f" · starts in ~{humanize(eta_s)}" if eta_s is not None and eta_s >= 60 else ""
@@ -70,6 +74,8 @@ def queued_text(job: JobView, position: int | None, eta_s: float | None = None) 
 
 
 def progress_text(job: JobView, progress: JobProgress | None) -> str:
+    if job.attempts > 1 and (progress is None or progress.stage == "loading"):
+        return f"🔁 {label(job)} — the worker restarted, retrying…"
     if progress is None or progress.stage == "loading":
         return f"🎛️ {label(job)} — loading the model…"
     if progress.stage == "looping":
@@ -81,7 +87,13 @@ def progress_text(job: JobView, progress: JobProgress | None) -> str:
     if progress.stage == "saving":
         return f"💾 {label(job)} — saving…"
     eta = f", about {max(1, round(progress.eta_s))} s left" if progress.eta_s is not None else ""
-    return f"🎶 {label(job)} — generating… {progress.percent}%{eta}"
+    retry = " (the worker restarted, retrying)" if job.attempts > 1 else ""
+    return f"🎶 {label(job)} — generating… {progress.percent}%{eta}{retry}"
+
+
+def stalled_text(job: JobView) -> str:
+    """A running job whose worker went silent (killed, out of memory): said at once, not a frozen percentage."""
+    return f"🔁 {label(job)} — the worker stopped; retrying as soon as one is back…"
 
 
 def details_line(job: JobView) -> str:
@@ -258,8 +270,32 @@ def done_status_text(job: JobView) -> str:
 
 def failure_text(job: JobView) -> str:
     lead = _FAILURE_LEAD.get(job.error_code or ErrorCode.INTERNAL, "Generation failed")
-    reason = f": {job.error}" if job.error and job.error_code is not ErrorCode.CANCELLED else "."
-    return f"❌ {label(job)} — {lead}{reason}"
+    reason = public_reason(job.error) if job.error and job.error_code is not ErrorCode.CANCELLED else None
+    return f"❌ {label(job)} — {lead}" + (f": {reason}" if reason else ".")
+
+
+#: A file path on the server (``/srv/beatforge/...``, ``C:\\...``, ``~/...``): two or more parts after the root.
+_SERVER_PATH = re.compile(r"(?:[A-Za-z]:\\|~?/)[^\s/\\:'\"]+(?:[/\\][^\s/\\:'\"]*)+")
+#: Longest reason shown: a worker's error longer than this is internals, not an explanation.
+_REASON_CHARS = 300
+
+
+def public_reason(error: str) -> str | None:
+    """A worker's error as users may see it: its first line, no server paths, bounded.
+
+    A safety net only: the worker is meant to write user-facing reasons, but one stray exception text must not
+    show a user our file layout or a traceback.
+    """
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines or lines[0].startswith("Traceback"):
+        return None
+    text = _SERVER_PATH.sub("(a file on the server)", lines[0])
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def undeliverable_text(job: JobView) -> str:
+    """The last word on a result Discord kept refusing: short, so it gets through where the result did not."""
+    return f"⚠️ I couldn't deliver {label(job)} here: Discord kept refusing it. Find it in /history."
 
 
 def too_large_text(name: str, size: int, limit: int, url: str | None = None, expires: int | None = None) -> str:

@@ -8,36 +8,56 @@ the token and the text shown only save API calls while this process lives.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 import discord
 
 from beatforge.contract import JobStatus
+from bot.edit_budget import EditBudget
 from storage.jobs import JobView
 
 log = logging.getLogger(__name__)
 
 #: Discord keeps an interaction token for 15 minutes; stop using it a little before.
 TOKEN_MARGIN = timedelta(minutes=1)
+#: How long a command may take to show its first status line (discord.py's own retries of a 5xx included) before
+#: its job is delivered without one: a first edit that failed must not hold the result back for good.
+ANSWER_GRACE_S = 20.0
 
 
 class StatusBoard:
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, budget: EditBudget | None = None) -> None:
         #: For status messages without a live token: edited in their channel.
         self.client = client
+        #: How often progress may edit status lines (Discord's rate limits); final edits are not counted.
+        self.budget = budget or EditBudget()
         #: Interactions of jobs this process queued, for edits and follow-ups while their token lives.
         self.interactions: dict[int, discord.Interaction] = {}
         #: The text each job's status message shows now, so unchanged progress costs no API call.
         self.shown: dict[int, str] = {}
+        #: When each job's command started answering (monotonic seconds), for ``answering``.
+        self.answer_started: dict[int, float] = {}
+        self.answer_grace_s = ANSWER_GRACE_S
 
     def track(self, job_id: int, interaction: discord.Interaction) -> None:
         """The job's status line will be ``interaction``'s answer: edit and follow up through it while it lives."""
         self.interactions[job_id] = interaction
+        self.answer_started[job_id] = time.monotonic()
 
     def answering(self, job_id: int) -> bool:
-        """Whether the job came from an interaction of this process (whose answer may still be on its way)."""
-        return job_id in self.interactions
+        """Whether the job's command may still be posting its first status line, which would overwrite a result
+        delivered meanwhile. False once it was posted, and once ``answer_grace_s`` passed without it (the edit
+        failed: the job is delivered anyway, without a status message to reply to)."""
+        started = self.answer_started.get(job_id)
+        if started is None or job_id in self.shown:
+            return False
+        if time.monotonic() - started < self.answer_grace_s:
+            return True
+        log.warning("no status line was posted for the job; delivering without one", extra={"job_id": job_id})
+        self.answer_started.pop(job_id, None)
+        return False
 
     def posted(self, job_id: int, content: str) -> None:
         """The job's status line was just posted, showing ``content``."""
@@ -58,6 +78,8 @@ class StatusBoard:
         """The job is delivered: nothing about its status line is needed any more."""
         self.interactions.pop(job_id, None)
         self.shown.pop(job_id, None)
+        self.answer_started.pop(job_id, None)
+        self.budget.forget(job_id)
 
     async def edit(self, job: JobView, content: str) -> None:
         # a finished job's status loses its ❌ Cancel button; while it waits or runs the button stays
@@ -71,6 +93,10 @@ class StatusBoard:
         self.shown[job.id] = content
 
     async def show(self, job: JobView, content: str) -> None:
-        """Edit the job's status line to ``content`` unless it shows that already."""
-        if self.shown.get(job.id) != content:
+        """Edit the job's status line to ``content`` unless it shows that already, or the edit budget says not now
+        (the next tick shows newer text: nothing is lost by waiting)."""
+        if self.shown.get(job.id) == content:
+            return
+        channel_id = job.channel_id if self.live(job.id) is None else None  # edited as a channel message
+        if self.budget.allow(job.id, channel_id=channel_id):
             await self.edit(job, content)

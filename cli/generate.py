@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -16,6 +16,10 @@ from beatforge.bounds import MAX_SEED
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, SamplingParams, explain
 from beatforge.presets import MOODS, STYLES
+from cli.paths import file_target_problem
+
+if TYPE_CHECKING:
+    from generation.audio.signal import Samples
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
@@ -61,11 +65,16 @@ def _params(args: argparse.Namespace) -> BeatParams:
     )
 
 
+def _take_paths(out: Path, takes: int) -> list[Path]:
+    """Where each take goes: take 1 at ``out``, the others beside it as NAME-take2.wav, ..."""
+    return [out] + [out.with_name(f"{out.stem}-take{n}{out.suffix}") for n in range(2, takes + 1)]
+
+
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     # Heavy imports stay here, so `beatforge --help` and `beatforge bot` never load torch.
     from generation.audio.io import read_audio, write_wav
     from generation.audio.signal import resample
-    from generation.errors import GenerationError
+    from generation.errors import AudioParameterError, GenerationError
     from generation.music.model_cache import ModelCache
 
     try:
@@ -73,14 +82,25 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
+    # Bad input is refused before the model loads (minutes for the big ones), not after the beat is made.
+    problem = next(filter(None, (file_target_problem(out) for out in _take_paths(args.out, params.takes))), None)
+    if problem is not None:
+        sys.stderr.write(f"beatforge: {problem}\n")
+        return 2
+    inputs: dict[str, tuple[Samples, int]] = {}
+    try:
+        for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
+            if path is not None:
+                inputs[key] = read_audio(path, max_seconds=settings.continue_max_input_s)
+    except AudioParameterError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 2
     try:
         # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
         engine = ModelCache.from_settings(settings, default=args.model).get(args.model)
-        audio_in: dict[str, Any] = {}
-        for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
-            if path is not None:
-                samples, rate = read_audio(path, max_seconds=settings.continue_max_input_s)
-                audio_in[key] = resample(samples, rate, engine.sample_rate)
+        audio_in: dict[str, Any] = {
+            key: resample(samples, rate, engine.sample_rate) for key, (samples, rate) in inputs.items()
+        }
         started = time.perf_counter()
         takes = engine.generate(params, fade_out_s=settings.fade_out_s, **audio_in)
     except GenerationError as exc:
@@ -88,8 +108,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     taken = round(time.perf_counter() - started, 2)
-    for number, audio in enumerate(takes, start=1):
-        out = args.out if number == 1 else args.out.with_name(f"{args.out.stem}-take{number}{args.out.suffix}")
+    for number, (out, audio) in enumerate(zip(_take_paths(args.out, len(takes)), takes, strict=True), start=1):
         write_wav(out, audio.samples, sample_rate=audio.sample_rate)
         summary = {
             "out": str(out),

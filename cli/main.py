@@ -1,4 +1,4 @@
-"""The ``beatforge`` command: generate a beat locally, or run the bot, the worker, or migrations."""
+"""The ``beatforge`` command: generate a beat locally, run the bot, the worker, or migrations, or look after them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 from beatforge.config import Settings, get_settings
 from beatforge.log import setup_logging
-from cli import cover, generate, loops, midi, models, serve
+from cli import cover, generate, loops, midi, models, ops, serve
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 # In the order `beatforge --help` lists them; each module registers its parsers and the function that runs them.
-GROUPS = (generate, cover, loops, midi, models, serve)
+GROUPS = (generate, cover, loops, midi, models, serve, ops)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from beatforge.config import Settings
+from cli.paths import folder_target_problem
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _settings: Settings) -> None:
@@ -21,14 +22,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _set
 def run_midi(args: argparse.Namespace, settings: Settings) -> int:
     # Heavy imports stay here, so `beatforge --help` and `beatforge bot` never load torch.
     from generation.audio.io import read_audio
-    from generation.errors import GenerationError
+    from generation.errors import AudioParameterError, GenerationError
     from generation.loops.export import safe_stem
     from generation.midi.export import export_midi
     from generation.midi.stems import make_separator
     from generation.midi.transcribe import PitchTracker
 
+    # Bad input is one sentence and exit status 2, before the MIDI and stem models load.
+    problem = folder_target_problem(args.out)
+    if problem is not None:
+        sys.stderr.write(f"beatforge: {problem}\n")
+        return 2
     try:
         samples, sample_rate = read_audio(args.audio, max_seconds=settings.midi_max_input_s)
+    except AudioParameterError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 2
+    try:
         tracker = PitchTracker(
             onset_threshold=settings.midi_onset_threshold,
             frame_threshold=settings.midi_frame_threshold,
@@ -46,7 +56,7 @@ def run_midi(args: argparse.Namespace, settings: Settings) -> int:
         )
     except GenerationError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
-        return 1
+        return 2 if isinstance(exc, AudioParameterError) else 1  # e.g. silence: nothing to transcribe
     sys.stderr.write(files.summary + "\n")
     written = {"midi": str(files.pack), "stems": str(files.stems) if files.stems else None}
     sys.stdout.write(json.dumps({**written, **files.info}) + "\n")

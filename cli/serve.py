@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import sys
 
 from beatforge.config import Settings
 
@@ -11,7 +13,9 @@ from beatforge.config import Settings
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _settings: Settings) -> None:
     commands.add_parser("bot", help="run the Discord bot").set_defaults(run=run_bot)
     worker = commands.add_parser("worker", help="run the generation worker (arq)")
-    worker.add_argument("--check", action="store_true", help="exit 0 if a worker's health check is recent")
+    worker.add_argument(
+        "--check", action="store_true", help="exit 0 if a worker on this machine reported itself lately (healthcheck)"
+    )
     worker.set_defaults(run=run_worker)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -27,13 +31,40 @@ def run_bot(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from arq.worker import check_health
-
-    from generation.worker.settings import create_worker, worker_settings
-
     if args.check:
-        return check_health(worker_settings(settings))
+        return asyncio.run(check_worker(settings))
+    from generation.worker.settings import create_worker
+
     create_worker(settings).run()
+    return 0
+
+
+async def check_worker(settings: Settings) -> int:
+    """The healthcheck of a worker's container: a worker on this machine reported itself within its TTL.
+
+    It asks redis for this host's presence, so a worker that lost redis, or whose process hangs or died, is
+    reported unhealthy, and one worker's health never stands in for another's (arq's own check is per queue).
+    """
+    from redis.exceptions import RedisError
+
+    from beatforge.fleet import read_workers
+    from beatforge.queue import connect
+
+    host = socket.gethostname()
+    try:
+        redis = await connect(settings)
+        try:
+            mine = [w for w in await read_workers(redis) if w.host == host]
+        finally:
+            await redis.aclose()
+    except (RedisError, OSError) as exc:
+        sys.stdout.write(f"unhealthy: redis is unreachable ({exc})\n")
+        return 1
+    if not mine:
+        sys.stdout.write(f"unhealthy: no worker on {host} has reported itself\n")
+        return 1
+    for worker in mine:
+        sys.stdout.write(f"ok: worker {worker.id}, {worker.jobs_running} job(s) running, {worker.jobs_finished} done\n")
     return 0
 
 

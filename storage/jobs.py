@@ -188,21 +188,32 @@ async def mark_running(session: AsyncSession, job_id: int, *, resolved_model: st
     )
 
 
-async def start_attempt(session: AsyncSession, job_id: int) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A worker's try at a job: which try it is, and whose job (for the worker's log lines)."""
+
+    number: int
+    user_id: int
+    guild_id: int | None
+
+
+async def start_attempt(session: AsyncSession, job_id: int) -> Attempt | None:
     """A worker took the job: queued (or running, after a crash) → running, one try more, a first heartbeat.
 
-    Returns the try this is (1 the first time), or None when the job already finished (a re-run after a
-    restart, or cancelled while it waited): the worker then leaves it alone.
+    None when the job already finished (a re-run after a restart, or cancelled while it waited): the worker then
+    leaves it alone.
     """
     now = utcnow()
-    tries = await session.scalar(
-        update(Generation)
-        .where(Generation.id == job_id, Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(status=JobStatus.RUNNING, attempts=Generation.attempts + 1, heartbeat_at=now, started_at=now)
-        .returning(Generation.attempts)
-    )
+    row = (
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == job_id, Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            .values(status=JobStatus.RUNNING, attempts=Generation.attempts + 1, heartbeat_at=now, started_at=now)
+            .returning(Generation.attempts, Generation.user_id, Generation.guild_id)
+        )
+    ).one_or_none()
     await session.commit()
-    return tries
+    return Attempt(number=row.attempts, user_id=row.user_id, guild_id=row.guild_id) if row is not None else None
 
 
 async def heartbeat(session: AsyncSession, job_ids: Sequence[int]) -> None:
@@ -405,7 +416,11 @@ async def list_undelivered(
     if exclude:
         where.append(Generation.id.not_in(exclude))
     rows = await session.scalars(
-        select(Generation).where(*where).order_by(Generation.id).limit(limit).options(selectinload(Generation.artifacts))
+        select(Generation)
+        .where(*where)
+        .order_by(Generation.id)
+        .limit(limit)
+        .options(selectinload(Generation.artifacts))
     )
     return [_view(r) for r in rows]
 

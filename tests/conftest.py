@@ -81,6 +81,7 @@ def settings(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Settings:
         cover_safety_model="debug",
         cover_size=64,
         watch_interval_s=0.1,
+        status_edit_every_s=0.0,  # the tiny model's jobs last a second: show each stage (tests/bot/test_edit_budget.py)
         worker_poll_delay_s=0.05,
         log_json=True,
     )

@@ -1,4 +1,4 @@
-"""/admin: a server's model, its limits, cancelling any job on it, and the audit log of all that.
+"""/admin: a server's model, its limits, cancelling any job on it, the audit log of all that, and the bot's status.
 
 Who may: members with Manage Server in the channel the command is used in, and the bot's owners
 (``settings.owner_ids``) everywhere. ``default_permissions`` only hides the group in Discord's client
@@ -24,14 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
-from beatforge.fleet import ModelInfo, read_models
+from beatforge.fleet import ModelInfo, WorkerInfo, read_models
 from bot.access import is_admin
 from bot.errors import UserFacingError
 from bot.jobs import JobService
 from bot.limits import Limits, effective_limits
 from bot.messages import fit, label
+from bot.options import JobNumber
 from storage import guilds
 from storage.guilds import GuildSettings
+from storage.stats import OpsStatus, gather_status
 
 if TYPE_CHECKING:
     from bot.app import Beatforge
@@ -102,6 +104,39 @@ def _detail_text(detail: dict[str, Any]) -> str:
         return ", ".join(f"{name}: {before.get(name)} → {value}" for name, value in after.items())
     text = ", ".join(f"{name}: {value}" for name, value in detail.items())
     return text if len(text) <= 200 else json.dumps(detail)[:199] + "…"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _worker_text(worker: WorkerInfo) -> str:
+    gpu = (
+        f"GPU {_gib(worker.gpu.allocated)} allocated · {_gib(worker.gpu.reserved)} reserved of {_gib(worker.gpu.total)}"
+        if worker.gpu
+        else "no GPU"
+    )
+    return (
+        f"• `{worker.id}` ({worker.device}): **{worker.jobs_running}**/{worker.max_jobs} jobs running, "
+        f"{worker.jobs_finished} finished since <t:{int(worker.started_at)}:R> — {gpu}"
+    )
+
+
+def status_text(status: OpsStatus) -> str:
+    """``status`` for Discord: the facts ``beatforge status`` prints (``storage.stats.gather_status``)."""
+    jobs = status.jobs
+    lines = ["**beatforge status**"]
+    if status.redis_error:
+        lines.append("⚠️ **Redis is unreachable**: workers and the queue are unknown; the database says:")
+    else:
+        alive = len(status.workers)
+        lines.append(f"**Workers alive: {alive}**" + ("" if alive else " — ⚠️ no worker is running, nothing will start"))
+        lines += [_worker_text(w) for w in status.workers]
+        lines.append(f"**Queue**: {status.queue_depth} waiting")
+    lines.append(f"**Jobs now**: {jobs.queued} queued, {jobs.running} running")
+    lines.append(f"**Last hour**: {jobs.done_recently} done, {jobs.failed_recently} failed")
+    lines += [f"• `{code}`: {count}" for code, count in jobs.failures_by_code.items()]
+    return fit(lines)
 
 
 class Admin(commands.Cog):
@@ -256,7 +291,7 @@ class Admin(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @admin.command(name="cancel")
-    async def cancel(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+    async def cancel(self, interaction: discord.Interaction, job: JobNumber) -> None:
         """Cancel anyone's queued or running job on this server.
 
         Args:
@@ -285,6 +320,12 @@ class Admin(commands.Cog):
         await interaction.response.send_message(
             f"🛑 {label(found)} (by <@{found.user_id}>) is cancelled; its status message will say so.", ephemeral=True
         )
+
+    @admin.command(name="status")
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Workers alive, the queue, and how jobs went in the last hour (for the whole bot, not only this server)."""
+        status = await gather_status(sessions=self.sessions, redis=self.redis, queue_name=self.settings.queue_name)
+        await interaction.response.send_message(status_text(status), ephemeral=True)
 
     @admin.command(name="audit")
     async def audit(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:

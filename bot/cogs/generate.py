@@ -30,6 +30,7 @@ from beatforge.presets import MOODS, STYLES
 from bot.actions import JobActions
 from bot.errors import UserFacingError
 from bot.jobs import JobService, Upload
+from bot.options import BeatNumber
 from bot.params import new_seed, validated
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class Generate(commands.Cog):
     async def cover(
         self,
         interaction: discord.Interaction,
-        beat: app_commands.Range[int, 1],
+        beat: BeatNumber,
         style: str | None = None,
         mood: str | None = None,
     ) -> None:
@@ -171,7 +172,7 @@ class Generate(commands.Cog):
     async def midi(
         self,
         interaction: discord.Interaction,
-        beat: app_commands.Range[int, 1] | None = None,
+        beat: BeatNumber | None = None,
         file: discord.Attachment | None = None,
         stems: bool = False,
     ) -> None:

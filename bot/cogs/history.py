@@ -24,6 +24,7 @@ from bot.delivery import Delivery
 from bot.errors import UserFacingError
 from bot.jobs import JobService
 from bot.messages import fit, label, quote_prompt
+from bot.options import JobNumber
 from storage import jobs
 from storage.jobs import JobView
 
@@ -271,7 +272,7 @@ class History(commands.Cog):
 
     @app_commands.command(name="show")
     @app_commands.guild_only()
-    async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+    async def show(self, interaction: discord.Interaction, job: JobNumber) -> None:
         """Bring back a past result on this server, with its files and buttons.
 
         Args:

@@ -4,12 +4,18 @@ The database is the source of truth (what is active, what is finished, what is d
 order of the queue and the volatile progress. Each tick reads both once: one database session for the active
 and the undelivered jobs, and one queue snapshot (``bot/queue_view.py``, a single redis round trip) from which
 every status line takes its place in line, its wait and its progress. Posting results is ``bot/delivery.py``'s.
+
+Deliveries run as tasks of their own, at most ``settings.delivery_concurrency`` at once and never two for one
+job, so the tick never waits for one: a slow or failing post delays neither other users' results nor the status
+lines. What a delivery has not finished is still undelivered on its row, and is taken up again after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import discord
@@ -21,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
 from bot.delivery import Delivery
-from bot.messages import progress_text, queued_text
+from bot.messages import progress_text, queued_text, stalled_text
 from bot.queue_view import QueueSnapshot, read_queue
 from bot.status import StatusBoard
 from storage import jobs
@@ -32,12 +38,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How long closing the bot waits for the watcher's current tick (a delivery in flight) to finish.
+#: How long closing the bot waits for the watcher's current tick, and then for deliveries in flight, to finish.
 SHUTDOWN_WAIT_S = 10.0
+#: Finished jobs read per tick (the due ones, oldest first); more than can start, as some may wait for an answer.
+UNDELIVERED_BATCH = 20
 
 
-def status_text(job: JobView, snapshot: QueueSnapshot) -> str:
-    """What an active job's status line says now: its place in line and wait, or how far the worker is."""
+def status_text(job: JobView, snapshot: QueueSnapshot, *, silent_since: datetime) -> str:
+    """What an active job's status line says now: its place in line and wait, or how far the worker is (or that
+    its worker stopped: no heartbeat since ``silent_since``)."""
+    if job.status is JobStatus.RUNNING and job.heartbeat_at is not None and job.heartbeat_at < silent_since:
+        return stalled_text(job)
     entry = snapshot.entry_for(job.id)
     if job.status is JobStatus.QUEUED:
         if entry is None:  # no longer in the queue's order: a worker is taking it
@@ -58,6 +69,8 @@ class JobWatcher(commands.Cog):
     ) -> None:
         self.sessions, self.redis, self.settings = sessions, redis, settings
         self.status, self.delivery = status, delivery
+        #: The delivery in flight for each job: one task per job, ``settings.delivery_concurrency`` at most.
+        self.deliveries: dict[int, asyncio.Task[None]] = {}
         self.poll.change_interval(seconds=settings.watch_interval_s)
 
     async def cog_load(self) -> None:
@@ -65,17 +78,33 @@ class JobWatcher(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.poll.cancel()
+        await self._cancel_deliveries()
 
-    async def finish(self) -> None:
-        """Stop polling after the current tick, so no delivery is cut off halfway through a database write."""
+    async def finish(self, grace_s: float = SHUTDOWN_WAIT_S) -> None:
+        """Stop polling after the current tick, then give the deliveries in flight ``grace_s`` seconds to finish;
+        the rest are cancelled (their rows stay undelivered, and the nonce keeps the retry from posting twice)."""
         task = self.poll.get_task()
         self.poll.stop()
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(task), grace_s)
             except TimeoutError:
                 log.warning("job watcher still busy at shutdown; cancelling it")
                 self.poll.cancel()
+        if self.deliveries:
+            await asyncio.wait(list(self.deliveries.values()), timeout=grace_s)
+        await self._cancel_deliveries()
+
+    async def _cancel_deliveries(self) -> None:
+        pending = [task for task in self.deliveries.values() if not task.done()]
+        if not pending:
+            return
+        log.warning(
+            "cancelling deliveries in flight; retried after restart", extra={"job_ids": sorted(self.deliveries)}
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=SHUTDOWN_WAIT_S)
 
     @tasks.loop(seconds=1.0)
     async def poll(self) -> None:
@@ -88,16 +117,39 @@ class JobWatcher(commands.Cog):
         self.poll.restart()
 
     async def tick(self) -> None:
-        """One round: every active job's status line, then every finished job's result."""
+        """One round: start delivering the finished jobs that are due, then bring every active job's status line
+        up to date. Deliveries are not waited for."""
         async with self.sessions() as session:
             active = await jobs.list_active(session)
-            finished = await jobs.list_undelivered(session)
+            finished = await jobs.list_undelivered(session, exclude=list(self.deliveries), limit=UNDELIVERED_BATCH)
+        self.start_deliveries(finished)
+        # A job that finished between the two reads is being delivered: its line must not go back to "generating".
+        active = [job for job in active if job.id not in self.deliveries]
         if active:
             await self.refresh(active)
+
+    def start_deliveries(self, finished: list[JobView]) -> None:
+        """A task for each finished job not yet in hand, while fewer than ``delivery_concurrency`` run."""
         for job in finished:
+            if len(self.deliveries) >= self.settings.delivery_concurrency:
+                return
+            if job.id in self.deliveries:
+                continue
             if job.status_message_id is None and self.status.answering(job.id):
-                continue  # /beat is still answering; deliver next tick so its edit cannot overwrite the result
+                continue  # /beat is still answering; deliver later so its edit cannot overwrite the result
+            task = asyncio.create_task(self._deliver(job), name=f"beatforge-delivery-{job.id}")
+            self.deliveries[job.id] = task
+            task.add_done_callback(functools.partial(self._delivered, job.id))
+
+    def _delivered(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self.deliveries.get(job_id) is task:
+            del self.deliveries[job_id]
+
+    async def _deliver(self, job: JobView) -> None:
+        try:
             await self.delivery.deliver(job)
+        except Exception:  # the bookkeeping itself failed (the database): the row is still due, retried next tick
+            log.exception("delivery could not be recorded; retrying", extra={"job_id": job.id})
 
     async def refresh(self, active: list[JobView]) -> None:
         """Bring the active jobs' status lines up to date from one read of the queue."""
@@ -106,9 +158,10 @@ class JobWatcher(commands.Cog):
         except (RedisError, OSError) as exc:
             log.warning("could not read the queue; status lines wait a tick", extra={"error": repr(exc)})
             return
+        silent_since = discord.utils.utcnow() - timedelta(seconds=self.settings.job_stale_after_s)
         for job in active:
             try:
-                await self.status.show(job, status_text(job, snapshot))
+                await self.status.show(job, status_text(job, snapshot, silent_since=silent_since))
             except discord.HTTPException as exc:
                 log.warning("status update failed", extra={"job_id": job.id, "error": repr(exc)})
 

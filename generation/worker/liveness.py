@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 class Liveness:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: ArqRedis) -> None:
         self.settings, self.sessions, self.redis = settings, sessions, redis
-        #: The jobs this worker runs now.
+        #: The jobs this worker runs now, and how many ended since it started (``beatforge status`` shows them).
         self.running: set[int] = set()
+        self.finished = 0
+        #: Ended by a cancel, a timeout or a shutdown (a job that fails ends normally: its failure is on its row).
+        self.interrupted = 0
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -40,6 +43,11 @@ class Liveness:
         self.running.add(job_id)
         try:
             yield
+        except BaseException:
+            self.interrupted += 1
+            raise
+        else:
+            self.finished += 1
         finally:
             self.running.discard(job_id)
 

@@ -35,7 +35,7 @@ async def _loop(run: JobRun[LoopJobParams]) -> bool:
         raise AudioParameterError(f"job #{run.job_id} has no finished beat to loop")
     if not await run.mark_running(parent.model_name or "loop"):
         return False
-    samples, sample_rate = await asyncio.to_thread(read_audio, audio_path)
+    samples, sample_rate = await asyncio.to_thread(read_audio, audio_path, name=f"beat #{parent.id}")
     await add_loop(run, samples, sample_rate, beat=parent.params, loop=run.params.loop, model=parent.model_name)
     return True
 

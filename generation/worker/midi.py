@@ -28,8 +28,9 @@ async def _midi(run: JobRun[MidiParams]) -> bool:
     if not await run.mark_running("basic-pitch"):
         return False
     await run.progress.publish(JobProgress(stage="transcribing", done=0, total=1))
+    # Named as the user knows it (the upload's own name, "beat #N"): the stored file's name is the server's.
     samples, sample_rate = await asyncio.to_thread(
-        read_audio, source_path, max_seconds=context.settings.midi_max_input_s
+        read_audio, source_path, max_seconds=context.settings.midi_max_input_s, name=source
     )
     files = await asyncio.to_thread(
         export_midi,

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between progress writes to redis; the bot edits Discord messages at most this often anyway.
 PROGRESS_EVERY_S = 0.5
+#: Decoding steps timed (after the first) before a time left is published at all.
+ETA_MIN_TIMED_STEPS = 3
 
 
 class ProgressPublisher:
@@ -22,8 +24,11 @@ class ProgressPublisher:
 
     def __init__(self, redis: ArqRedis, job_id: int, loop: asyncio.AbstractEventLoop) -> None:
         self.redis, self.key, self.loop = redis, PROGRESS_KEY.format(job_id=job_id), loop
-        self.started = time.monotonic()
         self.last_sent = 0.0
+        # The time left is timed from the first decoding step on, not from the job's start: loading the model,
+        # waiting for a batch or for the GPU and encoding the prompt are over by then, and spread over the steps
+        # still to come they announced "2514 s left" for a beat 5 s from done. (done, monotonic) at that step.
+        self.first_step: tuple[int, float] | None = None
 
     async def publish(self, progress: JobProgress) -> None:
         """Best effort: progress only feeds a status line, so a redis outage (a restart) never fails the job."""
@@ -35,10 +40,16 @@ class ProgressPublisher:
     def on_step(self, done: int, total: int) -> None:
         """Runs in the generation thread once per decoding step: must stay cheap."""
         now = time.monotonic()
+        if self.first_step is None or done <= self.first_step[0]:  # the first step, or a count that started over
+            self.first_step = (done, now)
         if now - self.last_sent < PROGRESS_EVERY_S and done < total:
             return
         self.last_sent = now
-        elapsed = now - self.started
-        eta = elapsed / done * (total - done) if done else None
+        first_done, first_at = self.first_step
+        timed = done - first_done
+        # No estimate from fewer steps: the first ones carry warm-up (kernels, caches) and say little of the rest.
+        eta = (now - first_at) / timed * (total - done) if timed >= ETA_MIN_TIMED_STEPS else None
+        if done >= total:
+            eta = 0.0
         progress = JobProgress(stage="generating", done=done, total=total, eta_s=eta)
         asyncio.run_coroutine_threadsafe(self.publish(progress), self.loop)

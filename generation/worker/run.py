@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from beatforge.contract import ArtifactKind, BeatParams, ErrorCode, JobKind, JobParams, JobProgress, JobRequest, explain
 from beatforge.fleet import record_speed, speed_key
+from beatforge.log import log_context
 from generation.errors import AudioParameterError, GenerationError
 from generation.worker.context import WorkerContext, worker_context
 from generation.worker.progress import ProgressPublisher
@@ -92,16 +93,19 @@ async def run_job(ctx: Mapping[str, Any], payload: Any, body: JobBody[P], reques
         return
 
     job_id = request.job_id
-    async with context.sessions() as session:
-        attempt = await jobs.start_attempt(session, job_id)
-    if attempt is None:
-        log.info("job already finished, skipping re-run", extra={"job_id": job_id})
-        return
-    if attempt > context.settings.job_max_tries:  # arq re-ran it by itself after its workers kept dying
-        await _fail(context, job_id, ErrorCode.WORKER_LOST, f"the worker stopped {attempt - 1} times while making it")
-        return
-    with context.liveness.holding(job_id):
-        await _run_body(context, request, body)
+    with log_context(job_id=job_id):
+        async with context.sessions() as session:
+            attempt = await jobs.start_attempt(session, job_id)
+        if attempt is None:
+            log.info("job already finished, skipping re-run")
+            return
+        with log_context(user_id=attempt.user_id, guild_id=attempt.guild_id, attempt=attempt.number):
+            if attempt.number > context.settings.job_max_tries:  # arq re-ran it itself after its workers kept dying
+                message = f"the worker stopped {attempt.number - 1} times while making it"
+                await _fail(context, job_id, ErrorCode.WORKER_LOST, message)
+                return
+            with context.liveness.holding(job_id):
+                await _run_body(context, request, body)
 
 
 async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBody[P]) -> None:

@@ -6,20 +6,27 @@ More GPUs means more worker processes on the same redis queue. ``beatforge worke
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from functools import partial
 from typing import Any
 
 from arq import Worker, func
 from arq.typing import WorkerCoroutine
+from redis.exceptions import RedisError
 
 from beatforge.config import Settings
 from beatforge.contract import JobKind
 from beatforge.queue import SERIALIZERS, redis_settings
+from generation.device import resolve_device
 from generation.worker.beat import generate_beat
 from generation.worker.context import CONTEXT_KEY, open_context
 from generation.worker.cover import draw_cover
 from generation.worker.loop import cut_loop_job
 from generation.worker.midi import transcribe_midi
+from generation.worker.presence import PRESENCE_KEY, start_presence
+
+log = logging.getLogger(__name__)
 
 #: The function that runs each kind, registered under the contract's name for it (``JobKind.function``).
 JOBS: dict[JobKind, WorkerCoroutine] = {
@@ -31,12 +38,18 @@ JOBS: dict[JobKind, WorkerCoroutine] = {
 
 
 async def startup(settings: Settings, ctx: dict[str, Any]) -> None:
-    ctx[CONTEXT_KEY] = await open_context(settings, ctx["redis"])  # arq's own key: the worker's redis pool
+    # Reported before the models load (minutes): a worker that is starting is alive, with no job running.
+    ctx[PRESENCE_KEY] = presence = start_presence(settings, ctx["redis"], device=resolve_device(settings.device))
+    ctx[CONTEXT_KEY] = context = await open_context(settings, ctx["redis"])  # arq's key: the worker's redis pool
+    context.liveness.start()
+    presence.jobs = context.liveness
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     if CONTEXT_KEY in ctx:  # absent when start-up failed (it cleans up after itself)
         await ctx[CONTEXT_KEY].close()
+    if PRESENCE_KEY in ctx:
+        await ctx[PRESENCE_KEY].stop()
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -52,7 +65,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # at a time: the batcher's lock); covers, loops and MIDI run beside them
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.job_timeout_s,
-        "max_tries": 2,
+        # arq counts a try each time it starts a job, orderly shutdowns included; the tries that matter (workers
+        # dying mid-job) are counted on the job's row and enforced by the reconciler (``job_max_tries``)
+        "max_tries": settings.job_max_tries + 10,
         "job_completion_wait": 90,  # on SIGTERM, let the running beat finish (compose: stop_grace_period)
         "poll_delay": settings.worker_poll_delay_s,
         "allow_abort_jobs": True,
@@ -62,5 +77,43 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: Pauses between polls while redis is unreachable: doubling from the first to the last.
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
+
+
+class ResilientWorker(Worker):
+    """An arq worker that outlives a redis outage.
+
+    arq's poll loop lets a connection error end the worker (``main`` returns, the process exits), and a poll
+    that fails between taking a job slot and starting the job leaks the slot. Here a failed poll is logged and
+    retried with backoff; redis-py reconnects on the next command. Running jobs go on: their results live in
+    the database, and their progress writes are best effort.
+    """
+
+    _reconnect_s = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            self._reconnect_s = min(max(self._reconnect_s * 2, RECONNECT_FIRST_S), RECONNECT_MAX_S)
+            log.warning("redis unreachable; retrying", extra={"retry_in_s": self._reconnect_s, "error": repr(exc)})
+            await asyncio.sleep(self._reconnect_s)
+        else:
+            if self._reconnect_s:
+                log.info("redis reachable again")
+            self._reconnect_s = 0.0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except (RedisError, OSError):
+                # arq took a slot for this job just before its redis calls failed, and never gives it back
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+
+
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    return Worker(**{**worker_settings(settings), **overrides})
+    return ResilientWorker(**{**worker_settings(settings), **overrides})

@@ -27,7 +27,6 @@ from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, ErrorCode
 from bot.app import Beatforge
-from bot.delivery import MAX_DELIVERY_ATTEMPTS
 from bot.messages import licence_text
 from generation.audio.formats import AudioTooLarge, duration_of, encode_compact, mp3_bitrate_to_fit
 from generation.audio.io import write_wav
@@ -42,6 +41,7 @@ from tests.support.bot import (
     OTHER_CHANNEL_MESSAGES,
     delivered_job,
     finish_job,
+    get_job,
     png_bytes,
 )
 from tests.support.discord_harness import (
@@ -277,18 +277,20 @@ async def test_files_too_large_together_for_one_message_drop_the_largest(
 
 
 @pytest.mark.timeout(10)
-async def test_a_rate_limited_followup_is_retried_and_delivered_once(
+async def test_a_rate_limited_channel_post_is_retried_and_delivered_once(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     bot, fake = discord_bot
-    job_id = await queued_beat(bot, fake, sessions)
-    fake.fail_next("POST", FOLLOWUP, 429, {"retry_after": 0.2, "global": False})
+    job_id = await queued_beat(bot, fake, sessions)  # its interaction is live: the channel comes first anyway
+    fake.fail_next("POST", CHANNEL_MESSAGES, 429, {"retry_after": 0.2, "global": False})
     await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
     message_id = await result_message_id(sessions, job_id)
-    assert statuses(fake, FOLLOWUP) == [429, 200]
-    delivered = fake.find("POST", FOLLOWUP)[-1]
+    assert statuses(fake, CHANNEL_MESSAGES) == [429, 200]
+    refused, delivered = fake.find("POST", CHANNEL_MESSAGES)
     assert [f.filename for f in delivered.files] == ["a.wav"] and message_id == int(delivered.response["id"])
-    assert not fake.find("POST", CHANNEL_MESSAGES)  # once, not also in the channel
+    assert refused.json["nonce"] == delivered.json["nonce"] and delivered.json["enforce_nonce"] is True
+    assert int(delivered.json["message_reference"]["message_id"]) == (await get_job(sessions, job_id)).status_message_id
+    assert not fake.find("POST", FOLLOWUP)  # once, not also as a follow-up
 
 
 @pytest.mark.timeout(15)
@@ -297,51 +299,71 @@ async def test_a_server_error_is_retried_then_delivered_once(
 ) -> None:
     bot, fake = discord_bot
     job_id = await queued_beat(bot, fake, sessions)
-    fake.fail_next("POST", FOLLOWUP, 500, {"code": 0, "message": "Internal Server Error"})
+    fake.fail_next("POST", CHANNEL_MESSAGES, 500, {"code": 0, "message": "Internal Server Error"})
     await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
     message_id = await result_message_id(sessions, job_id)
-    assert statuses(fake, FOLLOWUP) == [500, 200]
-    assert message_id == int(fake.find("POST", FOLLOWUP)[-1].response["id"])
-    assert not fake.find("POST", CHANNEL_MESSAGES)
+    assert statuses(fake, CHANNEL_MESSAGES) == [500, 200]
+    assert message_id == int(fake.find("POST", CHANNEL_MESSAGES)[-1].response["id"])
+    assert len(fake.messages_in(DEFAULT_CHANNEL_ID)) == 2  # the status line and the result, once
+    assert not fake.find("POST", FOLLOWUP)
 
 
 @pytest.mark.timeout(15)
-async def test_persistent_server_errors_end_after_bounded_attempts_with_an_error_log(
+async def test_persistent_server_errors_end_after_bounded_attempts_with_a_notice_to_the_user(
     discord_bot: tuple[Beatforge, FakeDiscord],
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, fake = discord_bot
-    # 503 is not among the statuses discord.py retries itself, so each watcher attempt is one request.
-    fake.fail_next(
-        "POST", CHANNEL_MESSAGES, 503, {"code": 0, "message": "Service Unavailable"}, times=MAX_DELIVERY_ATTEMPTS
-    )
+    bot, fake = discord_bot
+    bot.delivery.retry_base_s = 0.05  # the schedule's shape, not its pace, is under test
+    attempts = settings.delivery_max_attempts
+    # 503 is not among the statuses discord.py retries itself, so each attempt is one request.
+    fake.fail_next("POST", CHANNEL_MESSAGES, 503, {"code": 0, "message": "Service Unavailable"}, times=attempts)
     with caplog.at_level(logging.WARNING, logger="bot.delivery"):
         job_id = await finished_job(settings, sessions)
         job = await delivered_job(sessions, job_id)
-    assert statuses(fake, CHANNEL_MESSAGES) == [503] * MAX_DELIVERY_ATTEMPTS
-    assert job.result_message_id is None
-    attempts = [r for r in caplog.records if r.getMessage() == "delivery failed"]
-    assert [r.attempt for r in attempts] == list(range(1, MAX_DELIVERY_ATTEMPTS + 1))  # type: ignore[attr-defined]
+    assert statuses(fake, CHANNEL_MESSAGES) == [503] * attempts + [200]
+    notice = fake.find("POST", CHANNEL_MESSAGES)[-1]
+    assert (
+        notice.json["content"]
+        == f"⚠️ I couldn't deliver Beat #{job_id} here: Discord kept refusing it. Find it in /history."
+    )
+    assert job.result_message_id is None and job.delivery_attempts == attempts - 1  # the last one is not retried
+    failed = [r for r in caplog.records if r.getMessage() == "delivery failed"]
+    assert [r.attempt for r in failed] == list(range(1, attempts + 1))  # type: ignore[attr-defined]
     assert any(r.levelno == logging.ERROR and r.getMessage() == "giving up on delivery" for r in caplog.records)
 
 
 @pytest.mark.timeout(10)
-async def test_unknown_interaction_on_the_followup_posts_in_the_channel_replying_to_the_status_message(
+async def test_a_channel_the_bot_may_not_post_in_gets_the_result_as_the_followup_while_the_token_lives(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     bot, fake = discord_bot
     job_id = await queued_beat(bot, fake, sessions)
-    async with sessions() as session:
-        status_message_id = (await jobs.get_job(session, job_id)).status_message_id
-    fake.fail_next("POST", FOLLOWUP, 404, {"code": 10062, "message": "Unknown interaction"})
+    fake.fail_next("POST", CHANNEL_MESSAGES, 403, {"code": 50013, "message": "Missing Permissions"})
     await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
-    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
-    assert [f.filename for f in post.files] == ["a.wav"]
-    assert int(post.json["message_reference"]["message_id"]) == status_message_id
-    assert await result_message_id(sessions, job_id) == int(post.response["id"])
-    assert statuses(fake, FOLLOWUP) == [404]  # the dead token is not tried again
+    message_id = await result_message_id(sessions, job_id)
+    (followup,) = fake.find("POST", FOLLOWUP)
+    assert [f.filename for f in followup.files] == ["a.wav"] and message_id == int(followup.response["id"])
+    assert statuses(fake, CHANNEL_MESSAGES) == [403]  # no pointless retries in the channel
+    assert not fake.find("POST", OTHER_CHANNEL_MESSAGES)
+
+
+@pytest.mark.timeout(10)
+async def test_when_the_channel_and_the_followup_refuse_the_result_goes_by_dm(
+    discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    bot, fake = discord_bot
+    job_id = await queued_beat(bot, fake, sessions)
+    fake.fail_next("POST", CHANNEL_MESSAGES, 404, {"code": 10003, "message": "Unknown Channel"})
+    # discord.py's webhook adapter retries 5xx itself (1 s, 3 s ...): a dead token is the quick way to fail it.
+    fake.fail_next("POST", FOLLOWUP, 404, {"code": 10015, "message": "Unknown Webhook"})
+    await finish(settings, sessions, job_id, [("a.wav", "audio", 1_000, take(1, 9))])
+    message_id = await result_message_id(sessions, job_id)
+    (dm,) = fake.find("POST", OTHER_CHANNEL_MESSAGES)
+    assert [f.filename for f in dm.files] == ["a.wav"] and message_id == int(dm.response["id"])
+    assert (statuses(fake, CHANNEL_MESSAGES), statuses(fake, FOLLOWUP)) == ([404], [404])
 
 
 @pytest.mark.timeout(10)

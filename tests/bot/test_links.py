@@ -29,7 +29,7 @@ from bot.links import BadSignature, LinkExpired, check_link, make_link, sign
 from bot.messages import too_large_text
 from storage import jobs
 from storage.artifacts import ArtifactStore
-from tests.support.bot import FOLLOWUP
+from tests.support.bot import CHANNEL_MESSAGES
 from tests.support.discord_harness import FakeDiscord, connected, dispatch_gateway, settle, slash_command_payload
 
 SECRET = "test-secret-0123456789abcdef"
@@ -258,7 +258,7 @@ async def test_a_file_over_the_limit_is_posted_as_a_working_link(
         async with sessions() as session:
             await jobs.mark_done(session, job.id, artifacts=artifacts)
 
-        post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
+        post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)  # the interaction's 1 MiB limit holds there
         assert [f.filename for f in post.files] == ["big beat.json"]  # what fits is still attached
         content = post.json["content"]
         assert "big beat.wav is 1.5 MiB, over this server's 1 MiB upload limit — download it here" in content

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, inspect
 from beatforge.config import get_settings
 from cli.main import main
 from generation.audio.io import write_wav
+from generation.audio.signal import clock
 from tests.support.synth import render_beat
 
 
@@ -113,3 +114,54 @@ def test_auto_without_an_llm_uses_templates_and_reports_each_take(
     assert [line["n"] for line in lines] == [1, 2] and all(line["prompt_source"] == "templates" for line in lines)
     assert all("rpg town music" in line["prompt"] and line["error"] for line in lines)
     assert "no LLM is configured" in out.err and "0 of 2 loops" in out.err
+
+
+def _refusal(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the real CLI entry on bad input: exit status 2 and one sentence on stderr, no traceback."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("beatforge: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_generate_into_a_folder_or_under_a_file_is_refused_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model name that does not exist proves the refusal came first: loading it would fail with status 1."""
+    folder, blocker = tmp_path / "beats", tmp_path / "notes.txt"
+    folder.mkdir()
+    blocker.write_text("not a folder")
+    args = ["generate", "x", "--model", "/nowhere", "--duration", "1"]
+    assert f"--out {folder} is a folder" in _refusal([*args, "--out", str(folder)], capsys)
+    err = _refusal([*args, "--out", str(blocker / "beat.wav")], capsys)
+    assert f"{blocker} is a file, not a folder" in err
+    # a later take's name taken by a folder is refused the same way, before any take is written
+    (tmp_path / "beat-take2.wav").mkdir()
+    err = _refusal([*args, "--takes", "2", "--out", str(tmp_path / "beat.wav")], capsys)
+    assert "beat-take2.wav is a folder" in err and not (tmp_path / "beat.wav").exists()
+    assert "not a readable" in _refusal([*args, "--continue", str(blocker), "--out", "b.wav"], capsys)
+
+
+def test_midi_refuses_bad_input_in_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("a file where the output folder should go")
+    song = tmp_path / "song.wav"
+    write_wav(song, np.zeros((1, 800), np.float32), sample_rate=8000)
+    assert f"--out {taken} is a file; give a folder" in _refusal(["midi", str(song), "--out", str(taken)], capsys)
+    assert taken.read_text().startswith("a file")
+
+    folder = tmp_path / "stems"
+    folder.mkdir()
+    assert _refusal(["midi", str(folder)], capsys) == "beatforge: stems is a folder, not an audio file\n"
+
+    notes = tmp_path / "notes.wav"
+    notes.write_text("my lyrics, saved as .wav by mistake\n")
+    err = _refusal(["midi", str(notes)], capsys)
+    assert err.startswith("beatforge: notes.wav is not a readable audio file") and "Error opening" not in err
+
+    # An hour of silence at 1 kHz, 8-bit: 3.6 MB, yet a real hour by its header, as the limit is checked.
+    hour = tmp_path / "hour.wav"
+    with sf.SoundFile(hour, "w", samplerate=1000, channels=1, subtype="PCM_U8", format="WAV") as f:
+        f.write(np.zeros(3600 * 1000, np.float32))
+    err = _refusal(["midi", str(hour)], capsys)
+    assert err == f"beatforge: hour.wav is 60:00 long; the limit is {clock(get_settings().midi_max_input_s)}\n"

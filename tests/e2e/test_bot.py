@@ -38,6 +38,7 @@ from tests.support.bot import (
     CHANNEL_MESSAGES,
     EPHEMERAL,
     FOLLOWUP,
+    MANAGE_SERVER,
     custom_ids,
     delivered_job,
     edits,
@@ -99,7 +100,8 @@ async def test_beat_end_to_end(
     queued = await wait_for_edit(fake, lambda c: "queued" in c, timeout=5)
     assert "#1 in line" in queued.json["content"]
 
-    followup = await fake.wait_for("POST", FOLLOWUP, timeout=WORKER_TIMEOUT_S)
+    # The result goes to the channel (with a nonce, so a retry cannot post it twice), replying to the status line.
+    followup = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=WORKER_TIMEOUT_S)
     upload, cover = followup.files
     assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
     assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
@@ -141,7 +143,9 @@ async def test_unloadable_model_is_reported_to_the_user(
     start_worker(settings, default_model="/models/missing-musicgen")
     dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt="lofi", duration=2))
     failed = await wait_for_edit(fake, lambda c: c.startswith("❌"), timeout=WORKER_TIMEOUT_S)
-    assert "model is not available" in failed.json["content"] and "/models/missing-musicgen" in failed.json["content"]
+    told = failed.json["content"]
+    assert "model is not available" in told and "does not exist" in told
+    assert "/models/missing-musicgen" not in told  # the server's paths stay in its log
     assert (await delivered_job(sessions, 1)).status is JobStatus.FAILED
 
 
@@ -226,14 +230,13 @@ async def test_queue_position_counts_the_jobs_ahead(
     assert await arq_redis.zcard(bot.settings.queue_name) == 2
 
 
-async def test_followup_refused_falls_back_to_a_channel_message(
+async def test_with_a_live_interaction_the_result_still_goes_to_the_channel_with_a_nonce(
     discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """Discord answers 404 Unknown Webhook when the token died early: the beat still arrives."""
+    """A follow-up cannot carry a nonce, so a repeat after a crash could post it twice: the channel comes first."""
     bot, fake = discord_bot
     dispatch_gateway(bot, "INTERACTION_CREATE", beat(bot, prompt="first beat"))
     await settle(bot)
-    fake.fail_next("POST", FOLLOWUP, 404, {"code": 10015, "message": "Unknown Webhook"})
     async with sessions() as session:
         job = await jobs.get_job(session, 1)
     store = ArtifactStore(settings.artifact_dir)
@@ -243,7 +246,9 @@ async def test_followup_refused_falls_back_to_a_channel_message(
         await jobs.mark_done(session, job.id, artifacts=[store.record(job.id, "a.wav", kind="audio")])
     post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert post.files[0].filename == "a.wav"
-    assert [r.status for r in fake.find("POST", FOLLOWUP)] == [404]
+    assert post.json["nonce"] == f"bf{job.queue_job_id}" and post.json["enforce_nonce"] is True
+    assert int(post.json["message_reference"]["message_id"]) == job.status_message_id
+    assert not fake.find("POST", FOLLOWUP)
     await delivered_job(sessions, job.id)
 
 
@@ -301,6 +306,39 @@ async def test_cover_command_for_an_unknown_beat_is_refused_privately(
     reply = await fake.wait_for("POST", CALLBACK, timeout=3)
     await settle(bot)
     assert reply.json["data"]["flags"] & EPHEMERAL and "no beat #99" in reply.json["data"]["content"]
+    async with sessions() as session:
+        assert await jobs.count_jobs(session) == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "subcommand", "permissions"),
+    [
+        ("cover", "beat", None, None),
+        ("midi", "beat", None, None),
+        ("show", "job", None, None),
+        ("admin", "job", "cancel", MANAGE_SERVER),
+    ],
+)
+async def test_a_job_number_past_what_the_database_holds_is_refused_privately(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    sessions: async_sessionmaker[AsyncSession],
+    command: str,
+    option: str,
+    subcommand: str | None,
+    permissions: int | None,
+) -> None:
+    """Discord's client enforces an option's range, a crafted interaction does not: 2**70 overflows SQLite's
+    64-bit INTEGER, so unchecked it would raise in storage and leave the user with no answer."""
+    bot, fake = discord_bot
+    extra: dict[str, Any] = {} if permissions is None else {"permissions": permissions}
+    payload = slash_command_payload(command, {option: 2**70}, bot=bot, subcommand=subcommand, **extra)
+    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    reply = await fake.wait_for("POST", CALLBACK, timeout=3)
+    await settle(bot)
+    content = reply.json["data"]["content"]
+    assert reply.json["data"]["flags"] & EPHEMERAL, reply.json
+    assert f"{option} is out of range" in content and f"{2**70}" in content, content
+    assert "went wrong on our side" not in content
     async with sessions() as session:
         assert await jobs.count_jobs(session) == 0
 
@@ -561,6 +599,7 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
         attachment_size_limit=limit,
         user_id=42,  # its maker
     )
+    since = len(fake.requests)  # the beat's own result went to the same channel
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     await wait_for_edit(fake, lambda c: "queued" in c, timeout=3)
     job_id = beat_id + 1
@@ -578,7 +617,7 @@ async def test_stems_over_the_upload_limit_go_out_as_a_preview_and_a_note(
             store.record(job_id, "stems-preview.zip", kind="stems_preview"),
         ]
         await jobs.mark_done(session, job_id, artifacts=records)
-    post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, since=since, timeout=5)
     content = post.json["content"]
     if limit < sizes["stems.zip"]:
         assert [f.filename for f in post.files] == ["pack.zip", "stems-preview.zip"]
@@ -610,7 +649,7 @@ async def test_takes_are_queued_and_every_take_is_posted(
     async with sessions() as session:
         await jobs.mark_running(session, job.id, resolved_model="tiny")
         await jobs.mark_done(session, job.id, artifacts=records)
-    post = await fake.wait_for("POST", FOLLOWUP, timeout=5)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert [f.filename for f in post.files] == ["take1.wav", "take2.wav", "take3.wav"]
     fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
     assert fields["Seeds"] == f"take 1: `{job.params.seed}`\ntake 2: `11`\ntake 3: `12`"

@@ -9,6 +9,7 @@ Liveness is tuned fast here (heartbeat 0.5 s, silence 3 s, a reconcile pass ever
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -190,6 +191,10 @@ async def test_the_worker_outlives_a_redis_restart_and_its_running_job_finishes(
     assert job.status is JobStatus.DONE and worker.poll() is None
     log = (tmp_path / "worker-0.log").read_text()
     assert "redis unreachable; retrying" in log and "Traceback" not in log
+    # every line of a job's life says whose job it is
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    done = [line for line in lines if line["msg"] == "job done"]
+    assert [(line["job_id"], line["user_id"]) for line in done] == [(job_id, 5), (second, 5)]
 
 
 @pytest.mark.parametrize("own_redis", [False], indirect=True, ids=["no-persistence"])

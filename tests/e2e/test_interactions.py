@@ -371,9 +371,12 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
             await asyncio.sleep(0.05)
         assert progress is not None and progress.stage == "generating"
 
-        await asyncio.sleep(0.5)  # long enough for a steady estimate of the time left
-        raw = await arq_redis.get(PROGRESS_KEY.format(job_id=queued[0].id))
-        left = JobProgress.model_validate_json(raw).eta_s
+        left = None
+        while left is None:  # the worker announces a time left once it has timed a few decoding steps
+            assert time.monotonic() < deadline, "no estimate of the time left"
+            await asyncio.sleep(0.1)
+            raw = await arq_redis.get(PROGRESS_KEY.format(job_id=queued[0].id))
+            left = JobProgress.model_validate_json(raw).eta_s if raw else None
         bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
         cancelled_at = time.monotonic()
         assert await bot.jobs.cancel(await get_job(sessions, queued[0].id), by="tester")

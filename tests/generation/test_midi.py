@@ -196,8 +196,15 @@ def test_bad_input_is_refused_with_a_reason(tmp_path: Path, tracker: PitchTracke
         read_audio(_write(tmp_path / "corrupt.wav", good.read_bytes()[:30]))  # header cut short
     long = tmp_path / "long.wav"
     sf.write(long, np.zeros(20 * 60 * 1000, np.int16), 1000, subtype="PCM_16")  # 20 minutes at 1 kHz
-    with pytest.raises(AudioParameterError, match=r"long.wav is 20:00 long; the limit is 10:00"):
-        read_audio(long, max_seconds=600)
+    with pytest.raises(AudioParameterError, match=r"^long.wav is 20:00 long; the limit is 10:00$"):
+        read_audio(long, max_seconds=600)  # said once, not re-worded as "not a readable audio file (...)"
+    (tmp_path / "stems.wav").mkdir()
+    with pytest.raises(AudioParameterError, match=r"^stems.wav is a folder, not an audio file$"):
+        read_audio(tmp_path / "stems.wav")
+    with pytest.raises(AudioParameterError) as refused:
+        read_audio(_write(tmp_path / "lyrics.wav", b"my lyrics\n"), name="my song.wav")
+    assert str(refused.value).startswith("my song.wav is not a readable audio file")
+    assert str(tmp_path) not in str(refused.value) and "lyrics.wav" not in str(refused.value)
     with pytest.raises(AudioParameterError, match="silent"):
         transcribe(np.zeros((2, SR * 3), np.float32), SR, tracker=tracker)
     with pytest.raises(AudioParameterError, match="non-finite"):
@@ -217,7 +224,7 @@ def test_cli_writes_the_pack_and_reports_bad_files(
     assert "MIDI transcription of My Beat.wav" in captured.err and report["drum_hits"] > 0
     assert Counter(json.loads(captured.out)) == Counter(report)
 
-    assert main(["midi", str(_write(tmp_path / "x.mp3", b"")), "--out", str(tmp_path / "bad")]) == 1
+    assert main(["midi", str(_write(tmp_path / "x.mp3", b"")), "--out", str(tmp_path / "bad")]) == 2  # bad input
     assert "x.mp3 is empty" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 

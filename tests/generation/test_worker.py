@@ -294,7 +294,8 @@ async def test_midi_job_on_an_upload_with_stems(
     [
         (b"", "is empty (0 bytes)"),
         (b"%PDF-1.7 not audio at all", "not a readable audio file"),
-        ("long", "is 0:20 long; the limit is 0:10"),
+        (b"my lyrics, saved as .wav by mistake\n", "upload.wav is not a readable audio file"),
+        ("long", "upload.wav is 0:20 long; the limit is 0:10"),
         ("silence", "silent"),
     ],
 )
@@ -318,6 +319,9 @@ async def test_midi_job_on_a_bad_upload_fails_with_the_reason(
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
     assert phrase in (job.error or "") and job.artifacts == ()
+    # The user sees this sentence: it names their file, never where or under what name the server keeps it.
+    for internal in (str(settings.artifact_dir), settings.artifact_dir.name, "uploads", "b2-", "Error opening"):
+        assert internal not in (job.error or ""), (internal, job.error)
 
 
 async def test_takes_are_separate_files_with_their_own_seeds(

@@ -45,7 +45,7 @@ async def _taken_by_a_worker(sessions: async_sessionmaker[AsyncSession], redis: 
     async with sessions() as session:
         attempt = await jobs.start_attempt(session, job.id)
     assert attempt is not None
-    return attempt
+    return attempt.number
 
 
 async def _row(sessions: async_sessionmaker[AsyncSession], job_id: int) -> jobs.JobView:

@@ -17,7 +17,7 @@ from .driver import (
     ready_payload,
     settle,
 )
-from .fake import API_PREFIX, FakeDiscord, FakeInteraction, RecordedRequest, UploadedFile
+from .fake import API_PREFIX, FakeDiscord, FakeInteraction, RecordedRequest, Stall, UploadedFile
 from .payloads import (
     DEFAULT_APPLICATION_ID,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
@@ -55,6 +55,7 @@ __all__ = [
     "FakeDiscord",
     "FakeInteraction",
     "RecordedRequest",
+    "Stall",
     "UploadedFile",
     "attachment_payload",
     "component_payload",

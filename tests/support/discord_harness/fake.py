@@ -42,7 +42,7 @@ from .payloads import (
     user_payload,
 )
 
-__all__ = ["API_PREFIX", "FakeDiscord", "FakeInteraction", "RecordedRequest", "UploadedFile"]
+__all__ = ["API_PREFIX", "FakeDiscord", "FakeInteraction", "RecordedRequest", "Stall", "UploadedFile"]
 
 #: discord.py 2.7 talks to API v10; everything under this prefix is "the API".
 API_PREFIX = "/api/v10"
@@ -131,6 +131,36 @@ class _Failure:
     remaining: int
 
 
+class Stall:
+    """Requests held before the fake answers them (``FakeDiscord.stall``): a slow Discord, on chosen calls.
+
+    ``arrived`` is set when the first held request came in; ``release()`` lets every held one (and any later
+    match) through. ``FakeDiscord.stop`` releases all, so a held request never outlives the fake.
+    """
+
+    def __init__(self, method: str, pattern: re.Pattern[str], times: int) -> None:
+        self.method, self.pattern, self.remaining = method, pattern, times
+        self.arrived = asyncio.Event()
+        self.held = 0
+        self._gate = asyncio.Event()
+
+    def matches(self, recorded: RecordedRequest) -> bool:
+        return (
+            self.remaining > 0
+            and self.method in ("*", recorded.method)
+            and self.pattern.search(recorded.path) is not None
+        )
+
+    async def hold(self) -> None:
+        self.remaining -= 1
+        self.held += 1
+        self.arrived.set()
+        await self._gate.wait()
+
+    def release(self) -> None:
+        self._gate.set()
+
+
 class _Route(NamedTuple):
     method: str
     template: str
@@ -172,8 +202,11 @@ class FakeDiscord:
         strict: bool = False,
         interaction_ack_deadline: float | None = None,
         upload_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        nonce_window_s: float = 300.0,
     ) -> None:
         self.application_id = application_id
+        #: How long a message create's ``nonce`` is remembered (with ``enforce_nonce``), like Discord's few minutes.
+        self.nonce_window_s = nonce_window_s
         self.bot_token = bot_token
         self.strict = strict
         self.interaction_ack_deadline = interaction_ack_deadline
@@ -217,6 +250,9 @@ class FakeDiscord:
 
         self._blobs: dict[int, UploadedFile] = {}
         self._failures: list[_Failure] = []
+        self._stalls: list[Stall] = []
+        #: (channel id, nonce) → (when, message id) of messages created with ``enforce_nonce``.
+        self._nonces: dict[tuple[int, str], tuple[float, int]] = {}
         self._waiters: list[tuple[Predicate, asyncio.Future[RecordedRequest]]] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -243,6 +279,8 @@ class FakeDiscord:
     async def stop(self) -> None:
         """Stop serving and fail any pending ``wait_for``. Idempotent."""
         runner, self._runner = self._runner, None
+        for stall in self._stalls:
+            stall.release()
         if runner is not None:
             await runner.cleanup()
         for _, future in self._waiters:
@@ -401,6 +439,16 @@ class FakeDiscord:
             )
         )
 
+    def stall(self, method: str, path_regex: str, *, times: int = 1) -> Stall:
+        """Hold the next ``times`` requests matching ``(method, path_regex)`` unanswered until ``release()``.
+
+        A held request is recorded (and ``wait_for`` sees it) only once answered, as always; ``arrived`` tells the
+        test it came in. Use it for a Discord that is slow on one call while others go on.
+        """
+        stall = Stall(method.upper(), re.compile(path_regex), times)
+        self._stalls.append(stall)
+        return stall
+
     def _injected_reply(self, recorded: RecordedRequest) -> _Reply | None:
         for failure in self._failures:
             if failure.method in ("*", recorded.method) and failure.pattern.search(recorded.path):
@@ -520,13 +568,14 @@ class FakeDiscord:
         except (ValueError, UnicodeDecodeError) as exc:
             # An unparsable body is a bug in whoever built it; answer 400 (discord.py would retry a 500).
             self.errors.append(exc)
-            reply: _Reply | None = _error(400, 50109, f"The request body contains invalid JSON: {exc!r}")
+            reply = _error(400, 50109, f"The request body contains invalid JSON: {exc!r}")
         else:
-            reply = self._injected_reply(recorded)
-            if reply is not None:
-                recorded.injected = True
-            else:
-                reply = self._dispatch(recorded, is_api=is_api)
+            stall = next((stall for stall in self._stalls if stall.matches(recorded)), None)
+            if stall is not None:
+                await stall.hold()
+            injected = self._injected_reply(recorded)
+            recorded.injected = injected is not None
+            reply = injected if injected is not None else self._dispatch(recorded, is_api=is_api)
         recorded.status = reply.status
         recorded.response = reply.body
         self._record(recorded)
@@ -1022,7 +1071,26 @@ class FakeDiscord:
         payload = recorded.json or {}
         if not (payload.get("content") or payload.get("embeds") or payload.get("components") or recorded.files):
             return _error(400, 50006, "Cannot send an empty message")
-        return _Reply(200, dict(self._new_message(int(channel_id), payload, recorded.files)))
+        nonce = payload.get("nonce") if payload.get("enforce_nonce") else None
+        if nonce is not None:
+            earlier = self._message_for_nonce(int(channel_id), str(nonce))
+            if earlier is not None:
+                return earlier
+        message = self._new_message(int(channel_id), payload, recorded.files)
+        if nonce is not None:
+            self._nonces[(int(channel_id), str(nonce))] = (time.monotonic(), int(message["id"]))
+        return _Reply(200, dict(message))
+
+    def _message_for_nonce(self, channel_id: int, nonce: str) -> _Reply | None:
+        """Discord's answer to a create repeating a recent ``nonce`` with ``enforce_nonce``: the message made the
+        first time (nothing new is created), or 404 if that one was deleted since. None: the nonce is new."""
+        seen = self._nonces.get((channel_id, nonce))
+        if seen is None or time.monotonic() - seen[0] > self.nonce_window_s:
+            return None
+        message = self.messages.get(seen[1])
+        if message is None:
+            return _error(404, 10008, "Unknown Message")
+        return _Reply(200, dict(message))
 
     def _message_in(self, channel_id: str, message_id: str) -> dict[str, Any] | _Reply:
         message = self.messages.get(int(message_id))
