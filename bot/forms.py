@@ -14,7 +14,7 @@ import discord
 
 from beatforge.bounds import MAX_BPM, MAX_DURATION_S, MAX_SEED, MIN_BPM, MIN_DURATION_S, PROMPT_MAX_CHARS
 from beatforge.contract import BeatParams
-from bot.errors import UserFacingError, reply_privately
+from bot.errors import UserFacingError, answer_privately, report_unexpected
 
 #: An interaction token's life: a submit after that could not be answered.
 FORM_TIMEOUT_S = 15 * 60
@@ -32,10 +32,9 @@ class _Form(discord.ui.Modal):
     # discord.py's Modal.on_error drops the item argument of BaseView.on_error; this matches Modal's.
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
         if isinstance(error, UserFacingError):
-            await reply_privately(interaction, f"⚠️ {error}")
-            return
-        await super().on_error(interaction, error)
-        await reply_privately(interaction, "💥 Something went wrong on our side. It has been logged; please try again.")
+            await answer_privately(interaction, f"⚠️ {error}")
+        else:
+            await report_unexpected(interaction, error, where="form")
 
 
 def _number(text: str, what: str, *, low: float, high: float) -> float:

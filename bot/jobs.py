@@ -238,7 +238,13 @@ class JobService:
             )
             with log_context(job_id=job.id):
                 content = queued_text(job, position)
-                message = await interaction.edit_original_response(content=content, view=cancel_view(job.id))
+                try:
+                    message = await interaction.edit_original_response(content=content, view=cancel_view(job.id))
+                except discord.HTTPException as exc:
+                    # The job is queued and will be delivered to the channel; it just has no status line.
+                    log.warning("could not show the status line", extra={"status": exc.status, "error": repr(exc)})
+                    self.status.no_status_line(job.id)
+                    return job.id
                 await self.status_posted(job.id, message.id, content)
             return job.id
 

@@ -59,6 +59,10 @@ class StatusBoard:
         self.answer_started.pop(job_id, None)
         return False
 
+    def no_status_line(self, job_id: int) -> None:
+        """The command could not post the job's status line: deliver without waiting out ``answer_grace_s``."""
+        self.answer_started.pop(job_id, None)
+
     def posted(self, job_id: int, content: str) -> None:
         """The job's status line was just posted, showing ``content``."""
         self.shown[job_id] = content

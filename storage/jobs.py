@@ -65,6 +65,8 @@ class JobView:
     heartbeat_at: datetime | None = None
     #: Failed delivery attempts so far.
     delivery_attempts: int = 0
+    #: When ``beatforge gc`` removed its files (None: they are kept).
+    files_removed_at: datetime | None = None
 
     @property
     def model_name(self) -> str | None:
@@ -110,6 +112,7 @@ def _view(row: Generation) -> JobView:
         attempts=row.attempts or 0,
         heartbeat_at=row.heartbeat_at,
         delivery_attempts=row.delivery_attempts or 0,
+        files_removed_at=row.files_removed_at,
     )
 
 

@@ -10,8 +10,8 @@ writes (``storage.files``) and fresh uploads, which may still be waiting for the
 listed before the database is read, so a job that finishes in between is seen with its rows.
 
 Garbage collection removes the files and the rows of finished jobs past their age or beyond the quota. The
-job rows themselves stay (history, lineage and limits read them), marked with :data:`FILES_REMOVED` in
-``error`` so anyone, ``doctor`` included, can tell a result collected on purpose from one that was lost.
+job rows themselves stay (history, lineage and limits read them), with ``files_removed_at`` set, so anyone,
+``doctor`` included, can tell a result collected on purpose from one that was lost.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from storage.models import Artifact, Generation
 
 log = logging.getLogger(__name__)
 
-#: Written into ``error`` of a done job whose files garbage collection removed (its status stays done).
-FILES_REMOVED = "files removed by beatforge gc"
 #: What doctor --repair writes on a done job whose result files are gone.
 RESULT_LOST = "its result files are missing from the artifact directory (found by beatforge doctor)"
 #: Folder of files users sent before their job existed (``ArtifactStore.writing("uploads", ...)``).
@@ -135,7 +133,8 @@ class JobRow:
     finished_at: datetime
     #: Its last sign of life while running: the heartbeat, else when it started.
     alive_at: datetime | None
-    error: str | None
+    #: Garbage collection removed its files on purpose.
+    files_removed: bool
     #: Upload and artifact paths its parameters name (a melody, an upload to transcribe, a take to continue).
     inputs: frozenset[str]
     artifacts: tuple[ArtifactRow, ...] = ()
@@ -163,7 +162,7 @@ async def load_rows(session: AsyncSession) -> dict[int, JobRow]:
             Generation.queued_at,
             Generation.heartbeat_at,
             Generation.started_at,
-            Generation.error,
+            Generation.files_removed_at,
             Generation.params,
         )
     )
@@ -176,7 +175,7 @@ async def load_rows(session: AsyncSession) -> dict[int, JobRow]:
             parent_id=r.parent_id,
             finished_at=r.finished_at or r.queued_at,
             alive_at=r.heartbeat_at or r.started_at,
-            error=r.error,
+            files_removed=r.files_removed_at is not None,
             inputs=frozenset(_paths_in(r.params)),
             artifacts=tuple(artifacts.get(r.id, ())),
         )
@@ -354,7 +353,7 @@ async def collect_garbage(
             await session.execute(
                 update(Generation)
                 .where(Generation.id.in_(chunk), Generation.status == JobStatus.DONE)
-                .values(error=f"{FILES_REMOVED} on {now:%Y-%m-%d}")
+                .values(files_removed_at=now)
             )
         await session.commit()
     done = [r for r in removals if r.artifact_id is None or r.artifact_id in deleted]
@@ -478,7 +477,7 @@ def examine(
 
     for row in rows.values():
         required = REQUIRED_ARTIFACT.get(_KINDS[row.kind]) if row.kind in _KINDS else None
-        if row.status is not JobStatus.DONE or required is None or (row.error or "").startswith(FILES_REMOVED):
+        if row.status is not JobStatus.DONE or required is None or row.files_removed:
             continue
         if not any(a.kind == required and a.id not in missing for a in row.artifacts):
             findings.append(Finding(Problem.NO_RESULT, f"job #{row.id}", f"a done {row.kind} without its {required}"))

@@ -107,6 +107,8 @@ class Generation(Base):
     #: Failed delivery attempts so far, and when the next may start (the outbox's backoff).
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     deliver_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: ``beatforge gc`` removed its files (past their age, or over the disk quota); the row stays for history.
+    files_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="generations")
     artifacts: Mapped[list[Artifact]] = relationship(

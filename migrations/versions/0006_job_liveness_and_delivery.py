@@ -1,4 +1,4 @@
-"""job liveness (tries, heartbeat) and delivery as an outbox (attempts, next try)
+"""job liveness (tries, heartbeat), delivery as an outbox (attempts, next try), files removed by gc
 
 Revision ID: 0006
 Revises: 0005
@@ -7,6 +7,7 @@ Create Date: 2026-12-02 23:00:00.000000
 A worker that dies mid-job leaves its row ``running``; the reconciler finds it by its stopped heartbeat and
 re-queues it until ``attempts`` reaches the configured tries. Delivery keeps its attempts and the time of
 its next try on the row, so a bot restart neither forgets a failing delivery nor retries it in a tight loop.
+``beatforge gc`` marks the jobs whose files it removed, so ``doctor`` tells them from results that were lost.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("delivery_attempts", sa.Integer(), server_default="0", nullable=False))
         batch.add_column(sa.Column("deliver_after", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("files_removed_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("generations") as batch:
+        batch.drop_column("files_removed_at")
         batch.drop_column("deliver_after")
         batch.drop_column("delivery_attempts")
         batch.drop_column("heartbeat_at")

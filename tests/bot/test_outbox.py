@@ -115,12 +115,14 @@ async def test_a_job_whose_first_status_edit_failed_is_still_delivered_to_the_ch
     bot_on: BotFactory, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     async with FakeDiscord() as fake, bot_on(fake) as bot:
-        bot.status_board.answer_grace_s = 0.5
-        # The "queued" edit and the error handler's edit both fail: the job is queued but has no status message.
-        fake.fail_next("PATCH", ORIGINAL, 404, {"code": 10008, "message": "Unknown Message"}, times=2)
+        # The "queued" edit fails: the job is queued but has no status message.
+        fake.fail_next("PATCH", ORIGINAL, 404, {"code": 10008, "message": "Unknown Message"})
         dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload("beat", {"prompt": "x"}, bot=bot))
         await settle(bot)
         assert (await get_job(sessions, 1)).status_message_id is None
+        assert not bot.status_board.answering(1)  # delivered as soon as it is done, no grace period waited out
+        # and the user is not told something went wrong: the job is fine
+        assert not [r for r in fake.requests if "went wrong" in str(r.json)]
         await finish(settings, sessions, 1)
         post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
         assert [f.filename for f in post.files] == ["a.wav"] and "message_reference" not in post.json

@@ -13,7 +13,7 @@ from beatforge.config import Settings
 from beatforge.contract import ArtifactKind, BeatParams, ErrorCode, JobParams, JobStatus, MidiParams
 from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
-from storage.maintenance import FILES_REMOVED, RESULT_LOST, GcReport, Problem, Reason, collect_garbage, doctor
+from storage.maintenance import RESULT_LOST, GcReport, Problem, Reason, collect_garbage, doctor
 from storage.models import Generation
 
 NOW = datetime.now(UTC)
@@ -107,7 +107,7 @@ async def test_gc_removes_old_finished_jobs_files_and_rows_but_never_kept_or_act
     assert not store.resolve(str(old)).exists()  # files and the emptied folder
     collected = await j.get(old)
     assert collected.artifacts == () and collected.status is JobStatus.DONE
-    assert collected.error is not None and collected.error.startswith(FILES_REMOVED)
+    assert collected.files_removed_at is not None and collected.error is None
     for survivor in (fresh, kept, parent):
         assert (await j.get(survivor)).artifacts and store.resolve(f"{survivor}/a.wav").exists()
 
