@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from beatforge.config import Settings
 from beatforge.fleet import WorkerInfo
 from storage.artifacts import ArtifactStore
-from storage.db import make_engine, make_sessionmaker
+from storage.db import open_database
 from storage.maintenance import REPAIRS, DoctorReport, GcReport, collect_garbage, doctor
 from storage.stats import OpsStatus, gather_status
 
@@ -100,13 +100,12 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(settings: Settings) -> OpsStatus:
-    engine = make_engine(settings.database_url)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
     try:
-        return await gather_status(sessions=make_sessionmaker(engine), redis=redis, queue_name=settings.queue_name)
+        async with open_database(settings.database_url) as sessions:
+            return await gather_status(sessions=sessions, redis=redis, queue_name=settings.queue_name)
     finally:
         await redis.aclose()
-        await engine.dispose()
 
 
 def gib(n: int) -> str:
@@ -165,17 +164,14 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _gc(args: argparse.Namespace, settings: Settings) -> GcReport:
-    engine = make_engine(settings.database_url)
-    try:
+    async with open_database(settings.database_url) as sessions:
         return await collect_garbage(
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             store=ArtifactStore(settings.artifact_dir),
             max_age_days=args.max_age_days,
             quota_gb=args.quota_gb,
             dry_run=args.dry_run,
         )
-    finally:
-        await engine.dispose()
 
 
 # -- doctor ------------------------------------------------------------------------------------------------------
@@ -202,14 +198,11 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> DoctorReport:
-    engine = make_engine(settings.database_url)
-    try:
+    async with open_database(settings.database_url) as sessions:
         return await doctor(
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             store=ArtifactStore(settings.artifact_dir),
             stale_after=timedelta(seconds=args.stale_after),
             repair=args.repair,
             now=datetime.now(UTC),
         )
-    finally:
-        await engine.dispose()

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
+from beatforge.log import log_context
 from bot.delivery import Delivery
 from bot.messages import progress_text, queued_text, stalled_text
 from bot.queue_view import QueueSnapshot, read_queue
@@ -146,10 +147,11 @@ class JobWatcher(commands.Cog):
             del self.deliveries[job_id]
 
     async def _deliver(self, job: JobView) -> None:
-        try:
-            await self.delivery.deliver(job)
-        except Exception:  # the bookkeeping itself failed (the database): the row is still due, retried next tick
-            log.exception("delivery could not be recorded; retrying", extra={"job_id": job.id})
+        with log_context(job_id=job.id, user_id=job.user_id, guild_id=job.guild_id):
+            try:
+                await self.delivery.deliver(job)
+            except Exception:  # the bookkeeping failed (the database): the row is still due, retried next tick
+                log.exception("delivery could not be recorded; retrying")
 
     async def refresh(self, active: list[JobView]) -> None:
         """Bring the active jobs' status lines up to date from one read of the queue."""

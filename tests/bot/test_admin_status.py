@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from arq.connections import ArqRedis
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from beatforge.config import Settings
 from beatforge.contract import BeatParams, ErrorCode
 from beatforge.fleet import GpuMemory, WorkerInfo, publish_worker
 from beatforge.queue import enqueue_job
@@ -20,20 +15,10 @@ from tests.support.discord_harness import (
     DEFAULT_GUILD_ID,
     DEFAULT_MEMBER_PERMISSIONS,
     FakeDiscord,
-    connected,
     dispatch_gateway,
     settle,
     slash_command_payload,
 )
-
-
-@pytest.fixture
-async def discord_bot(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
-) -> AsyncIterator[tuple[Beatforge, FakeDiscord]]:
-    bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
-    async with FakeDiscord() as fake, connected(bot, fake):
-        yield bot, fake
 
 
 async def status(bot: Beatforge, fake: FakeDiscord, *, permissions: int) -> str:
