@@ -32,7 +32,6 @@ from beatforge.contract import (
     PROGRESS_KEY,
     ArtifactKind,
     BeatParams,
-    ErrorCode,
     JobKind,
     JobParams,
     JobStatus,
@@ -283,14 +282,10 @@ class JobService:
                 )
                 position = await self._position(job.queue_job_id)
             except (QueueError, RedisError) as exc:
-                async with self.sessions() as session:
-                    await jobs.mark_failed(
-                        session, job.id, code=ErrorCode.INTERNAL, message="the job queue is unreachable"
-                    )
-                    await jobs.mark_delivered(session, job.id)  # the error below is the delivery
-                self.status.forget(job.id)
-                log.error("enqueue failed", extra={"error": str(exc)})
-                raise UserFacingError("The job queue is unreachable right now; please try again in a minute.") from exc
+                # The row is the job: the reconciler puts it on the queue once redis is back (storage/reconcile.py),
+                # so a redis restart costs the user a short wait, not a refusal.
+                log.warning("job recorded; queue unreachable, the reconciler will queue it", extra={"error": str(exc)})
+                return job, None
             log.info("job queued", extra={"kind": job.kind, "relation": relation})
         return job, position
 

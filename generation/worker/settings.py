@@ -78,7 +78,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 
 #: Pauses between polls while redis is unreachable: doubling from the first to the last.
-RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.25, 2.0
 
 
 class ResilientWorker(Worker):

@@ -4,21 +4,28 @@ and its one rule for who may act on a job."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
 
 import discord
 import pytest
 from arq.connections import ArqRedis
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import CoverParams, JobStatus, Relation
+from beatforge.queue import connect
 from bot.access import Actor
 from bot.errors import NotYours, UserFacingError
 from bot.jobs import JobService
 from bot.status import StatusBoard
 from storage.artifacts import ArtifactStore
+from storage.models import Generation, utcnow
+from storage.reconcile import reconcile
 from tests.support.bot import get_job, new_job
 from tests.support.discord_harness import DEFAULT_GUILD_ID
+from tests.support.redis_server import RedisServer
 
 MAKER, STRANGER, OWNER = 42, 7, 4242
 
@@ -100,3 +107,39 @@ async def test_cancel_marks_the_row_and_takes_the_job_off_the_queue(
     assert (await get_job(sessions, job.id)).status is JobStatus.FAILED
     assert await arq_redis.zcard(service.settings.queue_name) == 0
     assert not await service.cancel(job, by="test")  # already finished: nothing to cancel
+
+
+async def test_a_job_sent_while_redis_is_down_is_kept_and_queued_once_redis_is_back(
+    service: JobService, settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A redis restart costs the user a wait, not a refusal: the row is the job, and the reconciler queues it."""
+
+    class User:
+        id, name = MAKER, "maker"
+
+    server = RedisServer(tmp_path)
+    server.start()
+    settings = settings.model_copy(update={"redis_url": server.url})
+    service.redis = redis = await connect(settings)
+    try:
+        server.stop()
+        job, position = await service.enqueue(
+            CoverParams(prompt="art", seed=1),
+            user=User(),  # type: ignore[arg-type]
+            guild_id=DEFAULT_GUILD_ID,
+            channel_id=None,
+            parent_id=None,
+            relation=None,
+        )
+        assert position is None and (await get_job(sessions, job.id)).status is JobStatus.QUEUED
+
+        server.start()  # back, empty; a worker's reconciler passes by after its grace
+        async with sessions() as session:
+            then = utcnow() - timedelta(seconds=settings.job_stale_after_s + 1)
+            await session.execute(update(Generation).where(Generation.id == job.id).values(queued_at=then))
+            await session.commit()
+        assert (await reconcile(sessions, redis, settings)).restored == [job.id]
+        assert await redis.zscore(settings.queue_name, job.queue_job_id) is not None
+    finally:
+        await redis.aclose()
+        server.stop()
