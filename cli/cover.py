@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -15,6 +14,7 @@ from beatforge.bounds import MAX_SEED, MIN_DURATION_S
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, explain
 from beatforge.presets import MOODS, STYLES
+from cli.console import output_of, result
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
@@ -72,5 +72,7 @@ def run_cover(args: argparse.Namespace, settings: Settings) -> int:
         "size": cover.image.size[0],
         "seconds_taken": round(time.perf_counter() - started, 2),
     }
-    sys.stdout.write(json.dumps(summary) + "\n")
+    size = summary["size"]
+    line = f"wrote {args.out} ({size}x{size} {cover.source} cover, model {cover.model}, seed {seed})"
+    result(output_of(args), line, summary)
     return 0

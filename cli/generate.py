@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -16,10 +15,12 @@ from beatforge.bounds import MAX_SEED
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, SamplingParams, explain
 from beatforge.presets import MOODS, STYLES
-from cli.paths import file_target_problem
+from cli.console import output_of, progress_bar, result
+from cli.paths import AudioOut, audio_out, file_target_problem
 
 if TYPE_CHECKING:
     from generation.audio.signal import Samples
+    from generation.music.engine import GeneratedAudio
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
@@ -43,7 +44,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
     sampling.add_argument("--top-p", type=float, default=0.0, help="0-1 (0: off)")
     sampling.add_argument("--temperature", type=float, default=1.0, help="0.05-4")
     sampling.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance, 1-20 (1: off)")
-    gen.add_argument("--out", type=Path, default=Path("beat.wav"), help="WAV file (takes 2+: NAME-take2.wav, ...)")
+    gen.add_argument(
+        "--out",
+        default="beat.wav",
+        help="a .wav/.flac/.ogg/.mp3 file (takes 2+: NAME-take2.EXT, ...), or a folder (existing, or ending in /) "
+        "for PROMPT-SEED.wav files",
+    )
+    gen.add_argument(
+        "--metadata",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write a .json beside each file: prompt, model, licence, seed, sampling, tempo, key",
+    )
     gen.set_defaults(run=run_generate)
 
 
@@ -65,17 +77,49 @@ def _params(args: argparse.Namespace) -> BeatParams:
     )
 
 
-def _take_paths(out: Path, takes: int) -> list[Path]:
-    """Where each take goes: take 1 at ``out``, the others beside it as NAME-take2.wav, ..."""
-    return [out] + [out.with_name(f"{out.stem}-take{n}{out.suffix}") for n in range(2, takes + 1)]
+def _take_path(out: AudioOut, number: int, *, prompt: str, seed: int) -> Path:
+    """Where take ``number`` goes: in a folder, named after what it is (``<prompt-slug>-<seed>.<ext>``, each take
+    having its own seed), so a folder of beats reads as a list of them; else the named file and NAME-take2.EXT, ..."""
+    from generation.loops.export import safe_stem
+
+    return out.file(number, name=f"{safe_stem(prompt)}-{seed}")
+
+
+def _metadata(
+    params: BeatParams, audio: GeneratedAudio, *, number: int, model: str, licence: str | None, path: Path
+) -> dict[str, Any]:
+    """What a producer needs to reuse or credit a take without this tool: everything that made it (seed and
+    sampling reproduce it), the licence the model's weights carry, and the detected tempo and key (as loops have)."""
+    from generation.loops.export import analyse
+
+    analysis = analyse(audio.samples, sample_rate=audio.sample_rate, bpm_hint=params.bpm)
+    return {
+        "file": path.name,
+        "format": path.suffix.lower().lstrip("."),
+        "prompt": params.prompt,
+        "style": params.style,
+        "mood": params.mood,
+        "bpm_target": params.bpm,
+        "model": model,
+        "licence": licence,
+        "take": number,
+        "seed": audio.seed,
+        "sampling": params.sampling.model_dump(mode="json"),
+        "duration_s": round(audio.duration_s, 3),
+        "sample_rate": audio.sample_rate,
+        "channels": int(audio.samples.shape[0]),
+        **analysis.to_metadata(),
+    }
 
 
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     # Heavy imports stay here, so `beatforge --help` and `beatforge bot` never load torch.
-    from generation.audio.io import read_audio, write_wav
+    from generation.audio.formats import encode, write_metadata
+    from generation.audio.io import read_audio
     from generation.audio.signal import resample
     from generation.errors import AudioParameterError, GenerationError
     from generation.music.model_cache import ModelCache
+    from storage.files import atomic_write_bytes
 
     try:
         params = _params(args)
@@ -83,10 +127,16 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
     # Bad input is refused before the model loads (minutes for the big ones), not after the beat is made.
-    problem = next(filter(None, (file_target_problem(out) for out in _take_paths(args.out, params.takes))), None)
-    if problem is not None:
-        sys.stderr.write(f"beatforge: {problem}\n")
+    target = audio_out(args.out)
+    if isinstance(target, str):
+        sys.stderr.write(f"beatforge: {target}\n")
         return 2
+    if not target.is_folder:  # a later take's name may be taken by a folder; in a folder, names carry the seed
+        takes_at = (target.file(n, name="") for n in range(1, params.takes + 1))
+        problem = next(filter(None, map(file_target_problem, takes_at)), None)
+        if problem is not None:
+            sys.stderr.write(f"beatforge: {problem}\n")
+            return 2
     inputs: dict[str, tuple[Samples, int]] = {}
     try:
         for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
@@ -97,21 +147,41 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
-        engine = ModelCache.from_settings(settings, default=args.model).get(args.model)
+        cache = ModelCache.from_settings(settings, default=args.model)
+        engine = cache.get(args.model)
         audio_in: dict[str, Any] = {
             key: resample(samples, rate, engine.sample_rate) for key, (samples, rate) in inputs.items()
         }
         started = time.perf_counter()
-        takes = engine.generate(params, fade_out_s=settings.fade_out_s, **audio_in)
+        bar = progress_bar(output_of(args), "generating", audio_s=params.duration_s * params.takes)
+        try:
+            takes = engine.generate(params, fade_out_s=settings.fade_out_s, on_progress=bar, **audio_in)
+        finally:
+            if bar is not None:
+                bar.close()
     except GenerationError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     taken = round(time.perf_counter() - started, 2)
-    for number, (out, audio) in enumerate(zip(_take_paths(args.out, len(takes)), takes, strict=True), start=1):
-        write_wav(out, audio.samples, sample_rate=audio.sample_rate)
+    licence = cache.registry.get(args.model).licence or None
+    for number, audio in enumerate(takes, start=1):
+        out = _take_path(target, number, prompt=params.prompt, seed=audio.seed)
+        try:
+            # encoded in the format the name promises (mp3 at 320 kbps, ogg ~192), never a WAV under another name
+            data = encode(audio.samples, sample_rate=audio.sample_rate, fmt=target.fmt)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out, data)
+            sidecar = None
+            if args.metadata:
+                meta = _metadata(params, audio, number=number, model=engine.name, licence=licence, path=out)
+                sidecar = write_metadata(out, meta)
+        except GenerationError as exc:  # e.g. mp3 needs ffmpeg where libsndfile cannot write it
+            sys.stderr.write(f"beatforge: {exc}\n")
+            return 1
         summary = {
             "out": str(out),
+            "format": target.fmt,
+            "metadata": str(sidecar) if sidecar else None,
             "prompt": params.prompt,
             "model": engine.name,
             "take": number,
@@ -121,5 +191,8 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             "channels": int(audio.samples.shape[0]),
             "seconds_taken": taken,
         }
-        sys.stdout.write(json.dumps(summary) + "\n")
+        channels = "" if summary["channels"] == 1 else f" {summary['channels']} channels,"
+        rate = f"{audio.sample_rate / 1000:g} kHz"
+        line = f"wrote {summary['out']} ({audio.duration_s:.1f} s, {rate},{channels} seed {audio.seed})"
+        result(output_of(args), line, summary)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from pydantic import ValidationError
 from beatforge.bounds import MAX_SEED, MIN_DURATION_S
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, LoopParams, explain
+from cli.console import output_of, result
+from cli.paths import named_files_folder_problem
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
@@ -32,6 +33,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
 
 def add_loop_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--bpm", type=int, help="target tempo (written into the prompt; with --stretch, exact)")
+    parser.add_argument("--key", help="musical key written into the prompt, e.g. 'A minor' (a hint, not enforced)")
     parser.add_argument("--bars", type=int, help="exact number of bars (default: a power of two that fits)")
     parser.add_argument("--min-duration", type=float, help="shortest acceptable loop, seconds")
     parser.add_argument("--max-duration", type=float, help="longest acceptable loop, seconds")
@@ -39,7 +41,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, settings: Settings) -> N
     parser.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default="wav")
     parser.add_argument("--model", default=settings.default_model, help="HF id, local directory, or 'debug'")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("loops"), help="directory to write into")
+    parser.add_argument("--out", type=Path, default=Path("loops"), help="folder to write into (created if missing)")
     parser.add_argument("--prefix", help="file name prefix (default: from the prompt)")
     parser.add_argument("--keep-metadata", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--s3-bucket", default=settings.s3_bucket, help="also upload to this S3 bucket")
@@ -76,7 +78,11 @@ class _Runner:
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
         from generation.music.model_cache import ModelCache
+        from generation.prompts.auto import fit_to_request
 
+        # A prompt naming another tempo would win over --bpm in the text MusicGen reads (describe_music
+        # appends the bpm only to prompts naming none), and the loop would fit neither.
+        prompt = fit_to_request(prompt, bpm=self.args.bpm, key=self.args.key)
         if self.engine is None:
             self.engine = ModelCache.from_settings(self.settings, default=self.args.model).get(self.args.model)
         params = BeatParams(
@@ -123,6 +129,18 @@ class _Runner:
         return summary
 
 
+def _normalize_key(args: argparse.Namespace) -> None:
+    """Spell ``--key`` one way ("f#m" → "F# minor") before it is written into prompts.
+
+    Raises:
+        ValueError: not a key name.
+    """
+    from generation.prompts.auto import normalize_key
+
+    if args.key is not None:
+        args.key = normalize_key(args.key)
+
+
 def run_loop(args: argparse.Namespace, settings: Settings) -> int:
     from generation.errors import GenerationError
     from storage.errors import StorageError
@@ -132,8 +150,16 @@ def run_loop(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         loop = _loop_params(args)
+        _normalize_key(args)
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
+        return 2
+    except ValueError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 2
+    problem = named_files_folder_problem(args.out)  # before the model loads, not after the loop is made
+    if problem is not None:
+        sys.stderr.write(f"beatforge: {problem}\n")
         return 2
     runner = _Runner(args, settings)
     seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED)
@@ -145,8 +171,14 @@ def run_loop(args: argparse.Namespace, settings: Settings) -> int:
     except (GenerationError, StorageError) as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 1
-    sys.stdout.write(json.dumps(summary) + "\n")
+    result(output_of(args), _loop_line(summary), summary)
     return 0
+
+
+def _loop_line(summary: dict[str, Any]) -> str:
+    """``wrote loops/x.mp3 (2 bars at 100.0 bpm, metadata loops/x.json)`` for a person; scripts use --json."""
+    meta = f", metadata {summary['metadata']}" if summary.get("metadata") else ""
+    return f"wrote {summary['file']} ({summary['bars']} bars at {summary['bpm']:.1f} bpm{meta})"
 
 
 def run_auto(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,12 +187,22 @@ def run_auto(args: argparse.Namespace, settings: Settings) -> int:
     from generation.prompts.llm import ChatClient
     from storage.errors import StorageError
 
+    problem = named_files_folder_problem(args.out)  # before the LLM and the model, not after the first loop
+    if problem is not None:
+        sys.stderr.write(f"beatforge: {problem}\n")
+        return 2
     try:
         loop = _loop_params(args)
+        _normalize_key(args)
         seed = args.seed if args.seed is not None else random.randint(0, MAX_SEED - args.count)
-        plan = plan_prompts(
-            use_case=args.use_case, count=args.count, client=ChatClient.from_settings(settings), seed=seed
-        )
+        client = ChatClient.from_settings(settings)
+        try:
+            plan = plan_prompts(
+                use_case=args.use_case, count=args.count, client=client, seed=seed, bpm=args.bpm, key=args.key
+            )
+        finally:
+            if client is not None:
+                client.close()
     except ValidationError as exc:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
@@ -176,6 +218,7 @@ def run_auto(args: argparse.Namespace, settings: Settings) -> int:
             made += 1
         except (GenerationError, StorageError, ValidationError) as exc:  # one bad take must not end the batch
             summary = {"prompt": prompt, "error": explain(exc) if isinstance(exc, ValidationError) else str(exc)}
-        sys.stdout.write(json.dumps({"n": i + 1, "prompt": prompt, "prompt_source": plan.source, **summary}) + "\n")
+        line = f"loop {i + 1} failed: {summary['error']}" if "error" in summary else _loop_line(summary)
+        result(output_of(args), line, {"n": i + 1, "prompt": prompt, "prompt_source": plan.source, **summary})
     sys.stderr.write(f"beatforge: {made} of {len(plan.prompts)} loops written to {args.out}\n")
     return 0 if made else 1

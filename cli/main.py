@@ -9,11 +9,15 @@ from collections.abc import Callable
 from beatforge.config import Settings, get_settings
 from beatforge.log import setup_logging
 from cli import cover, generate, loops, midi, models, ops, serve
+from cli.console import add_output_flags, cli_logging, output_of
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 # In the order `beatforge --help` lists them; each module registers its parsers and the function that runs them.
 GROUPS = (generate, cover, loops, midi, models, serve, ops)
+
+# The long-running services log as production expects (JSON lines, BEATFORGE_LOG_LEVEL), whatever the flags say.
+SERVICES = frozenset({"bot", "worker"})
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -21,15 +25,19 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.register(commands, settings)
+    add_output_flags(parser, top=True)  # after the groups, so every sub-command gets --json/--verbose too
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
-    setup_logging(level=settings.log_level, json_lines=settings.log_json)
     run: Command = args.run
-    return run(args, settings)
+    if args.command in SERVICES:
+        setup_logging(level=settings.log_level, json_lines=settings.log_json)
+        return run(args, settings)
+    with cli_logging(output_of(args), level=settings.log_level):
+        return run(args, settings)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from beatforge.config import Settings
+from cli.console import output_of, result
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _settings: Settings) -> None:
@@ -42,5 +42,5 @@ def run_import_audiocraft(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     if not summary["registered"]:
         sys.stderr.write(f"beatforge: not registered (no model registry file); use the directory {out}\n")
-    sys.stdout.write(json.dumps(summary) + "\n")
+    result(output_of(args), f"wrote {out} (model {args.name})", summary)
     return 0

@@ -1,7 +1,12 @@
 """Prompts for bulk "auto" mode: an LLM writes varied prompts for a use case, or templates do.
 
-The LLM's answer is untrusted: it must be a JSON array of strings, each a sane length with no
-control characters, or it is thrown away and the templates take over (and say so).
+The LLM's answer is untrusted: it must be a JSON array of strings (structured output asks for
+``{"prompts": [...]}``; a server that ignores the schema may answer a bare array), each a sane length
+with no control characters, or it is thrown away and the templates take over (and say so).
+
+Every prompt carries the requested tempo (and key): MusicGen follows the words, and the loop cutter
+and the file names follow ``--bpm``, so a prompt saying "80 bpm" for a 100 bpm batch makes loops
+that fit neither. The LLM is asked for the tempo, and its answers are corrected where they name another.
 """
 
 from __future__ import annotations
@@ -9,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from beatforge.bounds import PROMPT_MAX_CHARS
 from generation.prompts.llm import ChatClient, LLMError, clean_llm_text
@@ -31,8 +37,26 @@ _INSTRUMENTS = (
 _SYSTEM = (
     "You write text prompts for MusicGen, a model that generates instrumental music. Each prompt is one "
     "sentence of 10 to 40 words naming genre, mood, instruments and tempo in bpm, suitable for a seamless "
-    "loop. Answer ONLY with a JSON array of strings, no prose."
+    'loop. Answer ONLY with JSON, no prose: an object whose "prompts" member is an array of strings.'
 )
+#: Structured output (OpenAI ``response_format``); the root must be an object for strict schemas.
+PROMPTS_SCHEMA: dict[str, Any] = {
+    "name": "loop_prompts",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"prompts": {"type": "array", "items": {"type": "string"}}},
+        "required": ["prompts"],
+        "additionalProperties": False,
+    },
+}
+# "80 bpm", "80-90 bpm", "80 to 90 BPM", "80 beats per minute"
+_TEMPO = re.compile(r"\b\d{2,3}(?:\s*(?:-|–|to)\s*\d{2,3})?\s*(?:bpm|beats (?:per|a) minute)\b", re.IGNORECASE)
+# "A minor", "in F# major", "in the key of Eb minor", "C min key"
+_KEY = re.compile(
+    r"\b(?:in\s+(?:the\s+key\s+of\s+)?)?[A-G](?:#|b|♯|♭)?[\s-]*(?i:major|minor|maj|min)\b(?:\s+(?i:key))?"
+)
+_KEY_FORMAT = re.compile(r"^([A-Ga-g])([#b]?)\s*(?i:(major|minor|maj|min|m))$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,32 +66,82 @@ class PromptPlan:
     note: str | None = None  # why the templates were used, for the user
 
 
-def template_prompts(*, use_case: str, count: int, rng: random.Random) -> list[str]:
-    """Varied prompts from genre × mood × instruments × tempo, flavoured by the use case."""
+def normalize_key(key: str) -> str:
+    """``"a minor"``, ``"F#m"``, ``"Eb maj"`` → ``"A minor"``, ``"F# minor"``, ``"Eb major"``.
+
+    Raises:
+        ValueError: not a key name.
+    """
+    match = _KEY_FORMAT.match(key.strip())
+    if match is None:
+        raise ValueError(f"key={key!r} is not a key: write e.g. 'A minor' or 'F# major'")
+    note, accidental, quality = match.groups()
+    return f"{note.upper()}{accidental} {'major' if quality.lower() in ('major', 'maj') else 'minor'}"
+
+
+def fit_to_request(prompt: str, *, bpm: int | None, key: str | None = None) -> str:
+    """The prompt with every tempo (and key) it names set to the requested one, or the request appended.
+
+    ``key`` must already be normalized (:func:`normalize_key`).
+    """
+    if bpm is not None:
+        prompt, named = _TEMPO.subn(f"{bpm} bpm", prompt)
+        if not named:
+            prompt = f"{prompt.rstrip(' ,.')}, {bpm} bpm"
+    if key is not None:
+        prompt, named = _KEY.subn(f"in {key}", prompt)
+        if not named:
+            prompt = f"{prompt.rstrip(' ,.')}, in {key}"
+    return prompt
+
+
+def template_prompts(
+    *, use_case: str, count: int, rng: random.Random, bpm: int | None = None, key: str | None = None
+) -> list[str]:
+    """Varied prompts from genre × mood × instruments × tempo, flavoured by the use case.
+
+    The tempo is ``bpm`` when given (random otherwise); ``key`` (normalized) is named when given.
+    """
     prompts = []
     for _ in range(count):
         a, b = rng.sample(_INSTRUMENTS, 2)
+        tempo = bpm if bpm is not None else rng.randrange(70, 150, 2)
+        in_key = f" in {key}" if key else ""
         prompts.append(
-            f"{rng.choice(_MOODS)} {rng.choice(_GENRES)} loop with {a} and {b}, {rng.randrange(70, 150, 2)} bpm, "
+            f"{rng.choice(_MOODS)} {rng.choice(_GENRES)} loop{in_key} with {a} and {b}, {tempo} bpm, "
             f"for {use_case.strip().rstrip('.').lower()}"
         )
     return prompts
 
 
-def parse_llm_prompts(answer: str, *, count: int) -> list[str]:
-    """Validate the LLM's answer: a JSON array of at least ``count`` usable strings.
+def _structured_items(text: str) -> object:
+    """The ``prompts`` member of a schema-following answer, or None when the answer is not one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data.get("prompts") if isinstance(data, dict) else None
+
+
+def parse_llm_prompts(answer: str, *, count: int, bpm: int | None = None, key: str | None = None) -> list[str]:
+    """Validate the LLM's answer: at least ``count`` usable strings, fitted to the requested tempo and key.
+
+    The answer is ``{"prompts": [...]}`` when the server honoured the schema; otherwise the first JSON
+    array in it (servers that ignore ``response_format`` wrap arrays in prose and code fences).
 
     Raises:
         LLMError: not JSON, not an array of strings, or too few usable prompts.
     """
     text = answer.strip()
-    start, end = text.find("["), text.rfind("]")
-    if start < 0 or end < start:
-        raise LLMError("the LLM did not answer with a JSON array")
-    try:
-        items = json.loads(text[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise LLMError(f"the LLM's JSON array does not parse ({exc.msg})") from exc
+    items = _structured_items(text)
+    if items is None:
+        start, end = text.find("["), text.rfind("]")
+        if start < 0 or end < start:
+            raise LLMError("the LLM did not answer with a JSON array")
+        try:
+            items = json.loads(text[start : end + 1])
+        except json.JSONDecodeError as exc:
+            raise LLMError(f"the LLM's JSON array does not parse ({exc.msg})") from exc
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise LLMError("the LLM's answer is not an array of strings")
     prompts = []
@@ -77,15 +151,28 @@ def parse_llm_prompts(answer: str, *, count: int) -> list[str]:
         except LLMError as exc:
             log.info("dropping an unusable LLM prompt", extra={"reason": str(exc)})
             continue
-        if len(prompt.split()) >= 3:
-            prompts.append(prompt)
+        fitted = fit_to_request(prompt, bpm=bpm, key=key)
+        if fitted != prompt:
+            log.info("corrected an LLM prompt to the requested tempo/key", extra={"prompt": prompt})
+        if len(prompt.split()) >= 3 and len(fitted) <= PROMPT_MAX_CHARS:
+            prompts.append(fitted)
     if len(prompts) < count:
         raise LLMError(f"the LLM gave {len(prompts)} usable prompts; {count} were asked for")
     return prompts[:count]
 
 
-def plan_prompts(*, use_case: str, count: int, client: ChatClient | None, seed: int) -> PromptPlan:
-    """Ask the LLM when one is configured; fall back to templates on any failure, saying why."""
+def plan_prompts(
+    *, use_case: str, count: int, client: ChatClient | None, seed: int, bpm: int | None = None, key: str | None = None
+) -> PromptPlan:
+    """Ask the LLM when one is configured; fall back to templates on any failure, saying why.
+
+    Every prompt names ``bpm`` (and ``key``) when given.
+
+    Raises:
+        ValueError: ``count`` out of range, an empty use case, or ``key`` not a key name.
+    """
+    if key is not None:
+        key = normalize_key(key)
     if not 1 <= count <= MAX_COUNT:
         raise ValueError(f"count={count} must be between 1 and {MAX_COUNT}")
     if not use_case.strip():
@@ -93,11 +180,19 @@ def plan_prompts(*, use_case: str, count: int, client: ChatClient | None, seed: 
     rng = random.Random(seed)
     note = "no LLM is configured (BEATFORGE_LLM_BASE_URL), so built-in templates wrote the prompts"
     if client is not None:
-        user = f"Use case: {use_case.strip()}\nWrite {count} varied prompts."
+        lines = [f"Use case: {use_case.strip()}"]
+        if bpm is not None:
+            lines.append(f"Tempo: every prompt must say exactly {bpm} bpm, no other tempo.")
+        if key is not None:
+            lines.append(f"Key: every prompt must say it is in {key}.")
+        lines.append(f"Write {count} varied prompts.")
         try:
-            answer = client.complete(system=_SYSTEM, user=user, max_tokens=min(4000, 80 * count + 100))
-            return PromptPlan(tuple(parse_llm_prompts(answer, count=count)), "llm")
+            answer = client.complete(
+                system=_SYSTEM, user="\n".join(lines), max_tokens=min(4000, 80 * count + 100), schema=PROMPTS_SCHEMA
+            )
+            return PromptPlan(tuple(parse_llm_prompts(answer, count=count, bpm=bpm, key=key)), "llm")
         except LLMError as exc:
             note = f"the LLM failed ({exc}), so built-in templates wrote the prompts"
             log.warning("LLM prompt planning failed; using templates", extra={"reason": str(exc)})
-    return PromptPlan(tuple(template_prompts(use_case=use_case, count=count, rng=rng)), "templates", note)
+    prompts = template_prompts(use_case=use_case, count=count, rng=rng, bpm=bpm, key=key)
+    return PromptPlan(tuple(prompts), "templates", note)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -61,7 +65,7 @@ def test_bot_without_a_token_says_what_to_set(capsys: pytest.CaptureFixture[str]
 
 def test_cover_with_the_tiny_pipeline_and_the_fallback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "covers" / "c.png"
-    base = ["cover", "lofi rain", "--style", "lofi", "--mood", "calm", "--title", "Rainy Day", "--size", "64"]
+    base = ["cover", "lofi rain", "--json", "--style", "lofi", "--mood", "calm", "--title", "Rainy Day", "--size", "64"]
     assert main([*base, "--model", "debug", "--seed", "1", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["source"], summary["model"], summary["seed"]) == ("diffusion", "debug", 1)
@@ -79,7 +83,7 @@ def test_loop_from_an_audio_file_writes_loop_and_metadata(
     render = render_beat(bpm=100, bars=5, rng=rng)
     source = tmp_path / "mybeat.wav"
     write_wav(source, render.samples, sample_rate=render.sample_rate)
-    args = ["loop", "--input", str(source), "--bars", "2", "--format", "mp3", "--out", str(tmp_path / "out")]
+    args = ["--json", "loop", "--input", str(source), "--bars", "2", "--format", "mp3", "--out", str(tmp_path / "out")]
     assert main([*args, "--prefix", "drums"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["bars"] == 2 and abs(summary["bpm"] - 100) < 1
@@ -96,11 +100,16 @@ def test_loop_from_an_audio_file_writes_loop_and_metadata(
         (["loop", "x", "--min-duration", "20", "--max-duration", "10"], 2, "longer than max_duration"),
         (["loop", "x", "--stretch"], 2, "needs a target bpm"),
         (["loop", "--input", "missing.wav"], 1, "missing.wav does not exist"),
+        (["loop", "x", "--out", "loop.mp3"], 2, "--out loop.mp3 names a file, but loops are named"),
+        (["auto", "--use-case", "rpg", "--out", "set.ogg"], 2, "give a folder, and the format with --format ogg"),
     ],
 )
-def test_loop_refuses_bad_requests(args: list[str], code: int, phrase: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_loop_refuses_bad_requests(
+    args: list[str], code: int, phrase: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert main(args) == code
     assert phrase in capsys.readouterr().err
+    assert not (tmp_path / "loop.mp3").exists() and not (tmp_path / "set.ogg").exists()
 
 
 def test_auto_without_an_llm_uses_templates_and_reports_each_take(
@@ -108,7 +117,7 @@ def test_auto_without_an_llm_uses_templates_and_reports_each_take(
 ) -> None:
     """The tiny model makes noise, which has no beat to loop: every take says so, and nothing stops the batch."""
     args = ["auto", "--use-case", "RPG town music", "--count", "2", "--model", "debug", "--out", str(tmp_path)]
-    assert main([*args, "--seed", "5", "--bpm", "90", "--bars", "1"]) == 1
+    assert main([*args, "--json", "--seed", "5", "--bpm", "90", "--bars", "1"]) == 1
     out = capsys.readouterr()
     lines = [json.loads(line) for line in out.out.splitlines()]
     assert [line["n"] for line in lines] == [1, 2] and all(line["prompt_source"] == "templates" for line in lines)
@@ -124,17 +133,21 @@ def _refusal(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_generate_into_a_folder_or_under_a_file_is_refused_before_the_model_loads(
+def test_generate_under_a_file_or_to_an_unknown_format_is_refused_before_the_model_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A model name that does not exist proves the refusal came first: loading it would fail with status 1."""
-    folder, blocker = tmp_path / "beats", tmp_path / "notes.txt"
-    folder.mkdir()
+    blocker = tmp_path / "notes.txt"
     blocker.write_text("not a folder")
     args = ["generate", "x", "--model", "/nowhere", "--duration", "1"]
-    assert f"--out {folder} is a folder" in _refusal([*args, "--out", str(folder)], capsys)
+    for out in ("beat.aiff", str(tmp_path / "some" / "dir"), "beat"):
+        err = _refusal([*args, "--out", out], capsys)
+        assert f"--out {out} must end in .wav, .flac, .ogg, .mp3" in err and "folder (end it with /)" in err
+    assert not (tmp_path / "some").exists() and not (tmp_path / "beat").exists()
+    assert f"--out {blocker} is a file; give a folder" in _refusal([*args, "--out", f"{blocker}/"], capsys)
     err = _refusal([*args, "--out", str(blocker / "beat.wav")], capsys)
     assert f"{blocker} is a file, not a folder" in err
+    assert f"--out {blocker} is a file; give a folder" in _refusal(["loop", "x", "--out", str(blocker)], capsys)
     # a later take's name taken by a folder is refused the same way, before any take is written
     (tmp_path / "beat-take2.wav").mkdir()
     err = _refusal([*args, "--takes", "2", "--out", str(tmp_path / "beat.wav")], capsys)
@@ -165,3 +178,94 @@ def test_midi_refuses_bad_input_in_one_sentence(tmp_path: Path, capsys: pytest.C
         f.write(np.zeros(3600 * 1000, np.float32))
     err = _refusal(["midi", str(hour)], capsys)
     assert err == f"beatforge: hour.wav is 60:00 long; the limit is {clock(get_settings().midi_max_input_s)}\n"
+
+
+# --json: the results are read as data, whatever the human line looks like
+GENERATE = ["generate", "Dark psychedelic trap!", "--json", "--model", "debug", "--duration", "1.5", "--seed", "3"]
+
+
+def _ffprobe_codec(path: Path) -> str:
+    """The codec ffprobe reads from the stream itself, not from the name, so a WAV named .mp3 cannot pass."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe is not installed")
+    args = [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]
+    return subprocess.run([*args, str(path)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_generate_encodes_the_format_its_extension_names_for_every_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "new" / "beat.mp3"  # a missing folder is created
+    assert main([*GENERATE, "--takes", "2", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    second = tmp_path / "new" / "beat-take2.mp3"
+    assert [line["out"] for line in lines] == [str(out), str(second)]
+    assert [line["format"] for line in lines] == ["mp3", "mp3"] and lines[0]["seed"] == 3 != lines[1]["seed"]
+    for path in (out, second):
+        assert path.read_bytes()[:4] != b"RIFF" and _ffprobe_codec(path) == "mp3"
+        info = sf.info(path)
+        assert info.format == "MP3" and info.samplerate == 32_000 and abs(info.duration - 1.5) < 0.1
+    assert [line["metadata"] for line in lines] == [str(out.with_suffix(".json")), str(second.with_suffix(".json"))]
+    for fmt, codec in (("flac", "flac"), ("ogg", "vorbis")):
+        assert main([*GENERATE, "--no-metadata", "--out", str(tmp_path / f"b.{fmt}")]) == 0
+        assert json.loads(capsys.readouterr().out)["metadata"] is None
+        assert _ffprobe_codec(tmp_path / f"b.{fmt}") == codec and not (tmp_path / "b.json").exists()
+
+
+def test_generate_into_a_folder_names_files_after_prompt_and_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*GENERATE, "--takes", "2", "--no-metadata", "--out", f"{tmp_path / 'beats'}/"]) == 0
+    seeds = [json.loads(line)["seed"] for line in capsys.readouterr().out.splitlines()]
+    names = sorted(path.name for path in (tmp_path / "beats").iterdir())
+    assert names == sorted(f"dark-psychedelic-trap-{seed}.wav" for seed in seeds) and len(set(seeds)) == 2
+    assert all(sf.info(tmp_path / "beats" / name).format == "WAV" for name in names)
+    existing = tmp_path / "existing"  # an existing folder needs no slash
+    existing.mkdir()
+    assert main([*GENERATE, "--out", str(existing)]) == 0
+    assert sorted(p.name for p in existing.iterdir()) == ["dark-psychedelic-trap-3.json", "dark-psychedelic-trap-3.wav"]
+
+
+def test_generate_metadata_says_what_made_the_beat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*GENERATE, "--top-k", "50", "--temperature", "0.9", "--bpm", "140", "--out", str(tmp_path / "b.flac")]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    metadata = json.loads((tmp_path / "b.json").read_text())
+    assert summary["metadata"] == str(tmp_path / "b.json")
+    assert metadata["prompt"] == summary["prompt"] and "Dark psychedelic trap!" in metadata["prompt"]
+    assert (metadata["model"], metadata["seed"], metadata["take"]) == ("debug", 3, 1)
+    assert metadata["licence"] == "none needed (random weights built in code)"
+    assert metadata["sampling"] == {"top_k": 50, "top_p": 0.0, "temperature": 0.9, "guidance_scale": 3.0}
+    assert (metadata["file"], metadata["format"], metadata["bpm_target"]) == ("b.flac", "flac", 140)
+    assert (metadata["duration_s"], metadata["sample_rate"], metadata["channels"]) == (1.5, 32_000, 1)
+    assert {"bpm", "key"} <= metadata.keys()  # detected when the audio has them; the debug model makes noise
+
+
+def test_midi_writes_loose_files_for_a_daw_or_the_discord_zips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rng: np.random.Generator
+) -> None:
+    render = render_beat(bpm=110, bars=4, sample_rate=22_050, chords=True, rng=rng)
+    song = tmp_path / "my song.wav"
+    write_wav(song, render.samples, sample_rate=render.sample_rate)
+    loose = tmp_path / "loose"
+    assert main(["midi", str(song), "--json", "--out", str(loose), "--stems"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    parts = ["bass.mid", "drums.mid", "full.mid", "melody.mid"]
+    stems = ["bass.flac", "drums.flac", "other.flac"]
+    assert sorted(p.name for p in loose.iterdir()) == sorted([*parts, *stems, "summary.json"])
+    assert sorted(Path(p).name for p in result["files"]) == sorted([*parts, *stems])
+    summary = json.loads((loose / "summary.json").read_text())
+    assert result["summary"] == str(loose / "summary.json") and abs(summary["bpm"] - 110) < 1.5
+    assert summary["source"] == "my song.wav" and "Tempo: 110" in summary["summary"]
+    drums = pretty_midi.PrettyMIDI(str(loose / "drums.mid")).instruments[0]
+    assert drums.is_drum and len(drums.notes) == summary["drum_hits"] > 20
+    assert sf.info(loose / "drums.flac").frames == render.samples.shape[-1]
+
+    zipped = tmp_path / "zipped"
+    assert main(["midi", str(song), "--json", "--out", str(zipped), "--zip"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in zipped.iterdir()) == ["my-song-midi.zip"] and result["stems"] is None
+    with zipfile.ZipFile(result["midi"]) as zf:
+        assert sorted(zf.namelist()) == sorted([*parts, "README.txt"])
+        assert zf.read("drums.mid") == (loose / "drums.mid").read_bytes()  # the same files either way

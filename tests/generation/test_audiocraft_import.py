@@ -245,7 +245,7 @@ def test_cli_imports_into_the_models_folder(tmp_path: Path, base_dir: Path, caps
     checkpoint = tmp_path / "finetune.bin"
     torch.save(_exported(to_audiocraft_lm(original)), checkpoint)
 
-    assert main(["model", "import-audiocraft", str(checkpoint), "my-beats", "--base", str(base_dir)]) == 0
+    assert main(["--json", "model", "import-audiocraft", str(checkpoint), "my-beats", "--base", str(base_dir)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     directory = tmp_path / "data" / "models" / "my-beats"
     assert Path(summary["directory"]).resolve() == directory.resolve()

@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from generation.prompts.auto import parse_llm_prompts, plan_prompts, template_prompts
+from generation.prompts.auto import (
+    PROMPTS_SCHEMA,
+    fit_to_request,
+    normalize_key,
+    parse_llm_prompts,
+    plan_prompts,
+    template_prompts,
+)
 from generation.prompts.llm import ChatClient, LLMError
 from tests.support.chat_server import ChatServer
 
@@ -19,7 +26,7 @@ GOOD = [
 
 
 def _client(server: ChatServer) -> ChatClient:
-    return ChatClient(server.url, "mistral", timeout_s=0.5)
+    return ChatClient(server.url, "mistral", timeout_s=0.5, max_retries=0)
 
 
 def test_templates_are_varied_reproducible_and_use_the_use_case() -> None:
@@ -44,8 +51,10 @@ def test_llm_prompts_are_used_when_valid(chat_server: ChatServer) -> None:
         ('["unterminated', "ok", "not answer with a JSON array"),
         ("[1, 2, 3]", "ok", "not an array of strings"),
         (json.dumps(["\x00\x07", "ok", *GOOD[:1]]), "ok", "1 usable prompts; 3 were asked for"),
-        ("", "garbage", "not JSON"),
+        ("", "garbage", "not a chat completion"),
         ("", "slow", "too slow"),
+        ("", "error", "HTTP 500"),
+        ('{"prompts": "not a list"}', "ok", "not an array of strings"),
     ],
 )
 def test_a_bad_llm_answer_falls_back_to_templates_and_says_why(
@@ -71,3 +80,78 @@ def test_bad_requests_are_refused(use_case: str, count: int) -> None:
 def test_overlong_prompts_are_dropped() -> None:
     with pytest.raises(LLMError, match="0 usable"):
         parse_llm_prompts(json.dumps(["word " * 200]), count=1)
+
+
+def test_templates_carry_the_requested_tempo_and_key() -> None:
+    prompts = template_prompts(use_case="RPG levels", count=30, rng=random.Random(2), bpm=100, key="A minor")
+    assert all(", 100 bpm," in p and " in A minor " in p for p in prompts)
+    assert not any(f"{n} bpm" in p for p in prompts for n in range(70, 150) if n != 100)
+
+
+def test_the_llm_is_asked_for_the_tempo_with_a_schema_and_off_tempo_answers_are_corrected(
+    chat_server: ChatServer,
+) -> None:
+    chat_server.content = json.dumps({"prompts": GOOD})  # 84, 140 and 70 bpm, for a 100 bpm batch
+    plan = plan_prompts(use_case="RPG levels", count=3, client=_client(chat_server), seed=1, bpm=100, key="f#m")
+    assert plan.source == "llm"
+    assert (
+        plan.prompts[0]
+        == "calm celtic harp loop with soft strings and hand drums, 100 bpm, village at dawn, in F# minor"
+    )
+    assert all("100 bpm" in p and p.count("bpm") == 1 and "F# minor" in p for p in plan.prompts)
+    body = chat_server.requests[0]["body"]
+    assert body["response_format"] == {"type": "json_schema", "json_schema": PROMPTS_SCHEMA}
+    assert "exactly 100 bpm" in body["messages"][1]["content"] and "F# minor" in body["messages"][1]["content"]
+
+
+def test_an_answer_that_ignores_the_schema_is_still_used(chat_server: ChatServer) -> None:
+    chat_server.content = "Sure!\n```json\n" + json.dumps(GOOD) + "\n```"  # a bare array, not {"prompts": ...}
+    plan = plan_prompts(use_case="RPG levels", count=3, client=_client(chat_server), seed=1, bpm=100)
+    assert plan.source == "llm" and all("100 bpm" in p for p in plan.prompts)
+
+
+def test_a_server_refusing_schemas_gets_plain_json(chat_server: ChatServer) -> None:
+    chat_server.mode, chat_server.content = "no-schemas", json.dumps(GOOD)
+    plan = plan_prompts(use_case="RPG levels", count=3, client=_client(chat_server), seed=1, bpm=100)
+    assert plan.source == "llm" and len(plan.prompts) == 3
+    assert ["response_format" in r["body"] for r in chat_server.requests] == [True, False]
+
+
+def test_a_rate_limited_llm_is_retried(chat_server: ChatServer) -> None:
+    chat_server.fail_first, chat_server.retry_after, chat_server.content = [429], "0.05", json.dumps({"prompts": GOOD})
+    client = ChatClient(chat_server.url, "mistral", timeout_s=5, max_retries=2)
+    plan = plan_prompts(use_case="RPG levels", count=3, client=client, seed=1, bpm=100)
+    assert plan.source == "llm" and len(chat_server.requests) == 2
+
+
+def test_a_failing_llm_gives_templates_at_the_requested_tempo(chat_server: ChatServer) -> None:
+    chat_server.mode = "garbage"
+    plan = plan_prompts(use_case="RPG levels", count=5, client=_client(chat_server), seed=1, bpm=100)
+    assert plan.source == "templates" and all(", 100 bpm," in p for p in plan.prompts)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "bpm", "key", "expected"),
+    [
+        ("harp loop, 80 bpm, dawn", 100, None, "harp loop, 100 bpm, dawn"),
+        ("drums at 120-130 BPM", 100, None, "drums at 100 bpm"),
+        ("pads at 72 beats per minute.", 96, None, "pads at 96 bpm."),
+        ("dreamy pads", 90, None, "dreamy pads, 90 bpm"),
+        ("dreamy pads in the key of Eb major", None, "A minor", "dreamy pads in A minor"),
+        ("A minimal loop, 100 bpm", 100, "C major", "A minimal loop, 100 bpm, in C major"),
+        ("lofi keys, 84 bpm", None, None, "lofi keys, 84 bpm"),
+    ],
+)
+def test_prompts_are_fitted_to_the_request(prompt: str, bpm: int | None, key: str | None, expected: str) -> None:
+    assert fit_to_request(prompt, bpm=bpm, key=key) == expected
+
+
+@pytest.mark.parametrize(("key", "expected"), [("a minor", "A minor"), ("F#m", "F# minor"), ("Eb maj", "Eb major")])
+def test_keys_are_spelled_one_way(key: str, expected: str) -> None:
+    assert normalize_key(key) == expected
+
+
+@pytest.mark.parametrize("key", ["H minor", "minor", "C dorian", ""])
+def test_bad_keys_are_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="is not a key"):
+        plan_prompts(use_case="ok", count=1, client=None, seed=1, key=key)

@@ -34,25 +34,70 @@ def test_completion_is_sent_openai_style_and_cleaned(chat_server: ChatServer) ->
 @pytest.mark.parametrize(
     ("mode", "message"),
     [
-        ("garbage", "not JSON"),
+        ("garbage", "not a chat completion"),
         ("no-choices", "no choices"),
-        ("error", "HTTP 500"),
-        ("slow", "unreachable or too slow"),
+        ("slow", "too slow"),
     ],
 )
 def test_bad_answers_and_timeouts_raise_llm_error(chat_server: ChatServer, mode: str, message: str) -> None:
     chat_server.mode = mode
-    client = ChatClient.from_settings(_settings(chat_server.url))
-    assert client is not None
+    client = ChatClient(chat_server.url, "m", timeout_s=0.5, max_retries=0)
     started = time.monotonic()
     with pytest.raises(LLMError, match=message):
         client.complete(system="s", user="u")
     assert time.monotonic() - started < 0.95  # the timeout, not the server, decided
 
 
+def test_a_rate_limit_is_retried_after_the_servers_delay(chat_server: ChatServer) -> None:
+    chat_server.fail_first, chat_server.retry_after = [429], "1"
+    client = ChatClient(chat_server.url, "m", timeout_s=5, max_retries=2)
+    assert clean_llm_text(client.complete(system="s", user="u"), max_chars=400) == SCENE
+    first, second = chat_server.times
+    assert second - first >= 0.95  # retry-after: 1 honoured (the client's own back-off starts at 0.5 s)
+
+
+def test_a_server_error_is_retried_then_reported(chat_server: ChatServer) -> None:
+    chat_server.mode, chat_server.retry_after = "error", "0.05"
+    client = ChatClient(chat_server.url, "m", timeout_s=5, max_retries=2)
+    with pytest.raises(LLMError, match="HTTP 500"):
+        client.complete(system="s", user="u")
+    assert len(chat_server.requests) == 3  # the first try and two retries
+
+
+def test_a_transient_server_error_is_survived(chat_server: ChatServer) -> None:
+    chat_server.fail_first, chat_server.retry_after = [500, 503], "0.05"
+    client = ChatClient(chat_server.url, "m", timeout_s=5, max_retries=2)
+    assert clean_llm_text(client.complete(system="s", user="u"), max_chars=400) == SCENE
+    assert len(chat_server.requests) == 3
+
+
+def test_a_slow_server_is_bounded_by_timeout_and_retries(chat_server: ChatServer) -> None:
+    chat_server.mode = "slow"
+    client = ChatClient(chat_server.url, "m", timeout_s=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(LLMError, match="too slow"):
+        client.complete(system="s", user="u")
+    assert len(chat_server.requests) == 2 and time.monotonic() - started < 2.0
+
+
+def test_a_refused_schema_is_asked_again_without_it_once(chat_server: ChatServer) -> None:
+    chat_server.mode, chat_server.content = "no-schemas", '["a b c"]'
+    client = ChatClient(chat_server.url, "m", timeout_s=5, max_retries=0)
+    schema = {"name": "x", "schema": {"type": "object"}}
+    assert client.complete(system="s", user="u", schema=schema) == '["a b c"]'
+    assert client.complete(system="s", user="u", schema=schema) == '["a b c"]'
+    formats = [r["body"].get("response_format") for r in chat_server.requests]
+    assert formats == [{"type": "json_schema", "json_schema": schema}, None, None]
+
+
+def test_a_server_without_a_key_setting_gets_no_real_key(chat_server: ChatServer) -> None:
+    ChatClient(chat_server.url, "m", timeout_s=5).complete(system="s", user="u")
+    assert chat_server.requests[0]["auth"] != "Bearer sk-test"
+
+
 def test_unreachable_server_raises() -> None:
     with pytest.raises(LLMError, match="unreachable"):
-        ChatClient("http://127.0.0.1:9", "m", timeout_s=0.5).complete(system="s", user="u")
+        ChatClient("http://127.0.0.1:9", "m", timeout_s=0.5, max_retries=0).complete(system="s", user="u")
 
 
 @pytest.mark.parametrize("text", ["", "   ", "```\n```", "\x00\x07"])

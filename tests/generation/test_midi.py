@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -216,13 +215,12 @@ def test_cli_writes_the_pack_and_reports_bad_files(
 ) -> None:
     audio = tmp_path / "My Beat.wav"
     write_wav(audio, render_beat(bpm=95, bars=3, sample_rate=SR, rng=rng).samples, sample_rate=SR)
-    assert main(["midi", str(audio), "--out", str(tmp_path / "out"), "--stems"]) == 0
+    assert main(["--json", "midi", str(audio), "--out", str(tmp_path / "out"), "--stems", "--zip"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["midi"].endswith("my-beat-midi.zip") and report["stems"].endswith("my-beat-stems.zip")
     assert Path(report["midi"]).is_file() and Path(report["stems"]).is_file()
-    assert "MIDI transcription of My Beat.wav" in captured.err and report["drum_hits"] > 0
-    assert Counter(json.loads(captured.out)) == Counter(report)
+    assert report["drum_hits"] > 0 and captured.err == ""  # --json: the result alone, no human summary
 
     assert main(["midi", str(_write(tmp_path / "x.mp3", b"")), "--out", str(tmp_path / "bad")]) == 2  # bad input
     assert "x.mp3 is empty" in capsys.readouterr().err

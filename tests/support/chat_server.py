@@ -1,4 +1,8 @@
-"""A real HTTP server on loopback speaking OpenAI's chat-completions API, for the LLM paths' tests."""
+"""A real HTTP server on loopback speaking OpenAI's chat-completions API, for the LLM paths' tests.
+
+It answers in the wire format the ``openai`` client parses (``chat.completion`` objects, error bodies,
+``retry-after`` headers), so the tests exercise the real client: its retries, timeouts and parsing.
+"""
 
 from __future__ import annotations
 
@@ -15,38 +19,79 @@ import pytest
 SCENE = "a lone astronaut on a violet dune under two moons, neon haze, cinematic, painted"
 
 
+def completion(content: str, model: str = "stand-in") -> dict[str, Any]:
+    """A chat-completions answer as OpenAI sends it."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
 class ChatServer:
-    """Answers POST /v1/chat/completions according to ``mode``; records what it was sent."""
+    """Answers POST /v1/chat/completions according to ``mode``; records what it was sent.
+
+    Modes: ``ok``, ``slow`` (1 s late), ``garbage`` (HTML), ``no-choices``, ``too-long``, ``error`` (500
+    every time), ``no-schemas`` (400 to any ``response_format``, like a server without structured outputs).
+    ``fail_first`` lists statuses answered, in order, before the mode applies (e.g. ``[429]``), each with
+    ``retry_after`` as its ``retry-after`` header when set.
+    """
 
     def __init__(self) -> None:
         self.mode = "ok"
         self.content = f'```\n"{SCENE}"\n```'  # what an "ok" answer says
+        self.fail_first: list[int] = []
+        self.retry_after: str | None = None
         self.requests: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() of each request, to check the client's back-off
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                outer.times.append(time.monotonic())
+                if outer.fail_first:
+                    self._error(outer.fail_first.pop(0))
+                    return
+                if outer.mode == "error":
+                    self._error(500)
+                    return
+                if outer.mode == "no-schemas" and "response_format" in body:
+                    self._error(400, "response_format is not supported")
+                    return
                 if outer.mode == "slow":
                     time.sleep(1.0)
-                payload: bytes
                 if outer.mode == "garbage":
-                    payload = b"<html>not json</html>"
+                    self._send(200, b"<html>not json</html>", "text/html")
                 elif outer.mode == "no-choices":
-                    payload = json.dumps({"id": "x", "choices": []}).encode()
-                elif outer.mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
+                    self._send(200, json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode())
                 else:
-                    content = outer.content if outer.mode == "ok" else "word " * 500
-                    payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+                    content = "word " * 500 if outer.mode == "too-long" else outer.content
+                    self._send(200, json.dumps(completion(content, body.get("model", ""))).encode())
+
+            def _error(self, status: int, message: str = "stand-in failure") -> None:
+                payload = json.dumps({"error": {"message": message, "type": "test", "code": None}}).encode()
+                headers = {"retry-after": outer.retry_after} if outer.retry_after else {}
+                self._send(status, payload, headers=headers)
+
+            def _send(
+                self,
+                status: int,
+                payload: bytes,
+                content_type: str = "application/json",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 # In "slow" mode the client has given up by now (that is the test); its closed socket is expected.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(payload)))
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)
 
