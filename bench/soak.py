@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import logging
 import math
-import os
 import random
 import re
 import shutil
@@ -85,6 +84,7 @@ from tests.support.discord_harness import (
     settle,
     slash_command_payload,
 )
+from tests.support.processes import settings_env
 from tests.support.redis_server import RedisServer
 
 #: Simulated users' Discord ids are this plus their index.
@@ -173,16 +173,6 @@ def plan(n_jobs: int, n_users: int, spread_s: float, rng: random.Random) -> list
 
 
 # ---------------------------------------------------------------------------------------------------- processes
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes ``beatforge worker`` see these settings (as tests/conftest.py does)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEATFORGE_")}
-    for name, value in settings.model_dump(exclude={"discord_token"}).items():
-        if value is not None:
-            env[f"BEATFORGE_{name.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @dataclass

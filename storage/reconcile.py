@@ -76,7 +76,7 @@ async def _reconcile(
                 continue  # it showed life, finished, or another pass took it
         await discard_job(redis, job.queue_job_id)
         if job.attempts >= settings.job_max_tries:
-            await _give_up(sessions, job)
+            await give_up(sessions, job.id, stops=job.attempts)
             done.failed.append(job.id)
         elif await _queue_again(redis, job, why="its worker stopped"):
             done.retried.append(job.id)
@@ -104,8 +104,9 @@ async def _queue_again(redis: ArqRedis, job: JobView, *, why: str) -> bool:
     return True
 
 
-async def _give_up(sessions: async_sessionmaker[AsyncSession], job: JobView) -> None:
-    message = f"the worker stopped {job.attempts} times while making it (it may be too heavy for this server)"
+async def give_up(sessions: async_sessionmaker[AsyncSession], job_id: int, *, stops: int) -> None:
+    """Fail a job its workers died on ``stops`` times: the one message for it, wherever that is found out."""
+    message = f"the worker stopped {stops} times while making it (it may be too heavy for this server)"
     async with sessions() as session:
-        await jobs.mark_failed(session, job.id, code=ErrorCode.WORKER_LOST, message=message)
-    log.error("job given up: its worker kept dying", extra={"job_id": job.id, "attempts": job.attempts})
+        await jobs.mark_failed(session, job_id, code=ErrorCode.WORKER_LOST, message=message)
+    log.error("job given up: its worker kept dying", extra={"job_id": job_id, "attempts": stops})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +20,7 @@ from bot.app import Beatforge
 from migrations.runner import upgrade_locked
 from storage.db import make_engine, make_sessionmaker
 from tests.support.discord_harness import FakeDiscord, connected
+from tests.support.processes import settings_env
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,16 +111,6 @@ async def discord_bot(
     bot = Beatforge(settings=settings, redis=arq_redis, sessions=sessions)
     async with FakeDiscord() as fake, connected(bot, fake):
         yield bot, fake
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process (``beatforge worker``) see these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEATFORGE_")}
-    for name, value in settings.model_dump(exclude={"discord_token"}).items():
-        if value is not None:
-            env[f"BEATFORGE_{name.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture

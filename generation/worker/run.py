@@ -27,6 +27,7 @@ from generation.worker.progress import ProgressPublisher
 from storage import jobs
 from storage.artifacts import ArtifactRecord
 from storage.jobs import JobView
+from storage.reconcile import give_up
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,7 @@ async def run_job(ctx: Mapping[str, Any], payload: Any, body: JobBody[P], reques
             return
         with log_context(user_id=attempt.user_id, guild_id=attempt.guild_id, attempt=attempt.number):
             if attempt.number > context.settings.job_max_tries:  # arq re-ran it itself after its workers kept dying
-                message = f"the worker stopped {attempt.number - 1} times while making it"
-                await _fail(context, job_id, ErrorCode.WORKER_LOST, message)
+                await give_up(context.sessions, job_id, stops=attempt.number - 1)
                 return
             with context.liveness.holding(job_id):
                 await _run_body(context, request, body)

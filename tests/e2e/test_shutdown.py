@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from beatforge.config import Settings
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT
+from tests.support.processes import settings_env
 
 
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
