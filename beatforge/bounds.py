@@ -30,6 +30,10 @@ LOOP_MAX_S: Final = 128.0
 MAX_LOOP_BARS: Final = 64
 POWER_OF_TWO_BARS: Final = (1, 2, 4, 8, 16)
 
+#: Packs (/pack, ``beatforge auto`` in Discord): the most loops one pack may hold; a server's admins choose
+#: their own maximum up to this (``/admin limits pack_loops``).
+MAX_PACK_LOOPS: Final = 16
+
 #: Discord: the upload limit of a server without boosts, and the length of a message's text.
 DISCORD_UPLOAD_LIMIT: Final = 10 * 2**20
 DISCORD_MESSAGE_CHARS: Final = 2000

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
+from beatforge.bounds import MAX_DURATION_S, MAX_PACK_LOOPS, MIN_DURATION_S
 
 
 class Settings(BaseSettings):
@@ -69,12 +69,15 @@ class Settings(BaseSettings):
     cover_attention_slicing: bool = False
     cover_cpu_offload: bool = False
 
-    #: Optional LLM (any OpenAI-compatible server) that writes cover prompts: e.g.
-    #: https://api.openai.com/v1, or http://localhost:11434/v1 for a local Ollama.
+    #: Optional LLM (any OpenAI-compatible server) that writes cover scenes, ✨ enhanced beat prompts and
+    #: packs' prompts: e.g. https://api.openai.com/v1, or http://localhost:11434/v1 for a local Ollama.
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    #: Retries after a rate limit (honouring its retry-after), a 5xx or a dropped connection; a job waits
+    #: at most (retries + 1) × timeout for the LLM before it falls back to the templates.
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
 
     #: Optional S3-compatible copy of loops and their metadata (None = off). Credentials come only
     #: from the AWS_* environment / boto3's usual chain, never from here.
@@ -117,6 +120,8 @@ class Settings(BaseSettings):
     queue_cap: int = Field(default=100, ge=1, le=100_000)
     #: 🔁 on anyone's result re-rolls it; otherwise only its requester's (and admins') do.
     everyone_can_reroll: bool = False
+    #: The most loops one /pack may hold (each is a generation: a pack of 8 costs the queue 8 beats' time).
+    pack_max_loops: int = Field(default=8, ge=1, le=MAX_PACK_LOOPS)
 
     #: How often (seconds) the bot looks for progress and finished jobs.
     watch_interval_s: float = Field(default=1.0, gt=0, le=30)

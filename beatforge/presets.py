@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from beatforge.prompt_words import fit_to_request, names_tempo
+
 
 @dataclass(frozen=True, slots=True)
 class Style:
@@ -122,14 +124,20 @@ MOODS: dict[str, Mood] = {
 
 
 def describe_music(*, prompt: str | None, style: str | None, mood: str | None, bpm: int | None) -> str:
-    """The text MusicGen sees: the user's words first (they matter most), then preset words, tempo last."""
+    """The text MusicGen sees: the user's words first (they matter most), then preset words, tempo last.
+
+    A tempo the user asked for (``bpm``) replaces any tempo the words name: "trap, 140 bpm" with the option
+    ``bpm: 100`` is made at 100. A mood's own tempo only fills in when nothing names one.
+    """
     parts = [prompt.strip()] if prompt and prompt.strip() else []
     if style:
         parts.append(STYLES[style].music)
     if mood:
         m = MOODS[mood]
         parts.append(f"{m.music}, {m.mode}, {m.register}")
-    tempo = bpm or (MOODS[mood].bpm if mood else None)
-    if tempo and not any("bpm" in p.lower() for p in parts):
-        parts.append(f"{tempo} bpm")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    if bpm is not None:
+        return fit_to_request(text, bpm=bpm)
+    if mood and not names_tempo(text):
+        text = f"{text}, {MOODS[mood].bpm} bpm"
+    return text

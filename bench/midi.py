@@ -6,8 +6,9 @@ keys, a soft chord pad (not in the score, so reporting it costs precision) on ev
 timing jitter per hit and note on half of them (the two alternate out of step, so every combination occurs). For every
 render, in one run:
 
-* baseline: basic-pitch on the whole mix (``PitchTracker().notes(mono_mix, sr)``, basic-pitch's default
-  thresholds, which is what its CLI does), its notes split into bass (up to ``BASS_MAX_PITCH``) and melody (above)
+* baseline: basic-pitch's note model on the whole mix (``PitchTracker().notes(mono_mix, sr)``, which runs it
+  through ``generation/midi/pitch_model.py``, with basic-pitch's default thresholds, which is what its CLI does),
+  its notes split into bass (up to ``BASS_MAX_PITCH``) and melody (above)
   at the pipeline's own bass boundary. basic-pitch has no drum output, so its drum columns are "n/a": its note
   onsets fall on the same beat grid as the drums, and scoring them as drum hits would measure the song's rhythm,
   not drum detection;

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from beatforge.bounds import MAX_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, JobParams
+from beatforge.contract import BeatParams, JobParams, PackParams
 from storage.guilds import GuildSettings
 from storage.jobs import UserActivity
 
@@ -18,6 +18,7 @@ class Limits:
     concurrent_jobs: int
     max_duration_s: float
     everyone_can_reroll: bool
+    max_pack_loops: int
 
 
 def effective_limits(settings: Settings, guild: GuildSettings | None) -> Limits:
@@ -28,6 +29,7 @@ def effective_limits(settings: Settings, guild: GuildSettings | None) -> Limits:
         concurrent_jobs=settings.concurrent_jobs if g.concurrent_jobs is None else g.concurrent_jobs,
         max_duration_s=MAX_DURATION_S if g.max_duration_s is None else g.max_duration_s,
         everyone_can_reroll=settings.everyone_can_reroll if g.everyone_can_reroll is None else g.everyone_can_reroll,
+        max_pack_loops=settings.pack_max_loops if g.max_pack_loops is None else g.max_pack_loops,
     )
 
 
@@ -49,6 +51,11 @@ def refusal(
         return (
             f"Beats on this server can be up to {limits.max_duration_s:g} s long; you asked for "
             f"{params.duration_s:g} s. Try again with `duration` of {limits.max_duration_s:g} or less."
+        )
+    if isinstance(params, PackParams) and params.count > limits.max_pack_loops:
+        return (
+            f"Packs on this server hold up to {limits.max_pack_loops} loops; you asked for {params.count}. "
+            f"Try again with `count` of {limits.max_pack_loops} or less."
         )
     if activity.recent >= limits.jobs_per_hour:
         # The oldest job in the window leaves it an hour after it was queued, freeing one slot.

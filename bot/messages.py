@@ -21,6 +21,8 @@ from beatforge.contract import (
     LoopMeta,
     MidiMeta,
     MidiParams,
+    PackMeta,
+    PackParams,
 )
 from beatforge.presets import MOODS, STYLES
 from bot.eta import humanize
@@ -44,6 +46,8 @@ def label(job: JobView) -> str:
     if job.kind is JobKind.MIDI:
         source = f"beat #{job.parent_id}" if job.parent_id else quote_prompt(job.params.prompt, 80)
         return f"MIDI #{job.id} of {source}"
+    if job.kind is JobKind.PACK:
+        return f"Pack #{job.id}"
     return f"Beat #{job.id}"
 
 
@@ -78,6 +82,11 @@ def progress_text(job: JobView, progress: JobProgress | None) -> str:
         return f"🔁 {label(job)} — the worker restarted, retrying…"
     if progress is None or progress.stage == "loading":
         return f"🎛️ {label(job)} — loading the model…"
+    if progress.stage == "prompting":
+        return f"✨ {label(job)} — writing the prompt{'s' if job.kind is JobKind.PACK else ''}…"
+    if progress.stage == "packing":
+        eta = f", about {max(1, round(progress.eta_s))} s left" if progress.eta_s is not None else ""
+        return f"📦 {label(job)} — cutting loop {progress.done + 1} of {progress.total}{eta}…"
     if progress.stage == "looping":
         return f"➰ {label(job)} — cutting the loop…"
     if progress.stage == "transcribing":
@@ -138,6 +147,20 @@ def loop_line(job: JobView) -> str | None:
     return f"➰ No loop: {error}." if error else None
 
 
+def enhanced_line(job: JobView) -> str | None:
+    """The ✨ prompt an enhanced beat was made from, and who wrote it (the LLM, or the presets and why)."""
+    takes = _takes(job)
+    take = takes[0] if takes else None
+    if take is None or take.prompt_used is None:
+        return None
+    if take.prompt_source == "llm":
+        who = "written by the LLM"
+    else:
+        why = f" ({take.prompt_note})" if take.prompt_note else ""
+        who = f"written from the style and mood presets{why}"
+    return f"✨ Prompt {who}: “{quote_prompt(take.prompt_used, 600)}”"
+
+
 def midi_line(job: JobView) -> str | None:
     info = _meta(job, ArtifactKind.MIDI, MidiMeta)
     if info is None:
@@ -150,7 +173,20 @@ def midi_line(job: JobView) -> str | None:
     )
 
 
-_HEADS = {JobKind.COVER: "🖼️", JobKind.LOOP: "➰", JobKind.MIDI: "🎹"}
+def pack_line(job: JobView) -> str | None:
+    """How many loops the pack holds, at what tempo, who wrote their prompts, and any that were left out."""
+    pack = _meta(job, ArtifactKind.PACK, PackMeta)
+    if pack is None:
+        return None
+    key = f" · {pack.key}" if pack.key else ""
+    who = "the LLM" if pack.prompt_source == "llm" else f"built-in templates ({pack.prompt_note})"
+    lines = [f"📦 {pack.loops} loops at {pack.bpm} bpm{key} · prompts by {who}. Each loop has its .json beside it."]
+    if pack.failed:
+        lines.append(f"⚠️ {len(pack.failed)} of {pack.asked} left out: no loop could be cut from what the model made.")
+    return "\n".join(lines)
+
+
+_HEADS = {JobKind.COVER: "🖼️", JobKind.LOOP: "➰", JobKind.MIDI: "🎹", JobKind.PACK: "📦"}
 
 
 def result_headline(job: JobView) -> str:
@@ -163,7 +199,8 @@ def result_headline(job: JobView) -> str:
 def result_text(job: JobView) -> str:
     """The message text of a result: the headline and the kind's summary; the details are in the embed."""
     lines = [result_headline(job)]
-    lines += [extra for extra in (loop_line(job), midi_line(job), cover_note(job)) if extra]
+    extras = (enhanced_line(job), loop_line(job), midi_line(job), pack_line(job), cover_note(job))
+    lines += [extra for extra in extras if extra]
     return "\n".join(lines)
 
 
@@ -210,6 +247,12 @@ def provenance_text(job: JobView) -> str:
             f"Cover drawn by `{cover.model}` (licence not recorded: check the model's terms before commercial "
             f"use) · seed {job.params.seed} · {prompt}"
         )
+    if isinstance(job.params, PackParams):
+        pack = _meta(job, ArtifactKind.PACK, PackMeta)
+        first, last = job.params.seed, job.params.seed + job.params.count - 1
+        terms = licence_text(pack.licence if pack else None)
+        model = job.model_name or "default"
+        return f"Made by `{model}` ({terms}) · seeds {first}-{last}, one per loop · use case {prompt}"
     if job.parent_id is not None:
         return f"Made from beat #{job.parent_id}: its model's licence applies (see that beat's result) · {prompt}"
     return "Made from your upload: the MIDI carries the same rights as that audio."
@@ -237,6 +280,11 @@ def result_embed(job: JobView) -> discord.Embed:
         embed.add_field(name="Duration", value=f"{p.duration_s:g} s" + (" more" if p.continue_from else ""))
     elif isinstance(p, CoverParams):
         embed.add_field(name="Cover seed", value=f"`{p.seed}`")
+    elif isinstance(p, PackParams):
+        embed.add_field(name="Model", value=f"`{job.model_name or 'default'}`")
+        bars = f"{p.loop.bars} bars" if p.loop.bars else "the longest whole bars that fit"
+        embed.add_field(name="Loops", value=f"{p.count} × {bars}")
+        embed.add_field(name="Tempo", value=f"{p.bpm} bpm" + (f" · {p.key}" if p.key else ""))
     if job.seconds_taken is not None:
         embed.add_field(name="Time taken", value=f"{job.seconds_taken:.1f} s")
     embed.add_field(name="Provenance", value=provenance_text(job), inline=False)

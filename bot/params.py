@@ -12,9 +12,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from beatforge.bounds import MAX_SEED
+from beatforge.bounds import MAX_SEED, PROMPT_MAX_CHARS
 from beatforge.contract import (
     ArtifactKind,
+    AudioMeta,
     BeatParams,
     CoverParams,
     LoopJobParams,
@@ -37,8 +38,8 @@ def validated(schema: type[M], /, **fields: object) -> M:
         raise UserFacingError(f"Can't do that: {explain(exc)}.") from exc
 
 
-def new_seed() -> int:
-    return random.randint(0, MAX_SEED)
+def new_seed(highest: int = MAX_SEED) -> int:
+    return random.randint(0, highest)
 
 
 def beat_of(job: JobView) -> BeatParams:
@@ -101,9 +102,15 @@ def midi(original: JobView, take: int, *, stems: bool) -> MidiParams:
 
 
 def extend(original: JobView, take: int, seconds: float) -> BeatParams:
-    """``seconds`` more of one take, on the model that made it: one take, no loop, no melody."""
+    """``seconds`` more of one take, on the model that made it: one take, no loop, no melody.
+
+    An ✨ enhanced take is continued from the very prompt it was made from, not from a newly written one.
+    """
     audio = [a for a in original.artifacts if a.kind is ArtifactKind.AUDIO][take - 1]
+    used = AudioMeta.model_validate(audio.meta or {}).prompt_used
+    words: dict[str, object] = {"prompt": used, "style": None, "mood": None, "enhance": False}
     update = {
+        **(words if used and len(used) <= PROMPT_MAX_CHARS else {}),
         "continue_from": audio.path,
         "duration_s": seconds,
         "seed": new_seed(),
@@ -132,5 +139,6 @@ def edit(
         title=p.title,
         takes=p.takes,
         sampling=p.sampling,
+        enhance=p.enhance,
         model=original.model_name,
     )

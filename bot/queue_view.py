@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from pydantic import ValidationError
 
 from beatforge.config import Settings
-from beatforge.contract import PROGRESS_KEY, BeatParams, JobKind, JobProgress, JobStatus
+from beatforge.contract import PROGRESS_KEY, BeatParams, JobKind, JobProgress, JobStatus, PackParams
 from beatforge.fleet import MODELS_KEY, SPEED_KEY, parse_models, parse_speeds
 from bot.eta import Estimate, Running, Work, estimate, humanize
 from bot.messages import label
@@ -79,6 +79,9 @@ def _work(key: str, job: JobView | None, default_model: str, default_duration_s:
     model = job.model_name or default_model
     if isinstance(job.params, BeatParams):
         return Work(key, job.kind, model, job.params.duration_s, job.params.takes)
+    if isinstance(job.params, PackParams):  # its generation dominates: sized as a beat with a take per loop
+        p = job.params
+        return Work(key, JobKind.BEAT, model, p.loop.generation_seconds(p.bpm), p.count)
     return Work(key, job.kind, model, 0.0)  # loops, MIDI and covers are timed per job, not per audio second
 
 

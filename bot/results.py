@@ -27,6 +27,7 @@ ATTACHED_KINDS = (
     ArtifactKind.METADATA,
     ArtifactKind.MIDI,
     ArtifactKind.STEMS,
+    ArtifactKind.PACK,
     ArtifactKind.COVER,
 )
 #: A smaller copy the worker made of a file that may be over the limit: posted only when the full one is not.

@@ -77,12 +77,11 @@ class _Runner:
             )
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
+        from beatforge.prompt_words import fit_to_request
         from generation.music.model_cache import ModelCache
-        from generation.prompts.auto import fit_to_request
 
-        # A prompt naming another tempo would win over --bpm in the text MusicGen reads (describe_music
-        # appends the bpm only to prompts naming none), and the loop would fit neither.
-        prompt = fit_to_request(prompt, bpm=self.args.bpm, key=self.args.key)
+        # The tempo is set in the text MusicGen reads by describe_music; the key only here.
+        prompt = fit_to_request(prompt, bpm=None, key=self.args.key)
         if self.engine is None:
             self.engine = ModelCache.from_settings(self.settings, default=self.args.model).get(self.args.model)
         params = BeatParams(
@@ -135,7 +134,7 @@ def _normalize_key(args: argparse.Namespace) -> None:
     Raises:
         ValueError: not a key name.
     """
-    from generation.prompts.auto import normalize_key
+    from beatforge.prompt_words import normalize_key
 
     if args.key is not None:
         args.key = normalize_key(args.key)

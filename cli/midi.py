@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from beatforge.config import Settings
-from cli.console import output_of, result
+from cli.console import output_of, progress_bar, result
 from cli.paths import folder_target_problem
 
 if TYPE_CHECKING:
@@ -82,17 +82,24 @@ def run_midi(args: argparse.Namespace, settings: Settings) -> int:
             frame_threshold=settings.midi_frame_threshold,
             min_note_ms=settings.midi_min_note_ms,
         )
+        separator = make_separator(settings.stems_model)
         with tempfile.TemporaryDirectory(prefix="beatforge-midi-") as scratch:
-            files = export_midi(
-                samples,
-                sample_rate=sample_rate,
-                tracker=tracker,
-                separator=make_separator(settings.stems_model),
-                out_dir=args.out if args.zip else Path(scratch),
-                stem=safe_stem(args.audio.stem),
-                source=args.audio.name,
-                with_stems=args.stems,
-            )
+            bar = progress_bar(output_of(args), "transcribing")
+            try:
+                files = export_midi(
+                    samples,
+                    sample_rate=sample_rate,
+                    tracker=tracker,
+                    separator=separator,
+                    out_dir=args.out if args.zip else Path(scratch),
+                    stem=safe_stem(args.audio.stem),
+                    source=args.audio.name,
+                    with_stems=args.stems,
+                    on_progress=bar,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
             if args.zip:
                 written: dict[str, Any] = {"midi": str(files.pack), "stems": str(files.stems) if files.stems else None}
             else:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import AuditEntry, GuildConfig
 
 #: The columns ``/admin`` may change, as keyword arguments of :func:`update_guild`.
-GUILD_FIELDS = ("model", "jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
+GUILD_FIELDS = ("model", "jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll", "max_pack_loops")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class GuildSettings:
     concurrent_jobs: int | None = None
     max_duration_s: float | None = None
     everyone_can_reroll: bool | None = None
+    max_pack_loops: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ REQUIRED_ARTIFACT: dict[JobKind, ArtifactKind] = {
     JobKind.COVER: ArtifactKind.COVER,
     JobKind.LOOP: ArtifactKind.LOOP,
     JobKind.MIDI: ArtifactKind.MIDI,
+    JobKind.PACK: ArtifactKind.PACK,
 }
 #: How parameters name a stored file (``beatforge.contract.params.ArtifactPath``).
 _STORED_PATH = re.compile(rf"(?:{UPLOADS}|\d+)/[\w.-]+")

@@ -162,6 +162,7 @@ class GuildConfig(Base):
     concurrent_jobs: Mapped[int | None] = mapped_column(Integer, comment="per user, queued or running")
     max_duration_s: Mapped[float | None] = mapped_column(Float)
     everyone_can_reroll: Mapped[bool | None] = mapped_column(Boolean, comment="🔁 on anyone's result")
+    max_pack_loops: Mapped[int | None] = mapped_column(Integer, comment="loops in one /pack")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 

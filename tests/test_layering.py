@@ -26,7 +26,7 @@ HEAVY = (
     "librosa",
     "numpy",
     "soundfile",
-    "basic_pitch",
+    "onnxruntime",
     "peft",
     "boto3",
 )

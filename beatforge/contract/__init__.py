@@ -1,7 +1,8 @@
 """The job contract between the bot and the worker: the only thing both sides must agree on.
 
 - ``kinds``: the vocabularies (job kinds and their arq functions, relations, artifact kinds, states, error codes);
-- ``params``: what each kind of job asks for (``BeatParams``, ``CoverParams``, ``LoopJobParams``, ``MidiParams``);
+- ``params``: what each kind of job asks for (``BeatParams``, ``CoverParams``, ``LoopJobParams``, ``MidiParams``,
+  ``PackParams``);
 - ``wire``: what crosses redis (``JobRequest``, ``JobProgress``);
 - ``artifacts``: what the worker records about each file and the bot shows (``AudioMeta``, ``LoopMeta``, ...);
 - ``text``: how user text is cleaned and a refused request explained.
@@ -11,7 +12,7 @@ Imported as ``beatforge.contract``: the names below are the contract; its module
 
 from __future__ import annotations
 
-from beatforge.contract.artifacts import AudioMeta, CompactMeta, CoverMeta, LoopKey, LoopMeta, MidiMeta
+from beatforge.contract.artifacts import AudioMeta, CompactMeta, CoverMeta, LoopKey, LoopMeta, MidiMeta, PackMeta
 from beatforge.contract.base import SCHEMA_VERSION
 from beatforge.contract.kinds import JOB_FUNCTIONS, ArtifactKind, ErrorCode, JobKind, JobStatus, Relation
 from beatforge.contract.params import (
@@ -23,6 +24,7 @@ from beatforge.contract.params import (
     LoopJobParams,
     LoopParams,
     MidiParams,
+    PackParams,
     SamplingParams,
     parse_params,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "LoopParams",
     "MidiMeta",
     "MidiParams",
+    "PackMeta",
+    "PackParams",
     "Relation",
     "SamplingParams",
     "clean_prompt",

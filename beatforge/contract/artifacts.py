@@ -37,6 +37,11 @@ class AudioMeta(_Meta):
     loop_error: str | None = None
     #: Why a take over the upload limit has no compact copy.
     compact_error: str | None = None
+    #: ✨ The prompt MusicGen read when the beat asked for an enhanced one, who wrote it, and why the
+    #: templates did (no LLM, or it failed). None for a beat made from the user's own words.
+    prompt_used: str | None = None
+    prompt_source: Literal["llm", "template"] | None = None
+    prompt_note: str | None = None
 
 
 class CompactMeta(_Meta):
@@ -100,6 +105,22 @@ class LoopMeta(_Meta):
     #: Where the loop and its sidecar were uploaded, or why they were not (S3 configured only).
     s3_keys: list[str] | None = None
     s3_error: str | None = None
+
+
+class PackMeta(_Meta):
+    """A pack's zip (``ArtifactKind.PACK``): how many loops it holds of those asked for, and who wrote the prompts."""
+
+    loops: int
+    asked: int
+    bpm: int
+    key: str | None = None
+    prompt_source: Literal["llm", "templates"]
+    #: Why the templates wrote the prompts (no LLM, or it failed).
+    prompt_note: str | None = None
+    #: The licence of the model's weights, as the registry states it.
+    licence: str | None = None
+    #: One line per loop that could not be made ("3: no steady beat ..."), also in the zip's README.
+    failed: list[str] = Field(default_factory=list)
 
 
 class MidiMeta(_Meta):

@@ -19,6 +19,7 @@ class JobKind(StrEnum):
     COVER = "cover"  # a new cover for an existing beat
     LOOP = "loop"  # a seamless loop cut from a take of an existing beat
     MIDI = "midi"  # MIDI files (and stems) from a take of a beat or from an uploaded file
+    PACK = "pack"  # a zip of loops for a use case, each from its own written prompt
 
     @property
     def function(self) -> str:
@@ -33,6 +34,7 @@ JOB_FUNCTIONS: Final[Mapping[JobKind, str]] = MappingProxyType(
         JobKind.COVER: "draw_cover",
         JobKind.LOOP: "cut_loop",
         JobKind.MIDI: "transcribe_midi",
+        JobKind.PACK: "make_pack",
     }
 )
 
@@ -60,6 +62,7 @@ class ArtifactKind(StrEnum):
     MIDI = "midi"  # the zip of MIDI files
     STEMS = "stems"  # the zip of separated stems
     STEMS_PREVIEW = "stems_preview"  # a smaller copy of the stems over the upload limit
+    PACK = "pack"  # the zip of a pack's loops, their metadata and prompts
 
 
 class ErrorCode(StrEnum):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from beatforge.bounds import (
     LOOP_MAX_S,
@@ -19,6 +19,7 @@ from beatforge.bounds import (
     MAX_BPM,
     MAX_DURATION_S,
     MAX_LOOP_BARS,
+    MAX_PACK_LOOPS,
     MAX_SEED,
     MAX_TAKES,
     MIN_BPM,
@@ -29,6 +30,7 @@ from beatforge.contract.base import Frozen
 from beatforge.contract.kinds import JobKind
 from beatforge.contract.text import MoodKey, Prompt, StyleKey, Title
 from beatforge.presets import describe_music
+from beatforge.prompt_words import normalize_key
 
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
@@ -115,6 +117,9 @@ class BeatParams(_Described):
     melody: UploadPath | None = None
     #: Set by ``/loop``: once generated, a seamless loop is cut from the first take and delivered with the beat.
     loop: LoopParams | None = None
+    #: ✨ Have the LLM (or, without one, the presets) turn the words into a detailed prompt before generating;
+    #: the prompt used is recorded with each take (``AudioMeta.prompt_used``).
+    enhance: bool = False
 
     @property
     def music_text(self) -> str:
@@ -158,11 +163,52 @@ class MidiParams(_Described):
     upload: UploadPath | None = None
 
 
-JobParams = BeatParams | CoverParams | LoopJobParams | MidiParams
+class PackParams(_Described):
+    """A pack (/pack): ``count`` loops for a use case (the ``prompt``), each generated from its own prompt.
+
+    The prompts are written by the LLM, or by templates without one, all at ``bpm`` (and in ``key``). Loop
+    ``i`` (from 0) is generated with seed ``seed + i``, so any loop of a pack can be made again on its own.
+    """
+
+    kind: ClassVar[JobKind] = JobKind.PACK
+
+    count: int = Field(ge=1, le=MAX_PACK_LOOPS)
+    bpm: int = Field(ge=MIN_BPM, le=MAX_BPM)
+    #: A key every prompt names ("A minor"), spelled one way (``normalize_key``).
+    key: str | None = Field(default=None, max_length=12)
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED - MAX_PACK_LOOPS)]
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+    #: Four bars by default: a loop a producer can drop into a song, generated with a short margin around it.
+    loop: LoopParams = LoopParams(bars=4)
+
+    @field_validator("key")
+    @classmethod
+    def _key_spelled_one_way(cls, key: str | None) -> str | None:
+        return normalize_key(key) if key is not None else None
+
+    @model_validator(mode="after")
+    def _loops_at_the_pack_tempo(self) -> PackParams:
+        if self.loop.target_bpm not in (None, self.bpm):
+            raise ValueError(f"the loops' target bpm ({self.loop.target_bpm:g}) is not the pack's ({self.bpm})")
+        return self
+
+    def beat(self, index: int, prompt: str) -> BeatParams:
+        """Loop ``index``'s beat: its written prompt at the pack's tempo, long enough for the loop to fit."""
+        return BeatParams(
+            prompt=prompt,
+            bpm=self.bpm,
+            seed=self.seed + index,
+            model=self.model,
+            duration_s=self.loop.generation_seconds(self.bpm),
+            loop=self.loop.model_copy(update={"target_bpm": self.bpm}),
+        )
+
+
+JobParams = BeatParams | CoverParams | LoopJobParams | MidiParams | PackParams
 
 #: Which model a stored job's parameters are, by the job's kind.
 PARAMS_BY_KIND: Final[Mapping[JobKind, type[JobParams]]] = MappingProxyType(
-    {model.kind: model for model in (BeatParams, CoverParams, LoopJobParams, MidiParams)}
+    {model.kind: model for model in (BeatParams, CoverParams, LoopJobParams, MidiParams, PackParams)}
 )
 
 

@@ -35,7 +35,7 @@ class JobProgress(Frozen):
     """A progress snapshot the worker writes to redis and the bot turns into message edits."""
 
     schema_version: Literal[2] = SCHEMA_VERSION
-    stage: Literal["loading", "generating", "looping", "transcribing", "drawing", "saving"]
+    stage: Literal["loading", "prompting", "generating", "looping", "packing", "transcribing", "drawing", "saving"]
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)

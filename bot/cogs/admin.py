@@ -53,7 +53,16 @@ def _settings_max(field: str) -> int:
 #: Bounds for ``/admin limits``, taken from the settings so they are written once.
 JOBS_PER_HOUR_MAX = _settings_max("jobs_per_hour")
 CONCURRENT_JOBS_MAX = _settings_max("concurrent_jobs")
-LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll")
+PACK_LOOPS_MAX = _settings_max("pack_max_loops")
+LIMIT_FIELDS = ("jobs_per_hour", "concurrent_jobs", "max_duration_s", "everyone_can_reroll", "max_pack_loops")
+#: Each numeric option of ``/admin limits``: its column, the range Discord's client enforces (a crafted
+#: payload reaches the bot unchecked, so it is checked again) and its unit.
+_NUMERIC_LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "jobs_per_hour": ("jobs_per_hour", 1, JOBS_PER_HOUR_MAX, ""),
+    "concurrent_jobs": ("concurrent_jobs", 1, CONCURRENT_JOBS_MAX, ""),
+    "max_duration": ("max_duration_s", MIN_DURATION_S, MAX_DURATION_S, " seconds"),
+    "pack_loops": ("max_pack_loops", 1, PACK_LOOPS_MAX, ""),
+}
 
 
 def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None) -> str:
@@ -92,9 +101,23 @@ def limits_text(limits: Limits, guild: GuildSettings, heading: str) -> str:
             f"• jobs per hour per user: **{limits.jobs_per_hour}** ({source(guild.jobs_per_hour)})",
             f"• jobs at once per user: **{limits.concurrent_jobs}** ({source(guild.concurrent_jobs)})",
             f"• longest beat: **{limits.max_duration_s:g} s** ({source(guild.max_duration_s)})",
+            f"• loops in one pack: **{limits.max_pack_loops}** ({source(guild.max_pack_loops)})",
             f"• who can re-roll a result: **{reroll}** ({source(guild.everyone_can_reroll)})",
         ]
     )
+
+
+def _numeric_changes(options: dict[str, float | None]) -> dict[str, Any]:
+    """The numeric options given, by column, each checked against its range."""
+    changes: dict[str, Any] = {}
+    for option, value in options.items():
+        if value is None:
+            continue
+        column, low, high, unit = _NUMERIC_LIMITS[option]
+        if not low <= value <= high:
+            raise UserFacingError(f"{option} must be between {low:g} and {high:g}{unit}, not {value:g}.")
+        changes[column] = value
+    return changes
 
 
 def _detail_text(detail: dict[str, Any]) -> str:
@@ -238,6 +261,7 @@ class Admin(commands.Cog):
         concurrent_jobs: app_commands.Range[int, 1, CONCURRENT_JOBS_MAX] | None = None,
         max_duration: app_commands.Range[float, MIN_DURATION_S, MAX_DURATION_S] | None = None,
         everyone_can_reroll: bool | None = None,
+        pack_loops: app_commands.Range[int, 1, PACK_LOOPS_MAX] | None = None,
         reset: bool = False,
     ) -> None:
         """Show this server's limits per user; give options to change them.
@@ -247,30 +271,14 @@ class Admin(commands.Cog):
             concurrent_jobs: Most jobs one user may have queued or running at once.
             max_duration: Longest beat in seconds (1-120).
             everyone_can_reroll: Whether anyone (not only the requester and admins) may re-roll a result.
+            pack_loops: Most loops one /pack may hold.
             reset: Go back to the bot's defaults for all of these.
         """
         assert interaction.guild_id is not None  # interaction_check
-        changes: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("jobs_per_hour", jobs_per_hour),
-                ("concurrent_jobs", concurrent_jobs),
-                ("max_duration_s", max_duration),
-                ("everyone_can_reroll", everyone_can_reroll),
-            )
-            if value is not None
-        }
-        # Discord checks ranges in its client only; a crafted payload reaches us unchecked.
-        if jobs_per_hour is not None and not 1 <= jobs_per_hour <= JOBS_PER_HOUR_MAX:
-            raise UserFacingError(f"jobs_per_hour must be between 1 and {JOBS_PER_HOUR_MAX}, not {jobs_per_hour}.")
-        if concurrent_jobs is not None and not 1 <= concurrent_jobs <= CONCURRENT_JOBS_MAX:
-            raise UserFacingError(
-                f"concurrent_jobs must be between 1 and {CONCURRENT_JOBS_MAX}, not {concurrent_jobs}."
-            )
-        if max_duration is not None and not MIN_DURATION_S <= max_duration <= MAX_DURATION_S:
-            raise UserFacingError(
-                f"max_duration must be between {MIN_DURATION_S:g} and {MAX_DURATION_S:g} seconds, not {max_duration:g}."
-            )
+        given = {"jobs_per_hour": jobs_per_hour, "concurrent_jobs": concurrent_jobs, "max_duration": max_duration}
+        changes = _numeric_changes({**given, "pack_loops": pack_loops})
+        if everyone_can_reroll is not None:
+            changes["everyone_can_reroll"] = everyone_can_reroll
         if reset and changes:
             raise UserFacingError("Either reset the limits or set some, not both at once.")
         if reset:

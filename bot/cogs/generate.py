@@ -17,6 +17,7 @@ from beatforge.bounds import (
     LOOP_MIN_S,
     MAX_BPM,
     MAX_DURATION_S,
+    MAX_PACK_LOOPS,
     MAX_SEED,
     MAX_TAKES,
     MIN_BPM,
@@ -25,7 +26,7 @@ from beatforge.bounds import (
     TITLE_MAX_CHARS,
 )
 from beatforge.config import Settings
-from beatforge.contract import BeatParams, LoopParams, MidiParams
+from beatforge.contract import BeatParams, LoopParams, MidiParams, PackParams
 from beatforge.presets import MOODS, STYLES
 from bot.actions import JobActions
 from bot.errors import UserFacingError
@@ -60,6 +61,7 @@ class Generate(commands.Cog):
         title: app_commands.Range[str, 1, TITLE_MAX_CHARS] | None = None,
         takes: app_commands.Range[int, 1, MAX_TAKES] = 1,
         melody: discord.Attachment | None = None,
+        enhance: bool = False,
     ) -> None:
         """Turn a sentence into a beat, with cover art.
 
@@ -73,6 +75,7 @@ class Generate(commands.Cog):
             title: A title to set on the cover.
             takes: How many versions to make at once (1-4), each with its own seed.
             melody: An audio file whose melody the beat should follow (needs a melody model).
+            enhance: ✨ Turn a short idea into a detailed prompt (instruments, tempo, key, mood) first.
         """
         if prompt is None and style is None:
             raise UserFacingError("Describe the beat in `prompt`, pick a `style`, or both.")
@@ -91,6 +94,7 @@ class Generate(commands.Cog):
             takes=takes,
             bpm=bpm,
             melody=melody_path,
+            enhance=enhance,
             duration_s=self.settings.default_duration_s if duration is None else duration,
             seed=new_seed() if seed is None else seed,
         )
@@ -145,6 +149,43 @@ class Generate(commands.Cog):
             loop=loop,
             duration_s=loop.generation_seconds(bpm),
             seed=new_seed() if seed is None else seed,
+        )
+        await self.jobs.submit(interaction, params, await self.jobs.guild(interaction.guild_id))
+
+    @app_commands.command(name="pack")
+    @app_commands.guild_only()
+    @app_commands.choices(format=FORMAT_CHOICES)
+    async def pack(
+        self,
+        interaction: discord.Interaction,
+        use_case: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
+        count: app_commands.Range[int, 1, MAX_PACK_LOOPS],
+        bpm: app_commands.Range[int, MIN_BPM, MAX_BPM],
+        key: app_commands.Range[str, 1, 12] | None = None,
+        bars: app_commands.Range[int, 1, 16] = 4,
+        format: str = "wav",
+        seed: app_commands.Range[int, 0, MAX_SEED - MAX_PACK_LOOPS] | None = None,
+    ) -> None:
+        """A zip of loops for a use case, each from its own prompt (written by the LLM when one is set up).
+
+        Args:
+            use_case: What the loops are for, e.g. "background music for RPG levels".
+            count: How many loops (this server's admins set the most a pack may hold).
+            bpm: The tempo of every loop.
+            key: A key every loop is asked for, e.g. "A minor" or "F#m".
+            bars: Bars per loop (default 4).
+            format: File format: wav, flac, ogg or mp3 (mp3 keeps big packs under the upload limit).
+            seed: Loop N is made with seed + N - 1: the same seed gives the same pack.
+        """
+        loop = validated(LoopParams, bars=bars, target_bpm=bpm, format=format)
+        params = validated(
+            PackParams,
+            prompt=use_case,
+            count=count,
+            bpm=bpm,
+            key=key,
+            loop=loop,
+            seed=new_seed(MAX_SEED - MAX_PACK_LOOPS) if seed is None else seed,
         )
         await self.jobs.submit(interaction, params, await self.jobs.guild(interaction.guild_id))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from generation.audio.formats import AudioFormat, AudioTooLarge, encode, encode_
 from generation.audio.signal import Samples, peak_normalize
 from generation.midi.files import midi_files, summary_text
 from generation.midi.stems import DemucsSeparator, Stems
-from generation.midi.transcribe import PitchTracker, separate, transcribe_stems
+from generation.midi.transcribe import TRANSCRIBE_STEPS, PitchTracker, separate, transcribe_stems
 from storage.files import atomic_path
 
 #: Stems are FLAC (lossless, every DAW reads it); over the upload limit they also get an MP3 copy that fits.
@@ -59,17 +59,30 @@ def export_midi(
     with_stems: bool = False,
     separator: DemucsSeparator | None = None,
     preview_limit: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> MidiFiles:
     """Transcribe ``samples`` and write ``<stem>-midi.zip`` (and ``<stem>-stems.zip``) into ``out_dir``.
+
+    ``on_progress(done, total)`` is called after each step: the stem split, drums, bass, melody, the MIDI pack
+    and (``with_stems``) the stems — coarse, but each is a real share of the time on a long upload.
 
     Raises:
         AudioParameterError: silent or invalid audio.
     """
+    total = 1 + TRANSCRIBE_STEPS + 1 + (1 if with_stems else 0)
+
+    def report(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total)
+
+    report(0)
     stems = separate(samples, sample_rate, separator=separator)
-    tr = transcribe_stems(stems, mix=samples, tracker=tracker)
+    report(1)
+    tr = transcribe_stems(stems, mix=samples, tracker=tracker, on_progress=lambda done: report(1 + done))
     summary = summary_text(tr, source=source)
     out_dir.mkdir(parents=True, exist_ok=True)
     pack = _write_zip(out_dir / f"{stem}-midi.zip", {**midi_files(tr), "README.txt": summary.encode()})
+    report(2 + TRANSCRIBE_STEPS)
     stems_zip = preview = None
     if with_stems:
         stems_zip = _write_zip(out_dir / f"{stem}-stems.zip", _stem_audio(stems))
@@ -79,6 +92,7 @@ def export_midi(
                 preview = _write_zip(out_dir / f"{stem}-stems-preview.zip", small)
             except AudioTooLarge:  # long uploads: even 96 kbps does not fit; the download link carries them
                 preview = None
+        report(total)
     info = {
         "source": source,
         "bpm": round(tr.bpm, 2) if tr.bpm else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-import warnings
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -22,13 +22,22 @@ from generation.audio.signal import Samples
 from generation.errors import AudioParameterError, ModelUnavailable
 from generation.midi.drums import detect_drums, quantize
 from generation.midi.notes import DrumHit, Note, Transcription
+from generation.midi.pitch_model import (
+    AUDIO_N_SAMPLES,
+    AUDIO_SAMPLE_RATE,
+    FFT_HOP,
+    NoteModel,
+    model_output_to_notes,
+    unwrap_output,
+    window_audio_file,
+)
 from generation.midi.stems import DemucsSeparator, Stems, split_stems
 
 __all__ = ["DrumHit", "Note", "PitchTracker", "Transcription", "transcribe"]
 
 log = logging.getLogger(__name__)
 
-PITCH_SR = 22_050  # basic-pitch's model rate
+PITCH_SR = AUDIO_SAMPLE_RATE  # basic-pitch's model rate
 #: The split between the parts: bass notes up to B3 (from the low stem), melody/chords above (from the rest).
 BASS_MAX_PITCH = 59
 #: Below this level relative to the mix (RMS, about -18 dB), the percussive stem holds only the attacks of
@@ -44,40 +53,36 @@ OVERTONES = (12, 19, 24, 28)
 
 
 class PitchTracker:
-    """basic-pitch's note model (its ONNX file ships inside the package), loaded once per worker.
+    """basic-pitch's note model (``generation/midi/pitch_model.py``, its ONNX file shipped with beatforge), loaded
+    once per worker.
 
     Thresholds are basic-pitch's own names: ``onset_threshold`` (how sure an onset must be),
     ``frame_threshold`` (how sure a sounding frame must be) and the shortest note kept.
+
+    Raises:
+        ModelUnavailable: onnxruntime is not installed (the ``worker`` extra) or the model file is missing.
     """
 
     def __init__(self, *, onset_threshold: float = 0.5, frame_threshold: float = 0.3, min_note_ms: float = 127.7):
-        logging.disable(logging.WARNING)  # basic-pitch warns at import about back ends we deliberately lack (TF, ...)
         try:
-            with warnings.catch_warnings():  # resampy (a basic-pitch dependency) still imports pkg_resources
-                warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-                from basic_pitch import ICASSP_2022_MODEL_PATH
-                from basic_pitch.inference import Model
+            self.model = NoteModel()
         except ImportError as exc:
             raise ModelUnavailable(
-                "MIDI transcription needs basic-pitch: pip install --no-deps basic-pitch==0.4.0"
+                "MIDI transcription needs onnxruntime: pip install -e '.[worker]' (or pip install '.[worker]')"
             ) from exc
-        finally:
-            logging.disable(logging.NOTSET)
-        self.model = Model(ICASSP_2022_MODEL_PATH)
+        except FileNotFoundError as exc:
+            raise ModelUnavailable(f"MIDI transcription needs its model file; reinstall beatforge ({exc})") from exc
         self.onset_threshold, self.frame_threshold, self.min_note_ms = onset_threshold, frame_threshold, min_note_ms
         self._lock = threading.Lock()  # one ONNX session, used from worker threads
 
-    def _model_output(self, audio: npt.NDArray[np.float32]) -> dict[str, Any]:
+    def _model_output(self, audio: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         """basic-pitch's ``run_inference`` on an array instead of a file path (same windows, same overlap)."""
-        from basic_pitch.constants import AUDIO_N_SAMPLES, FFT_HOP
-        from basic_pitch.inference import unwrap_output, window_audio_file
-
         overlap_frames = 30
         overlap = overlap_frames * FFT_HOP
         padded = np.concatenate([np.zeros(overlap // 2, dtype=np.float32), audio])
-        output: dict[str, list[Any]] = {"note": [], "onset": [], "contour": []}
+        output: dict[str, list[npt.NDArray[np.float32]]] = {"note": [], "onset": [], "contour": []}
         with self._lock:
-            for window, _ in window_audio_file(padded, AUDIO_N_SAMPLES - overlap):
+            for window in window_audio_file(padded, AUDIO_N_SAMPLES - overlap):
                 for key, value in self.model.predict(window[None]).items():
                     output[key].append(value)
         return {k: unwrap_output(np.concatenate(v), audio.shape[0], overlap_frames) for k, v in output.items()}
@@ -87,27 +92,25 @@ class PitchTracker:
     ) -> list[Note]:
         """Notes in ``mono`` (shape (n,)), sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI numbers."""
         import librosa
-        from basic_pitch.note_creation import model_output_to_notes
 
         audio = np.asarray(mono, dtype=np.float32)
         if sr != PITCH_SR:
             audio = librosa.resample(audio, orig_sr=sr, target_sr=PITCH_SR)
         if audio.size == 0 or not np.any(audio):
             return []
-        frames_per_s = PITCH_SR / 256  # basic-pitch's FFT hop
-        _, events = model_output_to_notes(
+        frames_per_s = PITCH_SR / FFT_HOP
+        events = model_output_to_notes(
             self._model_output(audio),
             onset_thresh=self.onset_threshold,
             frame_thresh=self.frame_threshold,
             min_note_len=round(self.min_note_ms / 1000 * frames_per_s),
             min_freq=float(librosa.midi_to_hz(min_pitch - 0.5)) if min_pitch is not None else None,
             max_freq=float(librosa.midi_to_hz(max_pitch + 0.5)) if max_pitch is not None else None,
-            multiple_pitch_bends=False,
             melodia_trick=True,
         )
         notes = [
-            Note(float(start), float(end), int(pitch), int(np.clip(round(127 * amplitude), 1, 127)))
-            for start, end, pitch, amplitude, _ in events
+            Note(start, end, pitch, int(np.clip(round(127 * amplitude), 1, 127)))
+            for start, end, pitch, amplitude in events
             if (min_pitch is None or pitch >= min_pitch) and (max_pitch is None or pitch <= max_pitch)
         ]
         return sorted(notes, key=lambda n: (n.start_s, n.pitch))
@@ -160,7 +163,19 @@ def separate(samples: Samples, sr: int, *, separator: DemucsSeparator | None = N
     return split_stems(samples, sr, separator)
 
 
-def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Transcription:
+#: The steps :func:`transcribe_stems` reports to ``on_progress``: drums (with tempo), bass, melody (with key).
+TRANSCRIBE_STEPS = 3
+
+
+def transcribe_stems(
+    stems: Stems, *, mix: Samples, tracker: PitchTracker, on_progress: Callable[[int], None] | None = None
+) -> Transcription:
+    """The parts of ``stems``; ``on_progress(done)`` after each of the :data:`TRANSCRIBE_STEPS` steps."""
+
+    def step(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done)
+
     sr = stems.sample_rate
     mono_mix = _mono(mix)
     try:
@@ -174,8 +189,10 @@ def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Tr
     steady = tempo is not None and tempo.confidence >= STEADY_BEAT
     if steady and tempo is not None:
         hits = quantize(hits, np.asarray(tempo.beat_times))
+    step(1)
     bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
     bass = drop_overtones(bass, bass)
+    step(2)
     # The melody is read from everything but the drums: the upper stem alone holds the bass's overtones without
     # their fundamental, which basic-pitch hears as notes; with the fundamental there it folds them into it.
     pitched = _mono(stems.bass) + _mono(stems.other)
@@ -185,6 +202,7 @@ def transcribe_stems(stems: Stems, *, mix: Samples, tracker: PitchTracker) -> Tr
         key: str | None = detect_key(pitched, sr=sr).label
     except AudioParameterError:
         key = None
+    step(3)
     return Transcription(
         drums=tuple(sorted(hits, key=lambda h: (h.time_s, h.drum))),
         bass=tuple(bass),

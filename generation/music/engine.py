@@ -246,11 +246,13 @@ class MusicGenEngine:
 
     @staticmethod
     def items_for(
-        params: BeatParams, *, prompt: Samples | None = None, melody: Samples | None = None
+        params: BeatParams, *, prompt: Samples | None = None, melody: Samples | None = None, text: str | None = None
     ) -> list[GenerationItem]:
-        """One item per take, each with its derived seed (take 1 keeps ``params.seed``)."""
+        """One item per take, each with its derived seed (take 1 keeps ``params.seed``); ``text`` replaces the
+        words MusicGen reads (an ✨ enhanced prompt)."""
+        words = params.music_text if text is None else text
         return [
-            GenerationItem(params.music_text, take_seed(params.seed, i), params.duration_s, prompt, melody)
+            GenerationItem(words, take_seed(params.seed, i), params.duration_s, prompt, melody)
             for i in range(params.takes)
         ]
 

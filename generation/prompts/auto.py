@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from beatforge.bounds import PROMPT_MAX_CHARS
+from beatforge.prompt_words import fit_to_request, normalize_key
 from generation.prompts.llm import ChatClient, LLMError, clean_llm_text
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,6 @@ PROMPTS_SCHEMA: dict[str, Any] = {
         "additionalProperties": False,
     },
 }
-# "80 bpm", "80-90 bpm", "80 to 90 BPM", "80 beats per minute"
-_TEMPO = re.compile(r"\b\d{2,3}(?:\s*(?:-|–|to)\s*\d{2,3})?\s*(?:bpm|beats (?:per|a) minute)\b", re.IGNORECASE)
-# "A minor", "in F# major", "in the key of Eb minor", "C min key"
-_KEY = re.compile(
-    r"\b(?:in\s+(?:the\s+key\s+of\s+)?)?[A-G](?:#|b|♯|♭)?[\s-]*(?i:major|minor|maj|min)\b(?:\s+(?i:key))?"
-)
-_KEY_FORMAT = re.compile(r"^([A-Ga-g])([#b]?)\s*(?i:(major|minor|maj|min|m))$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +57,6 @@ class PromptPlan:
     prompts: tuple[str, ...]
     source: Literal["llm", "templates"]
     note: str | None = None  # why the templates were used, for the user
-
-
-def normalize_key(key: str) -> str:
-    """``"a minor"``, ``"F#m"``, ``"Eb maj"`` → ``"A minor"``, ``"F# minor"``, ``"Eb major"``.
-
-    Raises:
-        ValueError: not a key name.
-    """
-    match = _KEY_FORMAT.match(key.strip())
-    if match is None:
-        raise ValueError(f"key={key!r} is not a key: write e.g. 'A minor' or 'F# major'")
-    note, accidental, quality = match.groups()
-    return f"{note.upper()}{accidental} {'major' if quality.lower() in ('major', 'maj') else 'minor'}"
-
-
-def fit_to_request(prompt: str, *, bpm: int | None, key: str | None = None) -> str:
-    """The prompt with every tempo (and key) it names set to the requested one, or the request appended.
-
-    ``key`` must already be normalized (:func:`normalize_key`).
-    """
-    if bpm is not None:
-        prompt, named = _TEMPO.subn(f"{bpm} bpm", prompt)
-        if not named:
-            prompt = f"{prompt.rstrip(' ,.')}, {bpm} bpm"
-    if key is not None:
-        prompt, named = _KEY.subn(f"in {key}", prompt)
-        if not named:
-            prompt = f"{prompt.rstrip(' ,.')}, in {key}"
-    return prompt
 
 
 def template_prompts(

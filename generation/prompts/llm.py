@@ -33,7 +33,7 @@ class LLMError(Exception):
 class ChatClient:
     """Chat completions with a bounded wait: worst case ``(max_retries + 1) * timeout_s`` plus back-off.
 
-    Synchronous on purpose: its callers (cover prompts in a worker thread, the ``auto`` CLI) are.
+    Synchronous on purpose: its callers (cover scenes, ✨ prompts and packs in worker threads, the CLI) are.
     """
 
     def __init__(
@@ -52,7 +52,13 @@ class ChatClient:
         if not settings.llm_base_url:
             return None
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        return cls(settings.llm_base_url, settings.llm_model, api_key=key, timeout_s=settings.llm_timeout_s)
+        return cls(
+            settings.llm_base_url,
+            settings.llm_model,
+            api_key=key,
+            timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+        )
 
     def close(self) -> None:
         """Release the connection pool (the CLI is done with the LLM long before it is done generating)."""

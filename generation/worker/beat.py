@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
-from beatforge.contract import ArtifactKind, AudioMeta, BeatParams, CompactMeta, JobRequest
+from beatforge.contract import ArtifactKind, AudioMeta, BeatParams, CompactMeta, JobProgress, JobRequest
 from generation.audio.formats import encode_compact
 from generation.audio.io import read_audio, write_wav
 from generation.audio.signal import Samples, resample
 from generation.errors import AudioParameterError, GenerationError
 from generation.loops.export import analyse
 from generation.music.engine import GeneratedAudio
+from generation.prompts.enhance import EnhancedPrompt, enhance_prompt
 from generation.worker.cover import add_cover
 from generation.worker.loop import add_loop
 from generation.worker.run import JobRun, run_job
@@ -37,9 +38,13 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
     melody = await _input_audio(run, run.params.melody, engine.sample_rate)
     if not await run.mark_running(engine.name):
         return False
+    enhanced = None
+    if run.params.enhance:
+        await run.progress.publish(JobProgress(stage="prompting", done=0, total=1))
+        enhanced = await asyncio.to_thread(enhance_prompt, run.params, client=run.context.llm)
     takes = await run.context.batcher.generate(
         engine,
-        engine.items_for(run.params, prompt=prompt, melody=melody),
+        engine.items_for(run.params, prompt=prompt, melody=melody, text=enhanced.text if enhanced else None),
         sampling=run.params.sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
@@ -49,6 +54,7 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
         licence=models.registry.get(engine.name).licence,  # the provenance line on the result
         continued_s=round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
         of=len(takes),
+        enhanced=enhanced,
     )
     records: list[ArtifactRecord] = []
     for number, audio in enumerate(takes, start=1):
@@ -79,6 +85,8 @@ class _Take:
     continued_s: float | None
     #: How many takes the beat has.
     of: int
+    #: The ✨ prompt every take was made from, or None (the user's own words).
+    enhanced: EnhancedPrompt | None
 
 
 async def _save_take(
@@ -111,6 +119,9 @@ async def _save_take(
         continued_s=take.continued_s,
         loop_error=loop_error,
         compact_error=compact_error,
+        prompt_used=take.enhanced.text if take.enhanced else None,
+        prompt_source=take.enhanced.source if take.enhanced else None,
+        prompt_note=take.enhanced.note if take.enhanced else None,
         **analysis.to_metadata(),
     )
     record = store.record(job_id, filename, kind=ArtifactKind.AUDIO, meta=meta.model_dump(mode="json"))

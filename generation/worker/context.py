@@ -27,6 +27,7 @@ from generation.midi.transcribe import PitchTracker
 from generation.music.batcher import Batcher
 from generation.music.model_cache import ModelCache
 from generation.music.registry import load_registry
+from generation.prompts.llm import ChatClient
 from generation.worker.liveness import Liveness
 from generation.worker.s3 import S3Target, s3_target
 from migrations.runner import upgrade_locked
@@ -61,6 +62,8 @@ class WorkerContext:
     #: Puts beat jobs that arrive together into one generate call (one GPU, one generate at a time).
     batcher: Batcher
     covers: CoverMaker
+    #: The optional LLM (✨ prompts, packs' prompts), the very client the covers use; None when not configured.
+    llm: ChatClient | None
     #: The neural stem separator, or None for the offline split (not configured, or failed to load).
     separator: DemucsSeparator | None
     #: basic-pitch for MIDI jobs; :meth:`pitch_tracker` turns the unavailable case into the job's error.
@@ -122,6 +125,7 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
         models=models,
         batcher=Batcher(wait_s=settings.batch_wait_s, max_rows=settings.max_batch_rows, fade_out_s=settings.fade_out_s),
         covers=covers,
+        llm=covers.llm,
         separator=separator,
         pitch=await _load_pitch_tracker(settings),
         s3=s3_target(settings),

@@ -24,6 +24,7 @@ from generation.worker.context import CONTEXT_KEY, open_context
 from generation.worker.cover import draw_cover
 from generation.worker.loop import cut_loop_job
 from generation.worker.midi import transcribe_midi
+from generation.worker.pack import make_pack
 from generation.worker.presence import PRESENCE_KEY, start_presence
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ JOBS: dict[JobKind, WorkerCoroutine] = {
     JobKind.COVER: draw_cover,
     JobKind.LOOP: cut_loop_job,
     JobKind.MIDI: transcribe_midi,
+    JobKind.PACK: make_pack,
 }
 
 

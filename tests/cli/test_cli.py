@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -269,3 +270,19 @@ def test_midi_writes_loose_files_for_a_daw_or_the_discord_zips(
     with zipfile.ZipFile(result["midi"]) as zf:
         assert sorted(zf.namelist()) == sorted([*parts, "README.txt"])
         assert zf.read("drums.mid") == (loose / "drums.mid").read_bytes()  # the same files either way
+
+
+def test_midi_draws_a_transcribing_bar_that_reaches_its_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rng: np.random.Generator
+) -> None:
+    render = render_beat(bpm=120, bars=2, sample_rate=22_050, rng=rng)
+    song = tmp_path / "song.wav"
+    write_wav(song, render.samples, sample_rate=render.sample_rate)
+    assert main(["midi", str(song), "--progress", "always", "--stems", "--out", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    bars = [line for line in err.splitlines() if line.startswith("transcribing [")]
+    assert len(bars) >= 3, err  # it moved: the stem split, the parts, the files
+    steps = [tuple(map(int, re.search(r"(\d+)/(\d+) steps", line).groups())) for line in bars]  # type: ignore[union-attr]
+    assert [done for done, _ in steps] == sorted(done for done, _ in steps) and steps[0][0] < steps[-1][0]
+    assert steps[-1][0] == steps[-1][1] == 6 and "100%" in bars[-1] and "took" in bars[-1]  # 5 steps + the stems
+    assert "transcribing [" not in out  # the bar never mixes with the results

@@ -9,8 +9,6 @@ import pytest
 
 from generation.prompts.auto import (
     PROMPTS_SCHEMA,
-    fit_to_request,
-    normalize_key,
     parse_llm_prompts,
     plan_prompts,
     template_prompts,
@@ -128,27 +126,6 @@ def test_a_failing_llm_gives_templates_at_the_requested_tempo(chat_server: ChatS
     chat_server.mode = "garbage"
     plan = plan_prompts(use_case="RPG levels", count=5, client=_client(chat_server), seed=1, bpm=100)
     assert plan.source == "templates" and all(", 100 bpm," in p for p in plan.prompts)
-
-
-@pytest.mark.parametrize(
-    ("prompt", "bpm", "key", "expected"),
-    [
-        ("harp loop, 80 bpm, dawn", 100, None, "harp loop, 100 bpm, dawn"),
-        ("drums at 120-130 BPM", 100, None, "drums at 100 bpm"),
-        ("pads at 72 beats per minute.", 96, None, "pads at 96 bpm."),
-        ("dreamy pads", 90, None, "dreamy pads, 90 bpm"),
-        ("dreamy pads in the key of Eb major", None, "A minor", "dreamy pads in A minor"),
-        ("A minimal loop, 100 bpm", 100, "C major", "A minimal loop, 100 bpm, in C major"),
-        ("lofi keys, 84 bpm", None, None, "lofi keys, 84 bpm"),
-    ],
-)
-def test_prompts_are_fitted_to_the_request(prompt: str, bpm: int | None, key: str | None, expected: str) -> None:
-    assert fit_to_request(prompt, bpm=bpm, key=key) == expected
-
-
-@pytest.mark.parametrize(("key", "expected"), [("a minor", "A minor"), ("F#m", "F# minor"), ("Eb maj", "Eb major")])
-def test_keys_are_spelled_one_way(key: str, expected: str) -> None:
-    assert normalize_key(key) == expected
 
 
 @pytest.mark.parametrize("key", ["H minor", "minor", "C dorian", ""])

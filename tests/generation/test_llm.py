@@ -64,6 +64,16 @@ def test_a_server_error_is_retried_then_reported(chat_server: ChatServer) -> Non
     assert len(chat_server.requests) == 3  # the first try and two retries
 
 
+@pytest.mark.parametrize("retries", [0, 4])
+def test_the_retries_setting_bounds_the_tries(chat_server: ChatServer, retries: int) -> None:
+    chat_server.mode, chat_server.retry_after = "error", "0.01"
+    client = ChatClient.from_settings(_settings(chat_server.url, llm_max_retries=retries, llm_timeout_s=5))
+    assert client is not None
+    with pytest.raises(LLMError, match="HTTP 500"):
+        client.complete(system="s", user="u")
+    assert len(chat_server.requests) == retries + 1
+
+
 def test_a_transient_server_error_is_survived(chat_server: ChatServer) -> None:
     chat_server.fail_first, chat_server.retry_after = [500, 503], "0.05"
     client = ChatClient(chat_server.url, "m", timeout_s=5, max_retries=2)

@@ -24,6 +24,7 @@ from beatforge.contract import (
     LoopParams,
     MidiMeta,
     MidiParams,
+    PackParams,
     Relation,
     SamplingParams,
     clean_prompt,
@@ -43,6 +44,9 @@ COVER = CoverParams.model_validate({**DESCRIBED, "seed": 99})
 LOOP = LoopJobParams.model_validate({**DESCRIBED, "seed": 7, "take": 2, "loop": {"bars": 8, "format": "flac"}})
 MIDI = MidiParams.model_validate({**DESCRIBED, "seed": 7, "take": 3, "stems": True})
 UPLOAD = MidiParams(prompt="my track.wav", upload="uploads/ab-my-track.wav")
+PACK = PackParams.model_validate(
+    {"prompt": "RPG levels", "count": 8, "bpm": 100, "key": "A minor", "seed": 5, "loop": {"bars": 2, "format": "mp3"}}
+)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +101,7 @@ def test_every_model_round_trips_through_json(model: BaseModel) -> None:
     assert type(model).model_validate(json.loads(wire)) == model
 
 
-@pytest.mark.parametrize("params", [BEAT, COVER, LOOP, MIDI, UPLOAD], ids=lambda p: p.kind)
+@pytest.mark.parametrize("params", [BEAT, COVER, LOOP, MIDI, UPLOAD, PACK], ids=lambda p: p.kind)
 def test_stored_parameters_read_back_as_their_kinds_model(params: JobParams) -> None:
     stored = json.loads(json.dumps(params.model_dump(mode="json")))
     assert parse_params(params.kind, stored) == params
@@ -105,7 +109,7 @@ def test_stored_parameters_read_back_as_their_kinds_model(params: JobParams) -> 
 
 
 def test_the_queue_payload_of_any_kind_names_its_own_fields_only() -> None:
-    for params in (BEAT, COVER, LOOP, MIDI):
+    for params in (BEAT, COVER, LOOP, MIDI, PACK):
         payload = JobRequest[JobParams](job_id=1, params=params).model_dump(mode="json")
         assert payload["schema_version"] == 2 and payload["params"] == params.model_dump(mode="json")
         assert JobRequest[type(params)].model_validate(payload).params == params  # type: ignore[misc]
@@ -120,6 +124,7 @@ def test_each_kind_has_one_job_function() -> None:
             JobKind.COVER: "draw_cover",
             JobKind.LOOP: "cut_loop",
             JobKind.MIDI: "transcribe_midi",
+            JobKind.PACK: "make_pack",
         }
     )
     assert set(PARAMS_BY_KIND) == set(JobKind)
@@ -127,7 +132,7 @@ def test_each_kind_has_one_job_function() -> None:
 
 def test_vocabularies_are_the_strings_stored_and_sent() -> None:
     assert [k.value for k in ArtifactKind] == [
-        "audio", "audio_compact", "cover", "loop", "metadata", "preview", "midi", "stems", "stems_preview",
+        "audio", "audio_compact", "cover", "loop", "metadata", "preview", "midi", "stems", "stems_preview", "pack",
     ]  # fmt: skip
     assert [r.value for r in Relation] == ["reroll", "extend", "edit", "loop", "midi", "cover"]
     assert JobKind("beat") is JobKind.BEAT and JobKind.BEAT == "beat"
