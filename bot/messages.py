@@ -293,6 +293,8 @@ def result_embed(job: JobView) -> discord.Embed:
 
 def compact_note(name: str, fmt: str, kbps: int | None) -> str:
     """The attached file is a smaller copy of one over the limit (the line before says where the full one is)."""
+    if fmt == "zip":  # a pack's or the stems' smaller zip: the same files, the audio compressed
+        return f"🗜️ Attached instead: {name}, the same files with smaller (MP3) audio."
     rate = f" at {kbps} kbps" if kbps else ""
     return f"🎧 Attached instead: {name}, a {fmt.upper()} copy{rate} that plays right here."
 

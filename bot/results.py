@@ -35,6 +35,7 @@ SUBSTITUTE_FOR = {
     ArtifactKind.AUDIO_COMPACT: ArtifactKind.AUDIO,
     ArtifactKind.PREVIEW: ArtifactKind.LOOP,
     ArtifactKind.STEMS_PREVIEW: ArtifactKind.STEMS,
+    ArtifactKind.PACK_PREVIEW: ArtifactKind.PACK,
 }
 #: Discord takes at most this many files in one message.
 MAX_ATTACHMENTS = 10

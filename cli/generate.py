@@ -39,6 +39,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
     gen.add_argument("--takes", type=int, default=1, help="takes generated together (1-4), each with its own seed")
     gen.add_argument("--continue", dest="continue_from", type=Path, help="continue this audio file by --duration s")
     gen.add_argument("--melody", type=Path, help="an audio file whose melody to follow (melody models only)")
+    gen.add_argument(
+        "--enhance",
+        action="store_true",
+        help="✨ turn a short idea into a detailed prompt first (the LLM at BEATFORGE_LLM_BASE_URL, else the presets)",
+    )
     sampling = gen.add_argument_group("sampling")
     sampling.add_argument("--top-k", type=int, default=250, help="0-2048 (0: off)")
     sampling.add_argument("--top-p", type=float, default=0.0, help="0-1 (0: off)")
@@ -75,6 +80,34 @@ def _params(args: argparse.Namespace) -> BeatParams:
         takes=args.takes,
         sampling=sampling,
     )
+
+
+def _enhance(params: BeatParams, settings: Settings) -> tuple[BeatParams, dict[str, Any]]:
+    """The params MusicGen is given for an ✨ enhanced beat (the written prompt in place of the idea and its
+    presets, which it already carries), and what the metadata adds: the idea and who wrote the prompt."""
+    from generation.prompts.enhance import enhance_prompt
+    from generation.prompts.llm import ChatClient
+
+    client = ChatClient.from_settings(settings)
+    try:
+        enhanced = enhance_prompt(params, client=client)
+    finally:
+        if client is not None:
+            client.close()
+    who = "the LLM" if enhanced.source == "llm" else f"the presets ({enhanced.note})"
+    sys.stderr.write(f"beatforge: ✨ prompt written by {who}: {enhanced.text}\n")
+    used = params.model_copy(update={"prompt": enhanced.text, "style": None, "mood": None})
+    return used, {"idea": params.prompt, "prompt_source": enhanced.source, "prompt_note": enhanced.note}
+
+
+def _target(out: str, *, takes: int) -> AudioOut | str:
+    """Where the takes go, or why they cannot go there."""
+    target = audio_out(out)
+    if isinstance(target, str) or target.is_folder:  # in a folder, names carry the seed
+        return target
+    # A later take's name may be taken by a folder.
+    takes_at = (target.file(n, name="") for n in range(1, takes + 1))
+    return next(filter(None, map(file_target_problem, takes_at)), target)
 
 
 def _take_path(out: AudioOut, number: int, *, prompt: str, seed: int) -> Path:
@@ -127,16 +160,10 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
     # Bad input is refused before the model loads (minutes for the big ones), not after the beat is made.
-    target = audio_out(args.out)
+    target = _target(args.out, takes=params.takes)
     if isinstance(target, str):
         sys.stderr.write(f"beatforge: {target}\n")
         return 2
-    if not target.is_folder:  # a later take's name may be taken by a folder; in a folder, names carry the seed
-        takes_at = (target.file(n, name="") for n in range(1, params.takes + 1))
-        problem = next(filter(None, map(file_target_problem, takes_at)), None)
-        if problem is not None:
-            sys.stderr.write(f"beatforge: {problem}\n")
-            return 2
     inputs: dict[str, tuple[Samples, int]] = {}
     try:
         for key, path in (("prompt", args.continue_from), ("melody", args.melody)):
@@ -145,6 +172,9 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     except AudioParameterError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 2
+    enhanced: dict[str, Any] = {}
+    if args.enhance:
+        params, enhanced = _enhance(params, settings)
     try:
         # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
         cache = ModelCache.from_settings(settings, default=args.model)
@@ -165,7 +195,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     taken = round(time.perf_counter() - started, 2)
     licence = cache.registry.get(args.model).licence or None
     for number, audio in enumerate(takes, start=1):
-        out = _take_path(target, number, prompt=params.prompt, seed=audio.seed)
+        out = _take_path(target, number, prompt=enhanced.get("idea", params.prompt), seed=audio.seed)
         try:
             # encoded in the format the name promises (mp3 at 320 kbps, ogg ~192), never a WAV under another name
             data = encode(audio.samples, sample_rate=audio.sample_rate, fmt=target.fmt)
@@ -174,6 +204,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             sidecar = None
             if args.metadata:
                 meta = _metadata(params, audio, number=number, model=engine.name, licence=licence, path=out)
+                meta |= enhanced
                 sidecar = write_metadata(out, meta)
         except GenerationError as exc:  # e.g. mp3 needs ffmpeg where libsndfile cannot write it
             sys.stderr.write(f"beatforge: {exc}\n")

@@ -63,6 +63,7 @@ class ArtifactKind(StrEnum):
     STEMS = "stems"  # the zip of separated stems
     STEMS_PREVIEW = "stems_preview"  # a smaller copy of the stems over the upload limit
     PACK = "pack"  # the zip of a pack's loops, their metadata and prompts
+    PACK_PREVIEW = "pack_preview"  # the same pack with MP3 loops, when its zip is over the upload limit
 
 
 class ErrorCode(StrEnum):

@@ -16,7 +16,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.contract import ArtifactKind, JobProgress, JobRequest, PackMeta, PackParams
+from generation.audio.formats import AudioTooLarge, encode_compact
 from generation.errors import AudioParameterError, GenerationCancelled
 from generation.loops.export import LoopFiles, cut_loop, safe_stem
 from generation.music.engine import GeneratedAudio
@@ -55,6 +59,7 @@ async def _pack(run: JobRun[PackParams]) -> bool:
         readme = _readme(p, plan, loops, failed, model=engine.name, licence=licence)
         with run.context.store.writing(run.job_id, name) as tmp:
             await asyncio.to_thread(_write_zip, tmp, loops, readme)
+        preview = await _mp3_copy(run, name, loops, readme)
     meta = PackMeta(
         loops=len(loops),
         asked=p.count,
@@ -68,7 +73,25 @@ async def _pack(run: JobRun[PackParams]) -> bool:
     run.artifacts.append(
         run.context.store.record(run.job_id, name, kind=ArtifactKind.PACK, meta=meta.model_dump(mode="json"))
     )
+    if preview is not None:
+        run.artifacts.append(run.context.store.record(run.job_id, preview, kind=ArtifactKind.PACK_PREVIEW))
     return True
+
+
+async def _mp3_copy(run: JobRun[PackParams], name: str, loops: list[tuple[str, LoopFiles]], readme: str) -> str | None:
+    """The pack with MP3 loops, each at the best bitrate that lets the zip fit Discord's default upload limit,
+    when the zip itself is over it: the bot attaches this and links the full zip when links are on. None when
+    the zip fits, or when not even the lowest bitrate would (the link alone carries it then)."""
+    store, job_id = run.context.store, run.job_id
+    if store.resolve(f"{job_id}/{name}").stat().st_size <= DISCORD_UPLOAD_LIMIT:
+        return None
+    copy = name.removesuffix(".zip") + "-mp3.zip"
+    try:
+        with store.writing(job_id, copy) as tmp:
+            await asyncio.to_thread(_write_mp3_zip, tmp, loops, readme)
+    except AudioTooLarge:
+        return None
+    return copy
 
 
 async def _cut_all(
@@ -124,6 +147,24 @@ def _readme(
     if failed:
         lines += ["", "Left out (no loop could be cut from what the model made):", *failed]
     return "\n".join(lines) + "\n"
+
+
+def _write_mp3_zip(path: Path, loops: list[tuple[str, LoopFiles]], readme: str) -> None:
+    """The pack's loops as MP3s sharing the upload limit (with room for the sidecars and the zip's headers),
+    beside the same sidecars and README.
+
+    Raises:
+        AudioTooLarge: a loop does not fit its share even at the lowest bitrate.
+    """
+    share = int(DISCORD_UPLOAD_LIMIT * 0.9) // len(loops)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("README.txt", readme, compress_type=zipfile.ZIP_DEFLATED)
+        for _, files in loops:
+            samples = np.atleast_2d(files.result.samples)
+            data, _, _ = encode_compact(samples, sample_rate=files.result.sample_rate, limit_bytes=share)
+            zf.writestr(files.audio.with_suffix(".mp3").name, data)
+            if files.metadata is not None:
+                zf.write(files.metadata, files.metadata.name, compress_type=zipfile.ZIP_DEFLATED)
 
 
 def _write_zip(path: Path, loops: list[tuple[str, LoopFiles]], readme: str) -> None:

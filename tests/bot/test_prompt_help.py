@@ -177,6 +177,22 @@ async def test_a_finished_pack_posts_its_zip_with_what_it_holds(
     assert "seeds 40-42, one per loop" in shown["Provenance"] and "may not be sold" in shown["Provenance"]
 
 
+@pytest.mark.timeout(10)
+async def test_a_pack_over_the_upload_limit_goes_out_as_its_mp3_copy(
+    discord_bot: tuple[Beatforge, FakeDiscord], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, fake = discord_bot
+    job_id = await new_job(sessions, PackParams(prompt="RPG", count=16, bpm=90, seed=1), status_message_id=555)
+    meta = PackMeta(loops=16, asked=16, bpm=90, prompt_source="llm").model_dump(mode="json")
+    files = [("pack.zip", "pack", bytes(11 * 2**20), meta), ("pack-mp3.zip", "pack_preview", bytes(3 * 2**20), None)]
+    await finish_job(sessions, ArtifactStore(settings.artifact_dir), job_id, files)
+    post = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
+    assert [f.filename for f in post.files] == ["pack-mp3.zip"]
+    content = post.json["content"]
+    assert "pack.zip is 11.0 MiB, over this server's 10 MiB upload limit" in content
+    assert "🗜️ Attached instead: pack-mp3.zip, the same files with smaller (MP3) audio." in content
+
+
 async def test_a_packs_status_line_counts_its_loops(sessions: async_sessionmaker[AsyncSession]) -> None:
     job = await get_job(sessions, await new_job(sessions, PackParams(prompt="RPG", count=8, bpm=90, seed=1)))
     prompting = progress_text(job, JobProgress(stage="prompting", done=0, total=1))

@@ -19,6 +19,7 @@ from beatforge.config import get_settings
 from cli.main import main
 from generation.audio.io import write_wav
 from generation.audio.signal import clock
+from tests.support.chat_server import ChatServer
 from tests.support.synth import render_beat
 
 
@@ -241,6 +242,38 @@ def test_generate_metadata_says_what_made_the_beat(tmp_path: Path, capsys: pytes
     assert (metadata["file"], metadata["format"], metadata["bpm_target"]) == ("b.flac", "flac", 140)
     assert (metadata["duration_s"], metadata["sample_rate"], metadata["channels"]) == (1.5, 32_000, 1)
     assert {"bpm", "key"} <= metadata.keys()  # detected when the audio has them; the debug model makes noise
+
+
+@pytest.mark.parametrize("llm", [False, True])
+def test_generate_enhance_writes_the_prompt_first_and_records_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    chat_server: ChatServer,
+    llm: bool,
+) -> None:
+    rich = "melancholic trap beat in C minor, soft felt piano chords, deep sliding 808 bass, crisp hi-hats, 140 bpm"
+    chat_server.content = rich
+    if llm:
+        monkeypatch.setenv("BEATFORGE_LLM_BASE_URL", chat_server.url)
+    out = tmp_path / "beats/"
+    args = ["generate", "sad piano trap", "--model", "debug", "--duration", "1", "--seed", "3", "--bpm", "100"]
+    assert main([*args, "--enhance", "--out", f"{out}/"]) == 0
+    said = capsys.readouterr().err
+    (sidecar,) = out.glob("*.json")
+    metadata = json.loads(sidecar.read_text())
+    assert sidecar.name == "sad-piano-trap-3.json" and metadata["idea"] == "sad piano trap"
+    if llm:
+        assert metadata["prompt"] == rich.replace("140 bpm", "100 bpm") and metadata["prompt_source"] == "llm"
+        assert f"✨ prompt written by the LLM: {metadata['prompt']}" in said
+    else:
+        assert (
+            metadata["prompt"].startswith("sad piano trap, dark atmospheric trap beat")
+            and "100 bpm" in metadata["prompt"]
+        )
+        assert (metadata["prompt_source"], metadata["prompt_note"]) == ("template", "no LLM is configured")
+        assert "✨ prompt written by the presets (no LLM is configured)" in said
+    assert len(chat_server.requests) == int(llm)
 
 
 def test_midi_writes_loose_files_for_a_daw_or_the_discord_zips(

@@ -100,6 +100,27 @@ async def test_a_pack_zips_its_loops_with_their_metadata_and_says_which_could_no
     assert "Seeds 40-42" in readme and "loop 2: " in readme
 
 
+async def test_a_pack_over_the_upload_limit_gets_a_copy_with_mp3_loops(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    drum_renders: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("generation.worker.pack.DISCORD_UPLOAD_LIMIT", 200_000)  # two 2-bar WAVs: ~600 kB
+    params = PackParams.model_validate({"prompt": "RPG", "count": 3, "bpm": 100, "seed": 1, "loop": {"bars": 2}})
+    job = await _run_pack(settings.model_copy(update={"cover_mode": "off"}), sessions, arq_redis, params)
+    assert job.status is JobStatus.DONE, job.error
+    pack, preview = job.artifacts
+    assert (pack.kind, preview.kind) == ("pack", "pack_preview") and preview.path.endswith("-mp3.zip")
+    store = ArtifactStore(settings.artifact_dir)
+    with zipfile.ZipFile(store.resolve(pack.path)) as full, zipfile.ZipFile(store.resolve(preview.path)) as small:
+        assert [n.replace(".wav", ".mp3") for n in full.namelist()] == small.namelist()
+        mp3 = next(n for n in small.namelist() if n.endswith(".mp3"))
+        assert small.read(mp3)[:2] in (b"ID", b"\xff\xfb") and small.read("README.txt") == full.read("README.txt")
+    assert preview.bytes < pack.bytes / 2
+
+
 async def test_the_llm_writes_a_packs_prompts_at_its_tempo(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],

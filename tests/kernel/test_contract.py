@@ -133,6 +133,7 @@ def test_each_kind_has_one_job_function() -> None:
 def test_vocabularies_are_the_strings_stored_and_sent() -> None:
     assert [k.value for k in ArtifactKind] == [
         "audio", "audio_compact", "cover", "loop", "metadata", "preview", "midi", "stems", "stems_preview", "pack",
+        "pack_preview",
     ]  # fmt: skip
     assert [r.value for r in Relation] == ["reroll", "extend", "edit", "loop", "midi", "cover"]
     assert JobKind("beat") is JobKind.BEAT and JobKind.BEAT == "beat"
