@@ -35,6 +35,7 @@ from beatforge.contract import (
     JobKind,
     JobParams,
     JobStatus,
+    PackParams,
     Relation,
 )
 from beatforge.fleet import read_models
@@ -222,6 +223,8 @@ class JobService:
             if isinstance(params, BeatParams):
                 params = with_server_model(params, guild)
                 await self._check_melody_model(params)
+            elif isinstance(params, PackParams):
+                params = with_server_model(params, guild)
             if not interaction.response.is_done():
                 await interaction.response.defer(thinking=True)
             for attachment, path in uploads:

@@ -8,8 +8,10 @@ The queue's estimates and the melody check both ask here, so they agree on it.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from beatforge.config import Settings
-from beatforge.contract import BeatParams
+from beatforge.contract import BeatParams, PackParams
 from beatforge.fleet import ModelInfo
 from storage.guilds import GuildSettings
 
@@ -22,8 +24,12 @@ def default_model(reported: Reported, settings: Settings) -> str:
     return reported[1] if reported is not None else settings.default_model
 
 
-def with_server_model(params: BeatParams, guild: GuildSettings | None) -> BeatParams:
-    """The beat on the server's chosen model, unless it names its own (a re-roll keeps the model it ran on)."""
+Generated = TypeVar("Generated", BeatParams, PackParams)
+
+
+def with_server_model(params: Generated, guild: GuildSettings | None) -> Generated:
+    """The beat (or pack) on the server's chosen model, unless it names its own (a re-roll keeps the model it
+    ran on)."""
     if params.model is None and guild is not None and guild.model is not None:
         return params.model_copy(update={"model": guild.model})
     return params

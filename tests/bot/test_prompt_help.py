@@ -13,6 +13,7 @@ from beatforge.contract import AudioMeta, BeatParams, JobKind, JobProgress, Pack
 from bot import params as build
 from bot.app import Beatforge
 from bot.messages import progress_text
+from storage import guilds
 from storage.artifacts import ArtifactStore
 from tests.support.bot import (
     CALLBACK,
@@ -27,6 +28,7 @@ from tests.support.bot import (
     wav_bytes,
 )
 from tests.support.discord_harness import (
+    DEFAULT_GUILD_ID,
     FakeDiscord,
     RecordedRequest,
     dispatch_gateway,
@@ -138,12 +140,15 @@ async def test_pack_queues_loops_for_a_use_case_within_the_servers_limit(
     assert "'H minor' is not a key: write e.g. 'A minor'" in bad_key
     assert await job_count(sessions) == 1
 
+    async with sessions() as session:  # a server's chosen model makes its packs too
+        await guilds.update_guild(session, DEFAULT_GUILD_ID, by=1, action="model.use", model="house-ft")
     shown = private_text(await _command(bot, fake, "admin", "limits", pack_loops=12))
     assert "loops in one pack: **12** (this server)" in shown
     too_many = private_text(await _command(bot, fake, "admin", "limits", pack_loops=99))
     assert "pack_loops must be between 1 and 16, not 99" in too_many
     await _command(bot, fake, "pack", use_case="RPG levels", count=12, bpm=100)
-    assert (await get_job(sessions, 2)).params.count == 12  # type: ignore[union-attr]
+    big = (await get_job(sessions, 2)).params
+    assert isinstance(big, PackParams) and (big.count, big.model) == (12, "house-ft")
 
 
 @pytest.mark.timeout(10)
