@@ -141,6 +141,10 @@ def loop_line(job: JobView) -> str | None:
             f"➰ Loop: {loop.bars} bars · {loop.bpm:.1f} bpm{stretched} · {loop.key.label} · "
             f"seam score {loop.seam_score:.2f} (1.0 = as smooth as the music)"
         )
+        if loop.tempo_note:
+            line += f"\n⚠️ Tempo: {loop.tempo_note}"
+        if loop.downbeat_uncertain:
+            line += f"\n⚠️ Downbeat uncertain (confidence {loop.downbeat_confidence:.2f}): check the first beat"
         return line + (f"\n⚠️ Not uploaded to S3: {loop.s3_error}" if loop.s3_error else "")
     takes = _takes(job)
     error = takes[0].loop_error if takes else None

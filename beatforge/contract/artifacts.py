@@ -75,6 +75,14 @@ class LoopKey(_Meta):
     confidence: float | None = None
 
 
+#: Below this ``LoopMeta.downbeat_confidence`` the loop may not start on beat 1 (it still starts on a bar line of
+#: the best bar phase), and the user is told to check. The confidence is 1 - exp(-margin / 0.5), margin = the
+#: best bar phase's score minus the second best's. On the tuning sets (bench/loops.py: GM renders through MuseScore
+#: General, kick-on-1-and-3 grooves, annotated game music) both wrong phases scored 0.16 and 0.50 and 8 of 12
+#: right ones above 0.55; drum loops with nothing but equal kicks on 1 and 3 (no way to tell) score 0.01-0.53.
+DOWNBEAT_CONFIDENT = 0.55
+
+
 class LoopMeta(_Meta):
     """A loop (``ArtifactKind.LOOP``): what its JSON sidecar says, and whether it reached the S3 bucket.
 
@@ -102,9 +110,18 @@ class LoopMeta(_Meta):
     seed: int | None = None
     style: str | None = None
     mood: str | None = None
+    #: How sure the loop starts on beat 1 of a bar, 0..1 (None: recorded before it was measured).
+    downbeat_confidence: float | None = Field(default=None, ge=0, le=1)
+    #: Why the tempo is not the one asked for (the audio's pulse disagrees), or None.
+    tempo_note: str | None = None
     #: Where the loop and its sidecar were uploaded, or why they were not (S3 configured only).
     s3_keys: list[str] | None = None
     s3_error: str | None = None
+
+    @property
+    def downbeat_uncertain(self) -> bool:
+        """Whether the first beat may not be the one (unknown for loops recorded before it was measured)."""
+        return self.downbeat_confidence is not None and self.downbeat_confidence < DOWNBEAT_CONFIDENT
 
 
 class PackMeta(_Meta):

@@ -3,7 +3,8 @@
 The reference system (audio-loop-gen) beat-tracks with librosa and takes librosa's quantised tempo estimate at
 face value; a loop sized by it ends tens of milliseconds off the bar line. Here that estimate is only the start:
 the tempo is refined to a fraction of a percent by fitting a line to the tracked beats, tempo-octave errors are
-resolved, the downbeat is found from the low-band onsets, and the grid is aligned to the attacks in the waveform.
+resolved (or a tempo the user gave is searched at and near its simple ratios), the bar phase is found from the kick
+and from where the harmony changes (with a confidence), and the grid is aligned to the attacks in the waveform.
 Loops cut on this grid (:mod:`generation.loops.cut`) and drum hits are quantised to it (:mod:`generation.midi`).
 
 Pure functions: numpy in, numpy out. All analysis runs on the channel mean resampled to 22.05 kHz.
@@ -37,7 +38,25 @@ HOP = 256  # analysis hop: 11.6 ms
 N_FFT = 2048
 PREFERRED_BPM = (70.0, 180.0)  # octave errors are resolved towards this range
 MIN_CONFIDENCE = 0.25  # below this the onsets are not periodic enough to call it a tempo
-HINT_TOLERANCE = 1.08  # a bpm hint picks an octave candidate within 8 % of it
+HINT_TOLERANCE = 1.08  # a grid seeded at a candidate tempo belongs to it if it lands within 8 % of it
+# A tempo the user gives is searched at itself and at the simple ratios a listener confuses it with (octaves,
+# dotted and triplet feels), each refined by beat tracking seeded there; the hint itself wins unless its grid
+# fits clearly worse (below HINT_AGREES of the best fit), and then the result says so (TempoInfo.tempo_note).
+HINT_RATIOS = (1.0, 2.0, 0.5, 1.5, 2 / 3, 4 / 3, 3 / 4)
+# HINT_AGREES: on the loop benches no right (rounded) hint was questioned, and every hint 20 % off was (but on a
+# 133-against-100 bpm cross-rhythm, where 106 is within 8 % of the 100 bpm pulse and is honoured as that).
+HINT_AGREES = 0.7
+# The bar phase is scored from two cues (per beat phase, relative to their mean over all phases): kick (low-band
+# onset) weight, and harmonic change (chroma novelty between the bars before and after a beat). Tried
+# and dropped on the tuning sets (bench/loops.py): bass-note change (novelty of the 30-260 Hz spectrum: bass
+# lines move on every beat as often as at the bar line) and chroma novelty over half bars (chorales change chord
+# on every beat). The downbeat confidence is 1 - exp(-margin / DOWNBEAT_SCALE), margin = best phase score -
+# second best.
+CUE_WEIGHTS = {"kick": 1.0, "harmony": 1.0}
+DOWNBEAT_SCALE = 0.5
+QUIET = 0.01  # beats 20 dB below the median beat are silence, not music
+NOVELTY_FLOOR = 0.05  # a chord change moves the chroma by 0.1-0.5 (1 - cosine); a repeated drum loop by < 0.01
+KICK_FLOOR = 1.0  # in means of the kick envelope: beats without low-end hits carry no preference
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,10 @@ class TempoInfo:
         confidence: periodicity of the onset envelope at the beat or bar period, 0..1 (normalised
             autocorrelation); drum-driven music scores well above 0.5, noise near 0.
         beats_per_bar: beats in one bar.
+        downbeat_confidence: how sure the bar phase is, 0..1, from the margin between the best and the
+            second-best of the ``beats_per_bar`` phases (1.0 with one beat per bar).
+        tempo_note: why the tempo is not the ``bpm_hint`` asked for (the audio's pulse clearly disagrees), else
+            None.
     """
 
     bpm: float
@@ -58,6 +81,8 @@ class TempoInfo:
     downbeat_times: tuple[float, ...]
     confidence: float
     beats_per_bar: int
+    downbeat_confidence: float = 1.0
+    tempo_note: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +92,8 @@ class _Analysis:
     env: npt.NDArray[np.float32]  # all bands: beats
     env_low: npt.NDArray[np.float32]  # bands below 2 kHz: which metrical level is the beat
     env_kick: npt.NDArray[np.float32]  # bands below 150 Hz: which beat is the downbeat
+    chroma: npt.NDArray[np.float32]  # (12, frames) pitch classes: where the harmony changes
+    power: npt.NDArray[np.float32]  # (frames,) mel power: which beats are (near) silent
     duration_s: float
 
 
@@ -86,6 +113,8 @@ def _analyse(mono: npt.NDArray[np.float32], sr: int) -> _Analysis:
         # linear amplitude, not dB: a kick adds a lot of low-frequency energy; a snare only a little, which in dB
         # can look as big when the low end was quiet just before
         env_kick=onsets(np.sqrt(mel[centres < 150])),
+        chroma=librosa.feature.chroma_stft(S=power, sr=ANALYSIS_SR, n_fft=N_FFT).astype(np.float32),
+        power=mel.sum(axis=0).astype(np.float32),
         duration_s=len(mono) / sr,
     )
 
@@ -94,7 +123,8 @@ def _fit_grid(env: npt.NDArray[np.float32], bpm: float) -> tuple[float, float]:
     """Beat-track at ``bpm`` and fit a straight line to the beats: (period, phase) in frames, phase in [0, period).
 
     Beat indices come from the rounded gaps between consecutive beats (robust to a skipped or doubled beat);
-    beats more than 15 % of a period off the line are dropped and the line refitted.
+    beats more than 15 % of a period off the line are dropped and the line refitted, then those more than 8 %
+    (a tracker that stumbles for a few beats, as on a fill, would otherwise tilt the line by half a percent).
     """
     _, beats = librosa.beat.beat_track(onset_envelope=env, sr=ANALYSIS_SR, hop_length=HOP, bpm=bpm)
     if len(beats) < 4:
@@ -104,12 +134,11 @@ def _fit_grid(env: npt.NDArray[np.float32], bpm: float) -> tuple[float, float]:
     k = np.concatenate([[0.0], np.cumsum(np.maximum(1.0, np.round(np.diff(b) / p0)))])
     keep = np.ones(len(b), dtype=bool)
     slope, icpt = p0, b[0]
-    for _ in range(3):
+    for tolerance in (0.15, 0.15, 0.15, 0.08, 0.08):  # refit until the outliers are out, then tighten
         slope, icpt = np.polyfit(k[keep], b[keep], 1)
-        ok = np.abs(b - (icpt + slope * k)) < 0.15 * slope
-        if ok.sum() < 4 or (ok == keep).all():
-            break
-        keep = ok
+        ok = np.abs(b - (icpt + slope * k)) < tolerance * slope
+        if ok.sum() >= max(4, len(b) // 2):
+            keep = ok
     return float(slope), float(icpt % slope)
 
 
@@ -134,37 +163,171 @@ def _periodicity(env: npt.NDArray[np.float32], lag: float) -> float:
     return best
 
 
-def _tempo(
-    an: _Analysis, mono: npt.NDArray[np.float32], sr: int, *, beats_per_bar: int, bpm_hint: float | None
-) -> TempoInfo:
+def _pulse_fit(env: npt.NDArray[np.float32], period: float) -> float:
+    """How well a beat period fits the onsets: the envelope's periodicity at that lag.
+
+    Phase-free, so it compares tempi whose tracked grids differ. One lag only: at multiples of it, the two
+    pulses of a cross-rhythm (133 and 100 bpm meet every 1.8 s) line up and would favour a slow grid that is
+    neither.
+    """
+    return _periodicity(env, period)
+
+
+def _own_grid(an: _Analysis) -> tuple[float, float]:
+    """The audio's own pulse, no hint: librosa's estimate, octave-resolved towards 70-180 bpm. (period, phase)."""
     coarse = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=an.env, sr=ANALYSIS_SR, hop_length=HOP))[0])
     if not coarse > 0:
         raise AudioParameterError("no reliable tempo: the onsets show no periodicity")
     candidates = [coarse * 2.0**k for k in range(-3, 4) if MIN_BPM <= coarse * 2.0**k <= MAX_BPM]
-    near_hint = [c for c in candidates if bpm_hint and abs(math.log(c / bpm_hint)) <= math.log(HINT_TOLERANCE)]
-    if near_hint:
-        period, phase = _fit_grid(an.env, near_hint[0])
+    preferred = sorted(c for c in candidates if PREFERRED_BPM[0] <= c <= PREFERRED_BPM[1])
+    if not preferred:
+        raise AudioParameterError(f"no reliable tempo: librosa's estimate {coarse:.1f} bpm has no octave in 70-180")
+    # one or two candidates (the range spans 1.4 octaves). With two, the faster grid is the beat if the
+    # low-band onsets on its off-beats are at least half as strong as on its on-beats (kick/snare on every
+    # beat); otherwise its off-beats are subdivisions (hats) and the slower grid is the beat.
+    period, phase = _fit_grid(an.env, preferred[-1])
+    if len(preferred) == 2:
+        low = _grid_values(an.env_low, period, phase)
+        even, odd = float(low[0::2].mean()), float(low[1::2].mean())
+        if min(even, odd) < 0.5 * max(even, odd):
+            phase += period * (odd > even)
+            period *= 2
+    return period, phase
+
+
+def _bpm(period: float) -> float:
+    return 60.0 * ANALYSIS_SR / HOP / period
+
+
+def _hinted_grid(an: _Analysis, hint: float) -> tuple[float, float, str | None]:
+    """The best grid near a tempo the user gave: (period, phase, note), note None unless the audio disagrees.
+
+    Beat tracking is seeded at the hint and at each of HINT_RATIOS of it; a seed whose refined grid drifts
+    more than HINT_TOLERANCE away found some other tempo and is dropped. The hint's own grid wins unless its
+    pulse fit is below HINT_AGREES of the best of all grids (the ratios' and the audio's own); then the best
+    wins (the audio's own when it is within HINT_AGREES of the best) and the note says so.
+    """
+    grids: list[tuple[float, float, float, float]] = []  # (ratio, period, phase, fit); ratio 0: the audio's own
+    for ratio in HINT_RATIOS:
+        seed = hint * ratio
+        if not MIN_BPM <= seed <= MAX_BPM:
+            continue
+        try:
+            period, phase = _fit_grid(an.env, seed)
+        except AudioParameterError:
+            continue
+        if abs(math.log(_bpm(period) / seed)) <= math.log(HINT_TOLERANCE):
+            grids.append((ratio, period, phase, _pulse_fit(an.env, period)))
+    try:
+        period, phase = _own_grid(an)
+        grids.append((0.0, period, phase, _pulse_fit(an.env, period)))
+    except AudioParameterError:
+        if not grids:
+            raise
+    best = max(fit for *_, fit in grids)
+    for ratio, period, phase, fit in grids:
+        if ratio == 1.0 and fit >= HINT_AGREES * best:
+            # the audio's own grid, where it is the same tempo, is the more precise: it was line-fitted to more
+            # beats (tracked at the faster octave), where the tracker seeded at the hint can keep to whole frames
+            same = [g for g in grids if g[0] == 0.0 and abs(math.log(g[1] / period)) < math.log(1.02)]
+            return (same[0][1], same[0][2], None) if same else (period, phase, None)
+    own = [g for g in grids if g[0] == 0.0 and g[3] >= HINT_AGREES * best]
+    _, period, phase, _ = own[0] if own else max(grids, key=lambda g: g[3])
+    return period, phase, f"the audio's pulse is {_bpm(period):.1f} bpm, not the {hint:g} asked for"
+
+
+def _novelty(
+    feature: npt.NDArray[np.float32],
+    bounds: npt.NDArray[np.int64],
+    width: int,
+    quiet: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Change of a feature at each beat: 1 - cosine of its means over the ``width`` beats before and after.
+
+    ``bounds`` are the beats' first frames (one more at the end); entry k is for beat k, NaN where a side
+    has fewer than ``width`` beats or holds a ``quiet`` beat (silence before the music or decay after it changes
+    more than any bar line). Harmony changes at bar lines more than inside bars, so with ``width`` a bar
+    the downbeat phase has the most change (chorales change chord on every beat, but less inside a bar).
+    """
+    sync = np.add.reduceat(feature.astype(np.float64), bounds[:-1], axis=1) / np.diff(bounds)
+    n = sync.shape[1]
+    out = np.full(n, np.nan)
+    if n < 2 * width:
+        return out
+    csum = np.concatenate([np.zeros((sync.shape[0], 1)), np.cumsum(sync, axis=1)], axis=1)
+    k = np.arange(width, n - width + 1)
+    before, after = csum[:, k] - csum[:, k - width], csum[:, k + width] - csum[:, k]
+    norm = np.linalg.norm(before, axis=0) * np.linalg.norm(after, axis=0)
+    cos = np.where(norm > 0, np.sum(before * after, axis=0) / np.maximum(norm, 1e-12), 1.0)
+    out[k] = 1.0 - cos
+    if quiet is not None and quiet.any():
+        near = np.convolve(quiet.astype(float), np.ones(2 * width), mode="full")[width - 1 : width - 1 + n] > 0
+        out[near] = np.nan
+    return out
+
+
+def _phase_profile(
+    values: npt.NDArray[np.float64], beats_per_bar: int, floor: float, stat: str = "median"
+) -> npt.NDArray[np.float64]:
+    """Median (or mean) of per-beat values at each bar phase, relative to their mean over phases (all 0: none).
+
+    The median suits a cue present on every bar (the kick); the mean one that is zero for long stretches and
+    speaks at phrase changes (harmony over a repeated one-bar figure), with the beats next to silence masked
+    out (:func:`_novelty`). ``floor`` bounds the divisor, so that a cue with next to nothing in it (chroma of a
+    drum loop) does not turn its noise into a preference.
+    """
+    medians = []
+    for p in range(beats_per_bar):
+        v = values[p::beats_per_bar]
+        v = v[np.isfinite(v)]
+        medians.append((float(np.median(v)) if stat == "median" else float(np.mean(v))) if len(v) else math.nan)
+    m = np.array(medians)
+    if not np.isfinite(m).all():
+        return np.zeros(beats_per_bar)
+    return cast(npt.NDArray[np.float64], (m - m.mean()) / max(float(m.mean()), floor, 1e-12))
+
+
+def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -> tuple[int, float]:
+    """Which beat of the grid (index mod ``beats_per_bar``) starts a bar, and how sure: (phase, confidence).
+
+    A musician finds the one by the kick's weight and by where the chords change (a bar's harmony against the
+    previous bar's); each cue gives every phase a score relative to the others, the weighted sum (CUE_WEIGHTS)
+    picks the phase, and the margin between the best and second-best phase gives the confidence.
+    """
+    if beats_per_bar == 1:
+        return 0, 1.0
+    frames = an.env.shape[-1]
+    starts = np.round(phase + period * np.arange(int((frames - 1 - phase) // period) + 1)).astype(np.int64)
+    bounds = np.unique(np.clip(np.concatenate([starts, [frames]]), 0, frames))
+    kick = _grid_values(an.env_kick, period, phase).astype(np.float64)
+    loud = np.add.reduceat(an.power.astype(np.float64), bounds[:-1]) / np.diff(bounds)
+    quiet = loud < QUIET * float(np.median(loud))
+    cues = {
+        "kick": _phase_profile(kick, beats_per_bar, KICK_FLOOR * float(an.env_kick.mean())),
+        "harmony": _phase_profile(
+            _novelty(an.chroma, bounds, beats_per_bar, quiet), beats_per_bar, NOVELTY_FLOOR, stat="mean"
+        ),
+    }
+    score = np.sum([CUE_WEIGHTS[name] * cue for name, cue in cues.items()], axis=0)
+    order = np.argsort(score)[::-1]
+    margin = float(score[order[0]] - score[order[1]])
+    return int(order[0]), 1.0 - math.exp(-margin / DOWNBEAT_SCALE)
+
+
+def _tempo(
+    an: _Analysis, mono: npt.NDArray[np.float32], sr: int, *, beats_per_bar: int, bpm_hint: float | None
+) -> TempoInfo:
+    note = None
+    if bpm_hint:
+        period, phase, note = _hinted_grid(an, bpm_hint)
     else:
-        preferred = sorted(c for c in candidates if PREFERRED_BPM[0] <= c <= PREFERRED_BPM[1])
-        if not preferred:
-            raise AudioParameterError(f"no reliable tempo: librosa's estimate {coarse:.1f} bpm has no octave in 70-180")
-        # one or two candidates (the range spans 1.4 octaves). With two, the faster grid is the beat if the
-        # low-band onsets on its off-beats are at least half as strong as on its on-beats (kick/snare on every
-        # beat); otherwise its off-beats are subdivisions (hats) and the slower grid is the beat.
-        period, phase = _fit_grid(an.env, preferred[-1])
-        if len(preferred) == 2:
-            low = _grid_values(an.env_low, period, phase)
-            even, odd = float(low[0::2].mean()), float(low[1::2].mean())
-            if min(even, odd) < 0.5 * max(even, odd):
-                phase += period * (odd > even)
-                period *= 2
+        period, phase = _own_grid(an)
     confidence = max(_periodicity(an.env, m * period) for m in {1, 2, beats_per_bar})
     if confidence < MIN_CONFIDENCE:
         raise AudioParameterError(
             f"no reliable tempo (confidence {confidence:.2f} < {MIN_CONFIDENCE}): is this noise rather than music?"
         )
-    kick = _grid_values(an.env_kick, period, phase)
-    first = int(np.argmax([kick[p::beats_per_bar].mean() if len(kick) > p else -1.0 for p in range(beats_per_bar)]))
+    first, downbeat_confidence = _bar_phase(an, period, phase, beats_per_bar)
     # The onset envelope peaks a couple of frames after the attack (how many depends on the sound): move the
     # grid by the median offset from its beats to the attacks found in the waveform near them.
     grid = (phase + period * np.arange(int((an.duration_s * ANALYSIS_SR / HOP - phase) // period) + 1)) * HOP
@@ -182,6 +345,8 @@ def _tempo(
         downbeat_times=tuple(float(t) for t in times[first::beats_per_bar]),
         confidence=min(1.0, confidence),
         beats_per_bar=beats_per_bar,
+        downbeat_confidence=downbeat_confidence,
+        tempo_note=note,
     )
 
 
@@ -195,15 +360,18 @@ def detect_tempo(
     fitted to the tracked beats (outliers dropped) gives the period to a small fraction of a percent. Octave
     errors (half or double tempo) are resolved towards 70-180 bpm; when both an octave and its double fall in
     that range, the faster one is taken only if its off-beats carry at least half the low-band (< 2 kHz) onset
-    energy of its on-beats. The downbeat is the beat phase (of ``beats_per_bar``) with the most onset energy
-    below 150 Hz (kick drum, bass notes).
+    energy of its on-beats. With ``bpm_hint``, the grid is searched near the hint and its simple ratios instead
+    (``tempo_note`` says when the audio's pulse disagrees). The downbeat is the beat phase (of ``beats_per_bar``)
+    with the most onset energy below 150 Hz (kick drum) and the most harmonic change from bar to bar;
+    ``downbeat_confidence`` says how clearly it beats the second-best phase.
 
     Args:
         y: float audio, shape (n,) or (channels, n); analysed as the channel mean.
         sr: sample rate of ``y`` in Hz.
         beats_per_bar: beats in one bar, 1..12.
-        bpm_hint: tempo the music was asked for (e.g. the generation prompt's), 40-300: an octave candidate
-            within 8 % of it wins over the 70-180 preference.
+        bpm_hint: tempo the music was asked for (e.g. the generation prompt's, or the user's), 40-300: beat
+            tracking is seeded at it and at x2, x1/2, x3/2, x2/3, x4/3, x3/4 of it; its own grid wins over the
+            70-180 preference unless it fits the onsets clearly worse than another (then ``tempo_note``).
 
     Returns:
         The tempo, the beat grid and the downbeats, in seconds from the first sample.

@@ -61,6 +61,9 @@ class LoopResult:
         seam_score: :func:`seam_score` of ``samples`` (1.0: the seam is as smooth as the music; higher is worse).
         key: detected key of the looped audio.
         stretched: whether the loop was time-stretched to a target tempo.
+        downbeat_confidence: how sure the detection is that the loop starts on beat 1 of a bar, 0..1
+            (:attr:`TempoInfo.downbeat_confidence`); below ``DOWNBEAT_CONFIDENT`` the user is told to check it.
+        tempo_note: why ``bpm_detected`` is not the ``target_bpm`` asked for (the audio's pulse disagrees), or None.
     """
 
     samples: Samples
@@ -74,6 +77,8 @@ class LoopResult:
     seam_score: float
     key: KeyInfo
     stretched: bool
+    downbeat_confidence: float = 1.0
+    tempo_note: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -95,6 +100,8 @@ class LoopResult:
             "seam_score": round(float(self.seam_score), 4),
             "key": self.key.to_metadata(),
             "stretched": bool(self.stretched),
+            "downbeat_confidence": round(float(self.downbeat_confidence), 3),
+            "tempo_note": self.tempo_note,
         }
 
 
@@ -207,15 +214,17 @@ def make_loop(
     """Cut a seamless loop of whole bars out of music, optionally time-stretched to a target tempo.
 
     The tempo and downbeats come from :func:`~generation.analysis.tempo.detect_tempo` (``target_bpm`` doubles as its
-    octave hint). The loop is ``bars`` whole bars at the detected tempo: exactly ``bars`` if given, otherwise the
-    largest power of two (1, 2, 4, 8, 16) whose duration lies within [``min_duration``, ``max_duration``] (when
-    given) and that fits in the audio. It starts on a downbeat, 2 ms before its attack (or before the attack one
-    loop later, if that one comes early, or before the grid's downbeat), moved back onto a zero crossing; of all
-    these cuts, the three whose finished seams change the sound least are scored with :func:`seam_score` and the
-    best is used. The length is exact (``round(bars * beats_per_bar * 60 / bpm * sr)`` samples), and the seam is
-    closed by crossfading the audio that precedes the first downbeat into the loop's last ``crossfade_ms`` (equal
-    power, corrected for correlation; the audio after the end into the head when the first downbeat has nothing
-    before it), so the loop's last sample leads into its first as in the source.
+    tempo hint: the grid is searched near it and its simple ratios, and ``tempo_note`` says when the audio's pulse
+    disagrees; ``downbeat_confidence`` says how sure the bar phase is). The loop is ``bars`` whole bars at the
+    detected tempo: exactly ``bars`` if given, otherwise the largest power of two (1, 2, 4, 8, 16) whose duration
+    lies within [``min_duration``, ``max_duration``] (when given) and that fits in the audio. It starts on a
+    downbeat, 2 ms before its attack (or before the attack one loop later, if that one comes early, or before the
+    grid's downbeat), moved back onto a zero crossing; of all these cuts, the three whose finished seams change
+    the sound least are scored with :func:`seam_score` and the best is used. The length is exact
+    (``round(bars * beats_per_bar * 60 / bpm * sr)`` samples), and the seam is closed by crossfading the audio
+    that precedes the first downbeat into the loop's last ``crossfade_ms`` (equal power, corrected for
+    correlation; the audio after the end into the head when the first downbeat has nothing before it), so the
+    loop's last sample leads into its first as in the source.
     With ``stretch``, the whole input is first time-stretched per channel to ``target_bpm`` (librosa's phase
     vocoder, ~32 ms frames) and the loop is cut from the stretched audio the same way, so its length is exact at
     the target tempo and its seam is chosen on what the user hears.
@@ -308,6 +317,8 @@ def make_loop(
             downbeat_times=tuple(t / rate for t in tempo.downbeat_times),
             confidence=tempo.confidence,
             beats_per_bar=beats_per_bar,
+            downbeat_confidence=tempo.downbeat_confidence,
+            tempo_note=tempo.tempo_note,
         )
     for count in choices:
         length = _bar_samples(count, beats_per_bar, final_bpm, sr)
@@ -336,6 +347,8 @@ def make_loop(
         seam_score=seam_score(loop, sr=sr),
         key=key_of(mono, sr=sr),  # of the whole input: more notes to go on than one short loop
         stretched=bool(stretch),
+        downbeat_confidence=tempo.downbeat_confidence,
+        tempo_note=tempo.tempo_note,
     )
 
 

@@ -1,7 +1,13 @@
 """A beat as MIDI parts: split the mix into stems, then drums by onset band, bass and melody by basic-pitch.
 
-Transcribing each part from its own stem is the point: basic-pitch on a full mix hears the bass's overtones
-as melody notes and the drums as bursts of short notes (bench/midi.py measures both ways on the same audio).
+Transcribing the pitched parts without the drums is the point: basic-pitch on a full mix hears the drums as
+bursts of short notes (bench/midi.py measures both ways on the same audio). Bass and melody are read from one
+basic-pitch pass over everything but the drums (bass + other stems), split at B3: with sampled instruments
+(``bench/midi.py --set gm``) the low-passed bass stem alone lost the attacks (notes came out 18-63 ms late) and
+left basic-pitch only the partials, so 1 note in 5 came out an octave or two high (F1 0.47 against 0.83 from the
+wider band). Two corrections follow, both measured there: bass onsets move to the attack in the wide band's
+spectral flux (basic-pitch marks a low note where its level peaks, tens of ms after the pluck), and a bass note
+that starts while a note an octave, a twelfth or two octaves below it is still sounding is that note's overtone.
 """
 
 from __future__ import annotations
@@ -50,6 +56,15 @@ STEADY_BEAT = 0.5
 #: strong overtones of bright tones as notes.
 OVERTONE_ONSET_S = 0.05
 OVERTONES = (12, 19, 24, 28)
+#: Bass onsets: basic-pitch's start moves to the strongest attack in the pitched signal's spectral flux (below
+#: ONSET_MAX_HZ) from ONSET_BEFORE_S before it to ONSET_AFTER_S after it, when that attack reaches ONSET_REL of the
+#: track's strong attacks (99th percentile of the flux). HOP 4 ms: finer than basic-pitch's 11.6 ms frames.
+ONSET_BEFORE_S = 0.07
+ONSET_AFTER_S = 0.02
+ONSET_REL = 0.1
+ONSET_MAX_HZ = 2000.0
+ONSET_N_FFT = 2048
+ONSET_HOP = 128
 
 
 class PitchTracker:
@@ -87,20 +102,29 @@ class PitchTracker:
                     output[key].append(value)
         return {k: unwrap_output(np.concatenate(v), audio.shape[0], overlap_frames) for k, v in output.items()}
 
-    def notes(
-        self, mono: npt.NDArray[np.floating], sr: int, *, min_pitch: int | None = None, max_pitch: int | None = None
-    ) -> list[Note]:
-        """Notes in ``mono`` (shape (n,)), sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI numbers."""
+    def model_output(self, mono: npt.NDArray[np.floating], sr: int) -> dict[str, npt.NDArray[Any]] | None:
+        """basic-pitch's activations ("note", "onset", "contour") for ``mono``; None for empty or silent audio."""
         import librosa
 
         audio = np.asarray(mono, dtype=np.float32)
         if sr != PITCH_SR:
             audio = librosa.resample(audio, orig_sr=sr, target_sr=PITCH_SR)
         if audio.size == 0 or not np.any(audio):
+            return None
+        return self._model_output(audio)
+
+    def notes_from_output(
+        self, output: dict[str, npt.NDArray[Any]] | None, *, min_pitch: int | None = None, max_pitch: int | None = None
+    ) -> list[Note]:
+        """The notes in one :meth:`model_output`, sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI
+        numbers (one model pass can so give both the bass and the melody)."""
+        import librosa
+
+        if output is None:
             return []
         frames_per_s = PITCH_SR / FFT_HOP
         events = model_output_to_notes(
-            self._model_output(audio),
+            output,
             onset_thresh=self.onset_threshold,
             frame_thresh=self.frame_threshold,
             min_note_len=round(self.min_note_ms / 1000 * frames_per_s),
@@ -114,6 +138,12 @@ class PitchTracker:
             if (min_pitch is None or pitch >= min_pitch) and (max_pitch is None or pitch <= max_pitch)
         ]
         return sorted(notes, key=lambda n: (n.start_s, n.pitch))
+
+    def notes(
+        self, mono: npt.NDArray[np.floating], sr: int, *, min_pitch: int | None = None, max_pitch: int | None = None
+    ) -> list[Note]:
+        """Notes in ``mono`` (shape (n,)), sorted by start; ``min_pitch``/``max_pitch`` bound the MIDI numbers."""
+        return self.notes_from_output(self.model_output(mono, sr), min_pitch=min_pitch, max_pitch=max_pitch)
 
 
 def _mono(x: Samples) -> npt.NDArray[np.float32]:
@@ -139,6 +169,60 @@ def drop_overtones(notes: list[Note], fundamentals: list[Note]) -> list[Note]:
         return any(f.pitch + step == n.pitch and f.velocity > n.velocity for f in by_start[lo:hi] for step in OVERTONES)
 
     return [n for n in notes if not overtone(n)]
+
+
+def drop_sounding_overtones(notes: list[Note]) -> list[Note]:
+    """``notes`` without those starting while a note an octave, a twelfth, two octaves or two octaves and a third
+    below is still sounding (from just before its start to its end).
+
+    A sampled bass's upper partials often outlast or re-excite after the attack, so basic-pitch reports them as
+    notes of their own, later than the fundamental's onset (outside :func:`drop_overtones`' window). A bass line
+    rarely holds a note under its own octave, so the upper note is dropped whatever its level.
+    """
+    by_start = sorted(notes, key=lambda n: n.start_s)
+
+    def overtone(n: Note) -> bool:
+        return any(
+            f is not n and n.pitch - f.pitch in OVERTONES and f.start_s - OVERTONE_ONSET_S <= n.start_s <= f.end_s
+            for f in by_start
+        )
+
+    return [n for n in notes if not overtone(n)]
+
+
+def onset_flux(mono: npt.NDArray[np.float32], sr: int) -> npt.NDArray[np.float32]:
+    """Spectral flux (log-compressed magnitudes, summed rises) below ``ONSET_MAX_HZ``, one value per ``ONSET_HOP``
+    samples, frame ``i`` centred on sample ``i * ONSET_HOP``."""
+    import librosa
+
+    spec = np.abs(librosa.stft(mono, n_fft=ONSET_N_FFT, hop_length=ONSET_HOP))
+    spec = spec[librosa.fft_frequencies(sr=sr, n_fft=ONSET_N_FFT) <= ONSET_MAX_HZ]
+    compressed = np.log1p(100.0 * spec / max(float(spec.max()), 1e-9))
+    return cast(
+        npt.NDArray[np.float32],
+        np.maximum(0.0, np.diff(compressed, axis=1, prepend=compressed[:, :1])).sum(axis=0).astype(np.float32),
+    )
+
+
+def snap_onsets(notes: list[Note], flux: npt.NDArray[np.float32], sr: int) -> list[Note]:
+    """Each note's start moved to the strongest attack of ``flux`` (:func:`onset_flux`) from ``ONSET_BEFORE_S``
+    before to ``ONSET_AFTER_S`` after it, when there is one of at least ``ONSET_REL`` of the track's strong ones."""
+    if flux.size == 0 or not notes:
+        return notes
+    floor = ONSET_REL * float(np.percentile(flux, 99))
+    frames_per_s = sr / ONSET_HOP
+    out = []
+    for n in notes:
+        frame = round(n.start_s * frames_per_s)
+        lo = max(0, frame - round(ONSET_BEFORE_S * frames_per_s))
+        hi = min(flux.size, frame + round(ONSET_AFTER_S * frames_per_s) + 1)
+        if hi <= lo:
+            out.append(n)
+            continue
+        best = lo + int(np.argmax(flux[lo:hi]))
+        start = best / frames_per_s
+        out.append(Note(start, max(n.end_s, start + 1e-3), n.pitch, n.velocity) if flux[best] >= floor else n)
+    return sorted(out, key=lambda n: (n.start_s, n.pitch))
 
 
 def transcribe(
@@ -190,13 +274,13 @@ def transcribe_stems(
     if steady and tempo is not None:
         hits = quantize(hits, np.asarray(tempo.beat_times))
     step(1)
-    bass = tracker.notes(_mono(stems.bass), sr, max_pitch=BASS_MAX_PITCH)
-    bass = drop_overtones(bass, bass)
-    step(2)
-    # The melody is read from everything but the drums: the upper stem alone holds the bass's overtones without
-    # their fundamental, which basic-pitch hears as notes; with the fundamental there it folds them into it.
+    # One basic-pitch pass over everything but the drums gives both parts (see the module docstring).
     pitched = _mono(stems.bass) + _mono(stems.other)
-    upper = tracker.notes(pitched, sr, min_pitch=BASS_MAX_PITCH + 1)
+    output = tracker.model_output(pitched, sr)
+    bass = tracker.notes_from_output(output, max_pitch=BASS_MAX_PITCH)
+    bass = drop_sounding_overtones(snap_onsets(bass, onset_flux(pitched, sr), sr))
+    step(2)
+    upper = tracker.notes_from_output(output, min_pitch=BASS_MAX_PITCH + 1)
     melody = drop_overtones(upper, upper)
     try:
         key: str | None = detect_key(pitched, sr=sr).label
