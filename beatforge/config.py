@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     #: at most (retries + 1) × timeout for the LLM before it falls back to the templates.
     llm_max_retries: int = Field(default=2, ge=0, le=10)
 
+    #: madmom's downbeat networks find loops' first beats and tempo octaves (much better on real music, see
+    #: bench/RESULTS.md). They are licensed CC BY-NC-SA 4.0: an operator who sells loops may turn them off, and
+    #: the signal cues (kick weight, harmonic change) decide alone.
+    learned_downbeats: bool = True
+
     #: Optional S3-compatible copy of loops and their metadata (None = off). Credentials come only
     #: from the AWS_* environment / boto3's usual chain, never from here.
     s3_bucket: str | None = None

@@ -14,7 +14,8 @@ render, in one run:
   not drum detection;
 * beatforge: ``generation.midi.transcribe.transcribe`` (offline harmonic/percussive + low-band stem split, drum hits
   by onset, band rules and kit-adapted templates, one basic-pitch pass over the bass + other stems split at B3,
-  bass onsets moved to the attack).
+  bass onsets moved to the attack, the melody taken as the top voice without the bass's partials under a held
+  lead note).
 
 Scores are mir_eval F1 (``tests/support/midi_truth.py``: 50 ms onset window; notes also need the pitch within 50 cents,
 offsets ignored); drums per class. Time is CPU seconds (``time.process_time``: all threads of this process)

@@ -172,7 +172,7 @@ def midi_line(job: JobView) -> str | None:
     tempo = f"{info.bpm:.1f} bpm" if info.bpm else "no steady beat (files at 120 bpm)"
     return (
         f"🎹 {tempo} · {info.key or 'key unclear'} · drums {info.drum_hits} hits · "
-        f"bass {info.bass_notes} notes · melody/chords {info.melody_notes} notes\n"
+        f"bass {info.bass_notes} notes · melody {info.melody_notes} notes\n"
         f"Stems split by {info.separation}. The zip has drums.mid, bass.mid, melody.mid and full.mid."
     )
 

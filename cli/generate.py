@@ -147,6 +147,7 @@ def _metadata(
 
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     # Heavy imports stay here, so `beatforge --help` and `beatforge bot` never load torch.
+    from generation.analysis import beat_model
     from generation.audio.formats import encode, write_metadata
     from generation.audio.io import read_audio
     from generation.audio.signal import resample
@@ -154,6 +155,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     from generation.music.model_cache import ModelCache
     from storage.files import atomic_write_bytes
 
+    beat_model.use(settings.learned_downbeats)
     try:
         params = _params(args)
     except ValidationError as exc:

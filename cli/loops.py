@@ -141,9 +141,11 @@ def _normalize_key(args: argparse.Namespace) -> None:
 
 
 def run_loop(args: argparse.Namespace, settings: Settings) -> int:
+    from generation.analysis import beat_model
     from generation.errors import GenerationError
     from storage.errors import StorageError
 
+    beat_model.use(settings.learned_downbeats)
     if (args.prompt is None) == (args.input is None):
         sys.stderr.write("beatforge: give either a PROMPT to generate from, or --input AUDIO_FILE to cut\n")
         return 2
@@ -181,11 +183,13 @@ def _loop_line(summary: dict[str, Any]) -> str:
 
 
 def run_auto(args: argparse.Namespace, settings: Settings) -> int:
+    from generation.analysis import beat_model
     from generation.errors import GenerationError
     from generation.prompts.auto import plan_prompts
     from generation.prompts.llm import ChatClient
     from storage.errors import StorageError
 
+    beat_model.use(settings.learned_downbeats)
     problem = named_files_folder_problem(args.out)  # before the LLM and the model, not after the first loop
     if problem is not None:
         sys.stderr.write(f"beatforge: {problem}\n")

@@ -59,6 +59,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _set
 
 def run_midi(args: argparse.Namespace, settings: Settings) -> int:
     # Heavy imports stay here, so `beatforge --help` and `beatforge bot` never load torch.
+    from generation.analysis import beat_model
     from generation.audio.io import read_audio
     from generation.errors import AudioParameterError, GenerationError
     from generation.loops.export import safe_stem
@@ -66,6 +67,7 @@ def run_midi(args: argparse.Namespace, settings: Settings) -> int:
     from generation.midi.stems import make_separator
     from generation.midi.transcribe import PitchTracker
 
+    beat_model.use(settings.learned_downbeats)
     # Bad input is one sentence and exit status 2, before the MIDI and stem models load.
     problem = folder_target_problem(args.out)
     if problem is not None:

@@ -114,6 +114,8 @@ class LoopMeta(_Meta):
     downbeat_confidence: float | None = Field(default=None, ge=0, le=1)
     #: Why the tempo is not the one asked for (the audio's pulse disagrees), or None.
     tempo_note: str | None = None
+    #: What placed the bar lines: madmom's downbeat networks (named with their licence) or the signal cues.
+    downbeats_from: str | None = None
     #: Where the loop and its sidecar were uploaded, or why they were not (S3 configured only).
     s3_keys: list[str] | None = None
     s3_error: str | None = None

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from beatforge.bounds import MAX_BPM, MIN_BPM
+from generation.analysis import beat_model
 from generation.analysis.checks import (
     as_channels,
     check_bpm,
@@ -46,14 +47,24 @@ HINT_RATIOS = (1.0, 2.0, 0.5, 1.5, 2 / 3, 4 / 3, 3 / 4)
 # HINT_AGREES: on the loop benches no right (rounded) hint was questioned, and every hint 20 % off was (but on a
 # 133-against-100 bpm cross-rhythm, where 106 is within 8 % of the 100 bpm pulse and is honoured as that).
 HINT_AGREES = 0.7
+# Where madmom's downbeat networks are on (generation/analysis/beat_model.py), they decide: their DBN's downbeats
+# pick the bar phase, and their tempo starts the tempo search (librosa's is double on half-time grooves). The
+# confidence then says whether the evidence agrees with that phase: their mean downbeat activation per phase is a
+# third cue (LEARNED_WEIGHT) beside kick and harmony, and the margin is the chosen phase's score minus the best
+# other's. LEARNED_WEIGHT 0.5 flags the three wrong phases of the development sets (bench/loops.py) and the drum
+# loop with equal kicks on 1 and 3, and keeps 21 of 27 right ones above DOWNBEAT_CONFIDENT (weights 1-4 let the
+# networks vouch for their own mistakes).
+LEARNED_WEIGHT = 0.5
+LEARNED_FLOOR = 0.05  # mean downbeat activation: below it the networks hear no bars
 # The bar phase is scored from two cues (per beat phase, relative to their mean over all phases): kick (low-band
 # onset) weight, and harmonic change (chroma novelty between the bars before and after a beat). Tried
 # and dropped on the tuning sets (bench/loops.py): bass-note change (novelty of the 30-260 Hz spectrum: bass
 # lines move on every beat as often as at the bar line) and chroma novelty over half bars (chorales change chord
 # on every beat). The downbeat confidence is 1 - exp(-margin / DOWNBEAT_SCALE), margin = best phase score -
 # second best.
-CUE_WEIGHTS = {"kick": 1.0, "harmony": 1.0}
+CUE_WEIGHTS = {"kick": 1.0, "harmony": 1.0, "learned": LEARNED_WEIGHT}
 DOWNBEAT_SCALE = 0.5
+SIGNAL_CUES = "kick weight and harmonic change"
 QUIET = 0.01  # beats 20 dB below the median beat are silence, not music
 NOVELTY_FLOOR = 0.05  # a chord change moves the chroma by 0.1-0.5 (1 - cosine); a repeated drum loop by < 0.01
 KICK_FLOOR = 1.0  # in means of the kick envelope: beats without low-end hits carry no preference
@@ -74,6 +85,7 @@ class TempoInfo:
             second-best of the ``beats_per_bar`` phases (1.0 with one beat per bar).
         tempo_note: why the tempo is not the ``bpm_hint`` asked for (the audio's pulse clearly disagrees), else
             None.
+        downbeats_from: what placed the bar lines: madmom's networks (their licence named) or the signal cues.
     """
 
     bpm: float
@@ -83,6 +95,7 @@ class TempoInfo:
     beats_per_bar: int
     downbeat_confidence: float = 1.0
     tempo_note: str | None = None
+    downbeats_from: str = SIGNAL_CUES
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +108,7 @@ class _Analysis:
     chroma: npt.NDArray[np.float32]  # (12, frames) pitch classes: where the harmony changes
     power: npt.NDArray[np.float32]  # (frames,) mel power: which beats are (near) silent
     duration_s: float
+    learned: npt.NDArray[np.float32] | None = None  # (frames at beat_model.FPS, 2) beat / downbeat activations
 
 
 def _analyse(mono: npt.NDArray[np.float32], sr: int) -> _Analysis:
@@ -116,6 +130,7 @@ def _analyse(mono: npt.NDArray[np.float32], sr: int) -> _Analysis:
         chroma=librosa.feature.chroma_stft(S=power, sr=ANALYSIS_SR, n_fft=N_FFT).astype(np.float32),
         power=mel.sum(axis=0).astype(np.float32),
         duration_s=len(mono) / sr,
+        learned=beat_model.activations(mono, sr) if beat_model.available() else None,
     )
 
 
@@ -173,8 +188,47 @@ def _pulse_fit(env: npt.NDArray[np.float32], period: float) -> float:
     return _periodicity(env, period)
 
 
+def _learned_grid(an: _Analysis) -> tuple[float, float] | None:
+    """The networks' pulse (period, phase): their DBN's median beat interval in 55-215 bpm, refined by
+    :func:`_fit_grid`. None when they are off or find no beats.
+
+    Where the doubled tempo is still under 180 bpm the line is fitted at it (twice the beats: a tracker seeded
+    at a slow tempo can keep to whole frames, 0.5 % off) and every other beat kept, the ones nearer the
+    networks' beats.
+    """
+    if an.learned is None:
+        return None
+    beats = beat_model.track(an.learned, beats_per_bar=4, min_bpm=55.0, max_bpm=215.0)[:, 0]
+    if len(beats) < 4:
+        return None
+    bpm = 60.0 / float(np.median(np.diff(beats)))
+    if 2 * bpm > PREFERRED_BPM[1]:
+        return _fit_grid(an.env, bpm)
+    period, phase = _fit_grid(an.env, 2 * bpm)
+    frames = beats * ANALYSIS_SR / HOP
+    off = np.abs((frames - phase + period) % (2 * period) - period)  # from the nearest of the even beats
+    if float(np.median(off)) > period / 2:
+        phase += period
+    return 2 * period, phase % (2 * period)
+
+
 def _own_grid(an: _Analysis) -> tuple[float, float]:
-    """The audio's own pulse, no hint: librosa's estimate, octave-resolved towards 70-180 bpm. (period, phase)."""
+    """The audio's own pulse, no hint: (period, phase). The networks' tempo where they are on, unless its pulse
+    fits the onsets clearly worse (below HINT_AGREES) than librosa's; else librosa's."""
+    learned = _learned_grid(an)
+    try:
+        period, phase = _librosa_grid(an)
+    except AudioParameterError:
+        if learned is None:
+            raise
+        return learned
+    if learned is not None and _pulse_fit(an.env, learned[0]) >= HINT_AGREES * _pulse_fit(an.env, period):
+        return learned
+    return period, phase
+
+
+def _librosa_grid(an: _Analysis) -> tuple[float, float]:
+    """librosa's estimate, octave-resolved towards 70-180 bpm: (period, phase)."""
     coarse = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=an.env, sr=ANALYSIS_SR, hop_length=HOP))[0])
     if not coarse > 0:
         raise AudioParameterError("no reliable tempo: the onsets show no periodicity")
@@ -287,15 +341,46 @@ def _phase_profile(
     return cast(npt.NDArray[np.float64], (m - m.mean()) / max(float(m.mean()), floor, 1e-12))
 
 
-def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -> tuple[int, float]:
-    """Which beat of the grid (index mod ``beats_per_bar``) starts a bar, and how sure: (phase, confidence).
+def _learned_profile(an: _Analysis, starts: npt.NDArray[np.int64], beats_per_bar: int) -> npt.NDArray[np.float64]:
+    """The networks' downbeat activation (its maximum within ±20 ms) at each beat, as a phase profile (all 0 when
+    they are off)."""
+    if an.learned is None:
+        return np.zeros(beats_per_bar)
+    down = np.pad(an.learned[:, 1].astype(np.float64), 2)
+    at = np.round(starts * HOP / ANALYSIS_SR * beat_model.FPS).astype(np.int64)
+    at = at[at < len(an.learned)]
+    values = np.max(np.stack([down[at + k] for k in range(5)]), axis=0)
+    return _phase_profile(values, beats_per_bar, LEARNED_FLOOR, stat="mean")
+
+
+def _learned_votes(an: _Analysis, starts: npt.NDArray[np.int64], beats_per_bar: int) -> npt.NDArray[np.int64] | None:
+    """How many of the networks' downbeats (their DBN at this grid's tempo) fall on each bar phase of the grid.
+
+    The DBN reads the activations as a sequence of bars, so it keeps to the phase that most of the piece
+    supports where a phase-by-phase average of the activations can be swayed by a strong accent on beat 3.
+    """
+    if an.learned is None or len(starts) < 2 * beats_per_bar:
+        return None
+    times = starts * HOP / ANALYSIS_SR
+    bpm = 60.0 / float(np.median(np.diff(times)))
+    tracked = beat_model.track(an.learned, beats_per_bar=beats_per_bar, min_bpm=bpm / 1.04, max_bpm=bpm * 1.04)
+    downbeats = tracked[tracked[:, 1] == 1, 0]
+    nearest = np.abs(downbeats[:, None] - times[None, :]).argmin(axis=1)
+    close = np.abs(times[nearest] - downbeats) < 0.25 * 60.0 / bpm
+    votes = np.bincount(nearest[close] % beats_per_bar, minlength=beats_per_bar)
+    return votes if votes.sum() > 0 else None
+
+
+def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -> tuple[int, float, str]:
+    """Which beat of the grid (index mod ``beats_per_bar``) starts a bar, how sure, and what said so.
 
     A musician finds the one by the kick's weight and by where the chords change (a bar's harmony against the
-    previous bar's); each cue gives every phase a score relative to the others, the weighted sum (CUE_WEIGHTS)
-    picks the phase, and the margin between the best and second-best phase gives the confidence.
+    previous bar's); each cue gives every phase a score relative to the others, and the weighted sum
+    (CUE_WEIGHTS) picks the phase, unless the networks are on: then their downbeats pick it. The margin between
+    the chosen phase's score and the best other's gives the confidence.
     """
     if beats_per_bar == 1:
-        return 0, 1.0
+        return 0, 1.0, SIGNAL_CUES
     frames = an.env.shape[-1]
     starts = np.round(phase + period * np.arange(int((frames - 1 - phase) // period) + 1)).astype(np.int64)
     bounds = np.unique(np.clip(np.concatenate([starts, [frames]]), 0, frames))
@@ -303,15 +388,18 @@ def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -
     loud = np.add.reduceat(an.power.astype(np.float64), bounds[:-1]) / np.diff(bounds)
     quiet = loud < QUIET * float(np.median(loud))
     cues = {
+        "learned": _learned_profile(an, starts, beats_per_bar),
         "kick": _phase_profile(kick, beats_per_bar, KICK_FLOOR * float(an.env_kick.mean())),
         "harmony": _phase_profile(
             _novelty(an.chroma, bounds, beats_per_bar, quiet), beats_per_bar, NOVELTY_FLOOR, stat="mean"
         ),
     }
     score = np.sum([CUE_WEIGHTS[name] * cue for name, cue in cues.items()], axis=0)
-    order = np.argsort(score)[::-1]
-    margin = float(score[order[0]] - score[order[1]])
-    return int(order[0]), 1.0 - math.exp(-margin / DOWNBEAT_SCALE)
+    votes = _learned_votes(an, starts, beats_per_bar)
+    best = int(np.argmax(votes)) if votes is not None else int(np.argmax(score))
+    margin = float(score[best] - np.max(np.delete(score, best)))
+    source = beat_model.LICENCE if votes is not None else SIGNAL_CUES
+    return best, max(0.0, 1.0 - math.exp(-margin / DOWNBEAT_SCALE)), source
 
 
 def _tempo(
@@ -327,7 +415,7 @@ def _tempo(
         raise AudioParameterError(
             f"no reliable tempo (confidence {confidence:.2f} < {MIN_CONFIDENCE}): is this noise rather than music?"
         )
-    first, downbeat_confidence = _bar_phase(an, period, phase, beats_per_bar)
+    first, downbeat_confidence, downbeats_from = _bar_phase(an, period, phase, beats_per_bar)
     # The onset envelope peaks a couple of frames after the attack (how many depends on the sound): move the
     # grid by the median offset from its beats to the attacks found in the waveform near them.
     grid = (phase + period * np.arange(int((an.duration_s * ANALYSIS_SR / HOP - phase) // period) + 1)) * HOP
@@ -347,6 +435,7 @@ def _tempo(
         beats_per_bar=beats_per_bar,
         downbeat_confidence=downbeat_confidence,
         tempo_note=note,
+        downbeats_from=downbeats_from,
     )
 
 

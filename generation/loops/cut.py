@@ -13,7 +13,7 @@ Pure functions: numpy in, numpy out. Nothing here reads or writes files or touch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import librosa
@@ -32,7 +32,7 @@ from generation.analysis.checks import (
     to_mono,
 )
 from generation.analysis.key import KeyInfo, key_of
-from generation.analysis.tempo import TempoInfo, tempo_of
+from generation.analysis.tempo import SIGNAL_CUES, TempoInfo, tempo_of
 from generation.analysis.transients import transient
 from generation.audio.signal import Samples
 from generation.errors import AudioParameterError
@@ -64,6 +64,7 @@ class LoopResult:
         downbeat_confidence: how sure the detection is that the loop starts on beat 1 of a bar, 0..1
             (:attr:`TempoInfo.downbeat_confidence`); below ``DOWNBEAT_CONFIDENT`` the user is told to check it.
         tempo_note: why ``bpm_detected`` is not the ``target_bpm`` asked for (the audio's pulse disagrees), or None.
+        downbeats_from: what placed the bar lines (:attr:`TempoInfo.downbeats_from`).
     """
 
     samples: Samples
@@ -79,6 +80,7 @@ class LoopResult:
     stretched: bool
     downbeat_confidence: float = 1.0
     tempo_note: str | None = None
+    downbeats_from: str = SIGNAL_CUES
 
     @property
     def duration_s(self) -> float:
@@ -102,6 +104,7 @@ class LoopResult:
             "stretched": bool(self.stretched),
             "downbeat_confidence": round(float(self.downbeat_confidence), 3),
             "tempo_note": self.tempo_note,
+            "downbeats_from": self.downbeats_from,
         }
 
 
@@ -311,14 +314,11 @@ def make_loop(
     if stretch:
         source = _stretch(x, rate, sr)
         source_mono = to_mono(source)
-        grid = TempoInfo(
+        grid = replace(
+            tempo,
             bpm=final_bpm,
             beat_times=tuple(t / rate for t in tempo.beat_times),
             downbeat_times=tuple(t / rate for t in tempo.downbeat_times),
-            confidence=tempo.confidence,
-            beats_per_bar=beats_per_bar,
-            downbeat_confidence=tempo.downbeat_confidence,
-            tempo_note=tempo.tempo_note,
         )
     for count in choices:
         length = _bar_samples(count, beats_per_bar, final_bpm, sr)
@@ -349,6 +349,7 @@ def make_loop(
         stretched=bool(stretch),
         downbeat_confidence=tempo.downbeat_confidence,
         tempo_note=tempo.tempo_note,
+        downbeats_from=tempo.downbeats_from,
     )
 
 

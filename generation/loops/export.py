@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from beatforge.contract import BeatParams, LoopParams
+from generation.analysis import beat_model
 from generation.analysis.key import KeyInfo, detect_key
 from generation.analysis.tempo import TempoInfo, detect_tempo
 from generation.audio.formats import encode, encode_to_fit, write_metadata
@@ -59,9 +60,11 @@ def analyse(samples: Samples, *, sample_rate: int, bpm_hint: float | None = None
     return BeatAnalysis(bpm=tempo.bpm if tempo else None, key=key.label if key else None)
 
 
-def warm_up() -> None:
-    """Run the analysis once on a click track: librosa compiles its numba kernels on first use
-    (seconds), which must happen at worker start-up, not inside a user's job."""
+def warm_up(*, learned_downbeats: bool = True) -> None:
+    """Switch madmom's downbeat networks on or off, and run the analysis once on a click track: librosa compiles
+    its numba kernels and the networks load on first use (seconds), which must happen at worker start-up, not
+    inside a user's job."""
+    beat_model.use(learned_downbeats)
     sample_rate = 22_050
     clicks = np.zeros(sample_rate * 4, np.float32)
     clicks[:: sample_rate // 2] = 1.0

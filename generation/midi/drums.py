@@ -7,7 +7,8 @@ above 6 kHz (hi-hat). A kick is decided on its own band, so a kick under a hi-ha
 
 Sampled kits (``bench/midi.py --set gm``) broke two of those rules. A sampled kick's beater click rises in the
 1-6 kHz band as much as a snare does, so a snare must also rise in its body and mid range (200-1200 Hz) about as
-much as the kick band does (both measured against the track's strong onsets, as kits differ in level). And a
+much as the kick band does (both measured against the track's strong onsets, as kits differ in level), and by
+more than the kick's own spill into that range explains (a per-kit ratio read from the track's kick onsets). And a
 closed hat played with a kick or snare (most grooves) was lost: hats are now also found by explaining every
 onset's rise in 12 log-spaced bands as a non-negative sum of three spectral templates (kick, snare, hat), fitted
 to the track's own kit in a few alternating steps from generic starting shapes (NMF with the activations
@@ -52,6 +53,13 @@ MERGE_S = 0.03
 #: to the track's strong onsets (95th percentile): a kick's beater click alone does not make a snare.
 SNARE_MID = (200.0, 1200.0)
 SNARE_MID_OVER_KICK = 0.8
+#: And what the kick spills into that range is taken off first (:func:`snare_body`): the kit's mid/kick ratio is
+#: the lower quartile (SNARE_KICK_PCT) over onsets whose kick band reaches KICK_STRONG of the track's strong ones,
+#: and the rest must reach SNARE_MID_RESIDUAL of the track's strong mid-range rises. On the GM set a bright
+#: sampled kick under a closed hat passed the ratio rule alone (33 of 38 false snares; precision 0.82 -> 0.86).
+KICK_STRONG = 0.5
+SNARE_KICK_PCT = 25.0
+SNARE_MID_RESIDUAL = 0.2
 #: The template fit: band edges (Hz, log-spaced), alternating steps, and a class counts at an onset when its
 #: part of the fit reaches TEMPLATE_PRESENT of the class's strong onsets (90th percentile) and TEMPLATE_SHARE
 #: of the onset's whole rise.
@@ -132,6 +140,22 @@ def template_hats(
     )
 
 
+def snare_body(body: npt.NDArray[np.float32], kick: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Which onsets rise in the snare's mid range (``body``) by more than their kick alone would explain.
+
+    A kick spills into that range in proportion to its own band's rise; the ratio is the kit's, so it is read
+    from the track's kick onsets (the lower quartile of mid/kick among onsets with a strong kick: at least half
+    of a groove's kicks sound without a snare). What is left over must reach SNARE_MID_RESIDUAL of the track's
+    strong mid-range rises, and the mid range must still rise by SNARE_MID_OVER_KICK of the kick band's relative
+    rise (the rule this one refines, which keeps synthetic kits' snares, whose mid range is weak).
+    """
+    body_rel = body / (float(np.percentile(body, 95)) + 1e-9)
+    kick_rel = kick / (float(np.percentile(kick, 95)) + 1e-9)
+    strong = kick_rel >= KICK_STRONG
+    ratio = float(np.percentile(body_rel[strong] / kick_rel[strong], SNARE_KICK_PCT)) if strong.sum() >= 4 else 0.0
+    return (body_rel - ratio * kick_rel >= SNARE_MID_RESIDUAL) & (body_rel >= SNARE_MID_OVER_KICK * kick_rel)
+
+
 def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]:
     """Hits in the mono percussive stem ``percussive`` (shape (n,)), in time order."""
     import librosa
@@ -163,8 +187,7 @@ def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]
         mid >= SNARE_OVER_QUIET * float(np.percentile(mid, 25))
     )
     body = _rises(spec[(freqs >= SNARE_MID[0]) & (freqs < SNARE_MID[1])].sum(axis=0), frames)
-    kick_rel = rise["kick"] / (float(np.percentile(rise["kick"], 95)) + 1e-9)
-    snare &= body / (float(np.percentile(body, 95)) + 1e-9) >= SNARE_MID_OVER_KICK * kick_rel
+    snare &= snare_body(body, rise["kick"])
     body_ratio = np.where(snare, KICK_OVER_SNARE_BODY, KICK_OVER_BODY)
     kick = (rise["kick"] >= KICK_PRESENT * max(float(np.percentile(rise["kick"], 90)), 1e-9)) & (
         rise["kick"] >= body_ratio * rise["body"]

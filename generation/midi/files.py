@@ -46,7 +46,7 @@ def midi_files(tr: Transcription) -> dict[str, bytes]:
     parts = {
         "drums.mid": _drums(tr.drums),
         "bass.mid": _instrument("Bass", tr.bass, program=BASS_PROGRAM),
-        "melody.mid": _instrument("Melody / chords", tr.melody, program=MELODY_PROGRAM),
+        "melody.mid": _instrument("Melody", tr.melody, program=MELODY_PROGRAM),
     }
     files = {name: _song(tr, [inst]) for name, inst in parts.items()}
     files["full.mid"] = _song(
@@ -54,7 +54,7 @@ def midi_files(tr: Transcription) -> dict[str, bytes]:
         [
             _drums(tr.drums),
             _instrument("Bass", tr.bass, program=BASS_PROGRAM),
-            _instrument("Melody / chords", tr.melody, program=MELODY_PROGRAM),
+            _instrument("Melody", tr.melody, program=MELODY_PROGRAM),
         ],
     )
     return files
@@ -71,7 +71,7 @@ def summary_text(tr: Transcription, *, source: str) -> str:
         f"Drums: {len(tr.drums)} hits ({', '.join(f'{n} {d}' for d, n in drum_counts.items())})"
         + (", quantised to the beat grid" if tr.quantized and tr.drums else ""),
         f"Bass: {len(tr.bass)} notes (GM program {BASS_PROGRAM + 1}, Electric Bass)",
-        f"Melody/chords: {len(tr.melody)} notes (GM program {MELODY_PROGRAM + 1}, Electric Piano)",
+        f"Melody: {len(tr.melody)} notes (GM program {MELODY_PROGRAM + 1}, Electric Piano)",
         f"Stems split by: {tr.separation}",
         "Files: drums.mid (GM drum channel 10: kick 36, snare 38, closed hi-hat 42), bass.mid, melody.mid, "
         "full.mid (all parts as tracks).",

@@ -114,7 +114,7 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
         # Stay up and fail each job with the reason: a crash-looping worker leaves users' jobs hanging.
         log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
     await asyncio.to_thread(covers.warm_up)
-    await asyncio.to_thread(warm_up_analysis)
+    await asyncio.to_thread(warm_up_analysis, learned_downbeats=settings.learned_downbeats)
     separator = await asyncio.to_thread(make_separator, settings.stems_model, device=device)
     return WorkerContext(
         settings=settings,

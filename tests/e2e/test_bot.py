@@ -576,7 +576,7 @@ async def test_a_finished_midi_job_posts_the_pack_with_its_summary(
     content = post.json["content"]
     assert [f.filename for f in post.files] == ["beatforge-1-midi.zip"]
     assert "🎹 **MIDI #1 of my track.wav**" in content
-    assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody/chords 30 notes" in content
+    assert "92.5 bpm · F minor · drums 40 hits · bass 12 notes · melody 30 notes" in content
     assert "harmonic/percussive split" in content
     assert "description" not in post.json["embeds"][0]  # no prompt quote for an upload: its "prompt" is its name
     assert custom_ids(post.json) == [f"bf:keep:{job.id}"]  # no beat to act on

@@ -7,6 +7,7 @@ Renders come from tests/support/grooves.py (kicks equal on 1 and 3, cross-rhythm
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -16,15 +17,25 @@ import pytest
 from beatforge.contract import ArtifactKind
 from beatforge.contract.artifacts import DOWNBEAT_CONFIDENT, LoopMeta
 from bot.messages import loop_line
-from generation.analysis.tempo import detect_tempo
+from generation.analysis import beat_model
+from generation.analysis.tempo import SIGNAL_CUES, detect_tempo
 from generation.loops.cut import make_loop
+from generation.loops.export import warm_up
 from tests.support.grooves import cross_rhythm, even_kick_groove
 from tests.support.synth import render_beat
 
 SR = 32_000
 
 
-def test_a_hint_is_honoured_where_the_pulse_is_ambiguous() -> None:
+@pytest.fixture
+def signal_cues_only() -> Iterator[None]:
+    """madmom's networks switched off, as an operator who sells loops may (BEATFORGE_LEARNED_DOWNBEATS=false)."""
+    beat_model.use(False)
+    yield
+    beat_model.use(True)
+
+
+def test_a_hint_is_honoured_where_the_pulse_is_ambiguous(signal_cues_only: None) -> None:
     # 133 bpm drums under a louder 100 bpm stab: librosa's estimate follows the stab
     render = cross_rhythm(bpm=133, other_bpm=100, level=3.0)
     assert detect_tempo(render.samples, sr=SR).bpm == pytest.approx(100, rel=0.01)
@@ -33,6 +44,31 @@ def test_a_hint_is_honoured_where_the_pulse_is_ambiguous() -> None:
     assert asked.tempo_note is None
     other = detect_tempo(render.samples, sr=SR, bpm_hint=100)  # the other reading is as good: honoured too
     assert other.bpm == pytest.approx(100, rel=0.003) and other.tempo_note is None
+
+
+def test_the_networks_hear_the_drums_pulse_and_bar_under_a_louder_cross_rhythm() -> None:
+    render = cross_rhythm(bpm=133, other_bpm=100, level=3.0)
+    info = detect_tempo(render.samples, sr=SR)
+    assert info.bpm == pytest.approx(133, rel=0.003)
+    assert info.downbeats_from == beat_model.LICENCE
+    bar = 4 * 60 / 133
+    assert all(abs((t + bar / 2) % bar - bar / 2) < 0.03 for t in info.downbeat_times)  # on the drums' bar lines
+
+
+def test_without_the_networks_the_signal_cues_still_place_the_bar(signal_cues_only: None) -> None:
+    render = even_kick_groove(bpm=110, bars=10, lead_in_s=1.1, rng=np.random.default_rng(110))
+    loop = make_loop(render.samples, sr=SR, bars=4)
+    assert np.abs(render.downbeats - loop.start_sample / SR).min() < 0.015
+    assert loop.to_metadata()["downbeats_from"] == SIGNAL_CUES
+
+
+def test_the_worker_switch_turns_the_networks_off_and_on() -> None:
+    try:
+        warm_up(learned_downbeats=False)
+        assert not beat_model.available()
+    finally:
+        warm_up(learned_downbeats=True)
+    assert beat_model.available()  # the worker extra installs them: CI runs with them
 
 
 def test_a_disagreeing_hint_gets_a_tempo_note() -> None:
@@ -70,6 +106,7 @@ def test_the_sidecar_and_loop_meta_carry_the_new_fields() -> None:
     assert 0 <= meta["downbeat_confidence"] <= 1
     loop = LoopMeta.model_validate(meta)
     assert loop.downbeat_confidence == meta["downbeat_confidence"] and loop.tempo_note == meta["tempo_note"]
+    assert loop.downbeats_from == meta["downbeats_from"] == beat_model.LICENCE  # the licence travels with it
     old = LoopMeta.model_validate({k: v for k, v in meta.items() if k not in ("downbeat_confidence", "tempo_note")})
     assert old.downbeat_confidence is None and old.tempo_note is None and not old.downbeat_uncertain
 

@@ -20,7 +20,7 @@ from generation.midi.export import export_midi
 from generation.midi.files import BASS_PROGRAM, MELODY_PROGRAM, midi_files, summary_text
 from generation.midi.notes import DrumHit, Note, Transcription
 from generation.midi.stems import split_hpss
-from generation.midi.transcribe import PitchTracker, drop_overtones, transcribe
+from generation.midi.transcribe import PitchTracker, drop_bass_partials, drop_overtones, top_voice, transcribe
 from tests.support.synth import render_beat
 
 SR = 22_050
@@ -108,6 +108,22 @@ def test_quieter_overtones_are_dropped_but_doublings_and_later_notes_stay() -> N
     assert drop_overtones(notes, notes) == [low, doubled, later]
 
 
+def test_top_voice_keeps_the_highest_note_of_each_onset() -> None:
+    lead, under = Note(0.0, 0.5, 72, 60), Note(0.03, 0.5, 64, 90)  # a louder lower note at the same onset goes
+    held = Note(0.2, 0.6, 67, 50)  # a note starting under a sustained lead note is a later onset: it stays
+    solo = Note(1.0, 1.5, 60, 40)
+    assert top_voice([lead, under, held, solo]) == [lead, held, solo]
+
+
+def test_bass_partials_under_a_held_lead_note_are_dropped() -> None:
+    bass = [Note(0.5, 1.0, 48, 100), Note(1.5, 2.0, 50, 100)]
+    held = Note(0.0, 1.2, 79, 80)  # the lead holds G5 over the bass's C3
+    partial = Note(0.51, 0.9, 67, 40)  # G4: C3's third harmonic, starting with it, under the held lead
+    new_lead = Note(1.52, 2.0, 74, 80)  # D5 two octaves over D3, but nothing higher is held: a lead note
+    short = Note(0.9, 1.1, 60, 40)  # the lead's end is too close to count as held, and C4 starts with no bass
+    assert drop_bass_partials([held, partial, short, new_lead], bass) == [held, short, new_lead]
+
+
 def _transcription(bpm: float | None = 93.0) -> Transcription:
     return Transcription(
         drums=(DrumHit(0.0, "kick", 110), DrumHit(0.0, "hat", 70), DrumHit(0.3226, "snare", 100)),
@@ -145,7 +161,7 @@ def test_summary_says_what_was_found_and_how() -> None:
     text = summary_text(_transcription(), source="beat #4")
     assert "beat #4" in text and "93.0 bpm" in text and "A minor" in text
     assert "3 hits (1 kick, 1 snare, 1 hat), quantised" in text and "Bass: 2 notes" in text
-    assert "Melody/chords: 3 notes" in text and "harmonic/percussive split" in text
+    assert "Melody: 3 notes" in text and "harmonic/percussive split" in text
     assert "no steady beat" in summary_text(_transcription(None), source="x")
 
 

@@ -212,7 +212,9 @@ async def test_doctor_reports_every_disagreement_and_exits_clean_only_when_there
         await jobs.mark_failed(session, stale, code=ErrorCode.INTERNAL, message="worker lost")
     final = await doctor(sessions=sessions, store=store, stale_after=timedelta(minutes=5), repair=True, now=NOW)
     assert final.clean and {f.problem for f in final.findings} == {Problem.MISSING_FILE, Problem.NO_RESULT}
-    assert (await doctor(sessions=sessions, store=store, stale_after=timedelta(minutes=5), repair=False)).findings == ()
+    assert (
+        await doctor(sessions=sessions, store=store, stale_after=timedelta(minutes=5), repair=False, now=NOW)
+    ).findings == ()
 
 
 async def test_doctor_does_not_call_collected_results_lost(
