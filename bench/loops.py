@@ -24,7 +24,9 @@ librosa's plain ``beat_track``, of make_loop without a hint and with the true te
 make_loop writes a tempo note for that right hint (it should not) and for a wrong one (x0.8: it should); how far the
 loop is from whole bars at the true tempo (goal: within 10 ms); the loop's start against the nearest true downbeat
 (goal: within 30 ms), its downbeat confidence, its seam score (median <= 1.2) and CPU seconds per audio second
-(time.process_time; run with OMP_NUM_THREADS=1). Sets: ``grooves`` (tests/support/grooves.py: kicks equal on 1 and
+(time.process_time; run with OMP_NUM_THREADS=1); and an independent baseline, essentia's RhythmExtractor2013 tempo
+error and KeyExtractor key (against the score's key on GM renders, else whether it agrees with the loop's).
+Sets: ``grooves`` (tests/support/grooves.py: kicks equal on 1 and
 3, chords at the bar line; two 133-against-100 bpm cross-rhythms), ``gm-tune``/``gm-aside`` (tests/support/
 gm_render.py's DEV_SONGS through MuseScore General, tuned on / TimGM6mb, kept aside; each with its first 1-3 beats
 cut off), ``real-tune``/``real-aside`` (drascula game music, bench/loop_annotations.json says how the truth was
@@ -134,6 +136,7 @@ class Excerpt:
     sample_rate: int
     bpm: float
     downbeats: np.ndarray | None
+    key: str | None = None  # the score's, where known
 
 
 def real_excerpts(which: str) -> list[Excerpt]:
@@ -165,7 +168,7 @@ def gm_excerpts(font: str) -> list[Excerpt]:
         skip = (i % 3 + 1) * 60.0 / song.bpm
         cut = round(skip * song.sample_rate)
         downbeats = np.array(song.downbeats_s) - skip
-        out.append(Excerpt(f"{spec.name}", song.samples[:, cut:], song.sample_rate, song.bpm, downbeats))
+        out.append(Excerpt(spec.name, song.samples[:, cut:], song.sample_rate, song.bpm, downbeats, spec.key))
     return out
 
 
@@ -184,6 +187,31 @@ def groove_excerpts() -> list[Excerpt]:
     return out
 
 
+def essentia_estimates(mono: np.ndarray, sample_rate: int) -> tuple[float, str]:
+    """The independent baseline: essentia's RhythmExtractor2013 (multifeature) tempo and KeyExtractor key, at the
+    44.1 kHz they are built for."""
+    import essentia.standard as es
+
+    y = librosa.resample(mono, orig_sr=sample_rate, target_sr=44_100).astype(np.float32)
+    bpm = float(es.RhythmExtractor2013(method="multifeature")(y)[0])
+    tonic, scale, _ = es.KeyExtractor()(y)
+    return bpm, f"{tonic} {scale}"
+
+
+_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def _same_key(a: str, b: str) -> bool:
+    """Whether two key labels ("F# minor", "Gb minor") name the same key."""
+
+    def parse(label: str) -> tuple[int, str]:
+        note, mode = label.split()
+        shift = note[1:].count("#") - note[1:].count("b")
+        return (_PITCH[note[0].upper()] + shift) % 12, mode.lower()
+
+    return parse(a) == parse(b)
+
+
 def _octave_error(found: float, true: float) -> tuple[float, bool]:
     """Tempo error in % against the nearest octave of the truth, and whether that octave is not the truth itself."""
     errs = {k: abs(found / (true * k) - 1) for k in (0.5, 1.0, 2.0)}
@@ -197,10 +225,11 @@ def excerpt_table(excerpts: list[Excerpt], bars: int) -> None:
     downbeat confidence, seam score and CPU seconds per audio second (one thread)."""
     head = (
         f"{'excerpt':28} {'bpm':>6} {'librosa%':>9} {'ours%':>7} {'hinted%':>8} {'note@true':>9} {'note@x0.8':>9} "
-        f"{'bars ms':>8} {'db ms':>7} {'db conf':>7} {'seam':>5} {'cpu s/s':>7}"
+        f"{'bars ms':>8} {'db ms':>7} {'db conf':>7} {'seam':>5} {'cpu s/s':>7} {'essentia%':>9} {'key ours/ess':>12}"
     )
     print(head)
     rows = []
+    key_marks: list[str] = []
     for ex in excerpts:
         mono = ex.samples.mean(axis=0)
         guess = librosa_tempo(mono, ex.sample_rate)
@@ -219,19 +248,26 @@ def excerpt_table(excerpts: list[Excerpt], bars: int) -> None:
         db_ms = math.nan
         if ex.downbeats is not None:
             db_ms = 1000 * float(np.min(np.abs(ex.downbeats - loop.start_sample / ex.sample_rate)))
+        ess_bpm, ess_key = essentia_estimates(mono, ex.sample_rate)
+        ess_err, ess_oct = _octave_error(ess_bpm, ex.bpm)
+        if ex.key is not None:  # each against the score's key
+            keys = f"{'ok' if _same_key(loop.key.label, ex.key) else 'x'}/{'ok' if _same_key(ess_key, ex.key) else 'x'}"
+        else:  # no truth: do the two agree?
+            keys = "agree" if _same_key(loop.key.label, ess_key) else f"{loop.key.label}|{ess_key}"
         lib_err, _ = _octave_error(guess, ex.bpm)
         ours_err, ours_oct = _octave_error(loop.bpm_detected, ex.bpm)
         hint_err, hint_oct = _octave_error(hinted.bpm_detected, ex.bpm)
         conf = float(getattr(loop, "downbeat_confidence", math.nan))
         note_true = getattr(hinted, "tempo_note", None) is not None
         note_wrong = getattr(wrong, "tempo_note", None) is not None
-        row = (lib_err, ours_err, hint_err, note_true, note_wrong, bars_ms, db_ms, conf, loop.seam_score, cpu)
+        row = (lib_err, ours_err, hint_err, note_true, note_wrong, bars_ms, db_ms, conf, loop.seam_score, cpu, ess_err)
         rows.append(row)
+        key_marks.append(keys)
         print(
             f"{ex.name[:28]:28} {ex.bpm:6.1f} {lib_err:9.2f} {ours_err:6.2f}{'*' if ours_oct else ' '} "
             f"{hint_err:7.2f}{'*' if hint_oct else ' '} {'yes' if note_true else 'no':>9} "
             f"{'yes' if note_wrong else 'no':>9} {bars_ms:8.1f} {db_ms:7.0f} {conf:7.2f} {loop.seam_score:5.2f} "
-            f"{cpu:7.3f}"
+            f"{cpu:7.3f} {ess_err:8.2f}{'*' if ess_oct else ' '} {keys:>12}"
         )
     cols = list(zip(*rows, strict=True))
     mean = [statistics.fmean(c) for c in cols]
@@ -240,7 +276,7 @@ def excerpt_table(excerpts: list[Excerpt], bars: int) -> None:
         f"{'mean (' + str(len(rows)) + ')':28} {'':6} {mean[0]:9.2f} {mean[1]:7.2f} {mean[2]:8.2f} "
         f"{sum(cols[3]):6d}/{len(rows):<2} {sum(cols[4]):6d}/{len(rows):<2} {mean[5]:8.1f} "
         f"{statistics.fmean(dbs) if dbs else math.nan:7.0f} {mean[7]:7.2f} {statistics.median(cols[8]):5.2f} "
-        f"{mean[9]:7.3f}"
+        f"{mean[9]:7.3f} {mean[10]:9.2f}"
     )
     within = sum(b <= 10 for b in cols[5])
     good = sum(d <= 30 for d in dbs)
@@ -248,6 +284,12 @@ def excerpt_table(excerpts: list[Excerpt], bars: int) -> None:
         f"whole bars within 10 ms: {within}/{len(rows)}; downbeat within 30 ms: {good}/{len(dbs)}; "
         f"seam median {statistics.median(cols[8]):.2f}; CPU s per audio s: mean {mean[9]:.3f}, max {max(cols[9]):.3f}"
     )
+    if all("/" in k for k in key_marks):
+        ours_ok = sum(k.startswith("ok/") for k in key_marks)
+        ess_ok = sum(k.endswith("/ok") for k in key_marks)
+        print(f"key as the score's: ours {ours_ok}/{len(rows)}, essentia {ess_ok}/{len(rows)}")
+    else:
+        print(f"key: ours and essentia agree on {sum(k == 'agree' for k in key_marks)}/{len(rows)}")
     if dbs:
         right = [c for c, d in zip(cols[7], cols[6], strict=True) if not math.isnan(d) and d <= 30]
         wrong_c = [c for c, d in zip(cols[7], cols[6], strict=True) if not math.isnan(d) and d > 30]

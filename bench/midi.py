@@ -13,9 +13,9 @@ render, in one run:
   onsets fall on the same beat grid as the drums, and scoring them as drum hits would measure the song's rhythm,
   not drum detection;
 * beatforge: ``generation.midi.transcribe.transcribe`` (offline harmonic/percussive + low-band stem split, drum hits
-  by onset, band rules and kit-adapted templates, one basic-pitch pass over the bass + other stems split at B3,
-  bass onsets moved to the attack, the melody taken as the top voice without the bass's partials under a held
-  lead note).
+  by onset, band rules and kit-adapted templates, ghost snares matched to the kit's own snare, one basic-pitch pass
+  over the bass + other stems split at B3, bass onsets moved to the attack, the melody taken as the top voice
+  without the bass's partials under a held lead note, its shortest note set by the tempo).
 
 Scores are mir_eval F1 (``tests/support/midi_truth.py``: 50 ms onset window; notes also need the pitch within 50 cents,
 offsets ignored); drums per class. Time is CPU seconds (``time.process_time``: all threads of this process)

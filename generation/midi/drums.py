@@ -15,11 +15,17 @@ to the track's own kit in a few alternating steps from generic starting shapes (
 solved exactly, per onset), so a hat's top-band share is found under the louder hit. A hat is reported when
 either way finds it (the templates alone miss hats where the kit's snare noise is hat-like; the band rules miss
 them under other hits).
+
+Ghost snares (~25 dB under the backbeat) are below the onset floor, or hidden under a hat. They are found by the
+kit's own snare: its spectrum and decay, learnt from the track's snares found without a kick, matched frame by
+frame where nothing else was found (:func:`ghost_snares`) and, below the hat's range, at hats where no
+transcribed note starts (:func:`hidden_snares`).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
@@ -67,6 +73,22 @@ TEMPLATE_EDGES = np.geomspace(30.0, 16000.0, 13)
 TEMPLATE_STEPS = 3
 TEMPLATE_PRESENT = 0.15
 TEMPLATE_SHARE = 0.15
+#: Ghost snares (:func:`ghost_snares`): the kit's snare as a shape over GHOST_BANDS (log-spaced, the snare's
+#: body and noise without the kick's and hat's own ranges) x GHOST_FRAMES frames, learnt from at least
+#: GHOST_MIN_SNARES snares found without a kick. A frame away (GHOST_CLEAR_S) from every labelled onset is a ghost
+#: snare where its rise matches that shape (cosine >= GHOST_MATCH) at >= GHOST_LEVEL of the learnt snares' level.
+GHOST_BANDS = np.geomspace(150.0, 5000.0, 25)
+GHOST_FRAMES = 5
+GHOST_MIN_SNARES = 4
+GHOST_CLEAR_S = 0.05
+GHOST_MATCH = 0.8
+GHOST_LEVEL = 0.02
+#: A ghost is the strongest match within this many frames either side (~46 ms).
+GHOST_PEAK_FRAMES = 4
+#: Under a hat (:func:`hidden_snares`): the snare's shape below the hat's range, at onsets at least
+#: PITCHED_CLEAR_S from a pitched note's onset.
+HIDDEN_BANDS = np.geomspace(150.0, 2000.0, 25)
+PITCHED_CLEAR_S = 0.03
 
 
 def _flux(spec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -140,6 +162,104 @@ def template_hats(
     )
 
 
+def _band_rises(
+    spec: npt.NDArray[np.float32], freqs: npt.NDArray[np.float64], edges: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """Every frame's rise over the bands between ``edges`` x ``GHOST_FRAMES`` (the level of each of the next
+    frames minus the lowest of the 3 before), shape (frames, bands * GHOST_FRAMES)."""
+    members = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(edges)])
+    level = members.astype(np.float32) @ spec  # (bands, frames)
+    n = level.shape[1]
+    idx = np.arange(n)
+    before = np.stack([level[:, np.clip(idx - k, 0, n - 1)] for k in (1, 2, 3)]).min(axis=0)
+    after = np.stack([level[:, np.clip(idx + k, 0, n - 1)] for k in range(GHOST_FRAMES)], axis=2)
+    rises = np.maximum(0.0, after - before[:, :, None]).transpose(1, 0, 2).reshape(n, -1)
+    return cast(npt.NDArray[np.float32], rises.astype(np.float32))
+
+
+def _snare_match(
+    rises: npt.NDArray[np.float32], frames: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """How well every frame's ``rises`` match the snare shape learnt at ``frames`` (the mean of their normalised
+    rises, each at its strongest frame: onsets are found up to a frame early or late): the cosine, and the
+    projection relative to the learnt snares' median."""
+    norms = np.linalg.norm(rises, axis=1) + 1e-9
+    last = rises.shape[0] - 1
+    picks = np.clip([f - 1 + int(np.argmax(norms[max(0, f - 1) : f + 3])) for f in frames], 0, last)
+    shape = (rises[picks] / norms[picks, None]).mean(axis=0)
+    shape /= float(np.linalg.norm(shape)) + 1e-9
+    match = rises @ shape
+    level = match / (float(np.median(match[picks])) + 1e-9)
+    return cast(npt.NDArray[np.float32], match / norms), cast(npt.NDArray[np.float32], level)
+
+
+def ghost_snares(
+    spec: npt.NDArray[np.float32],
+    freqs: npt.NDArray[np.float64],
+    frames: npt.NDArray[np.intp],
+    labelled: npt.NDArray[np.bool_],
+    learn: npt.NDArray[np.bool_],
+    clear_frames: int,
+) -> npt.NDArray[np.intp]:
+    """Frames of snares played far below the backbeat (ghost notes), found by the kit's own snare sound.
+
+    Ghost notes (~25 dB under the backbeat) are not onsets at the detectors' floor, and the four broad bands cannot
+    tell them from what else is that quiet. But a kit plays them with the same drum, so their spectrum and decay
+    match the loud snares': ``learn`` marks the onsets (of ``frames``) whose snare-only rise gives that shape, and
+    a frame more than ``clear_frames`` from every ``labelled`` onset whose rise matches it is a snare.
+
+    On the GM renders (musescore) 12 of the 21 ghosts that sound alone (rock grooves) matched at >= 0.8 and no
+    other frame away from the labelled onsets above 0.74 (pitched notes leaking into mozart155's stem): snare F1
+    0.785 -> 0.822 (chorale66 0.76 -> 0.94, chorale10 0.75 -> 0.84), synthetic set unchanged. The band leaves out
+    the kick's and the hat's ranges, where the loud snares' shape holds their spill. Ghosts under a hat are
+    :func:`hidden_snares`.
+    """
+    if int(learn.sum()) < GHOST_MIN_SNARES:
+        return np.zeros(0, dtype=np.intp)
+    cosine, level = _snare_match(_band_rises(spec, freqs, GHOST_BANDS), frames[learn])
+    peak = np.lib.stride_tricks.sliding_window_view(
+        np.pad(level, GHOST_PEAK_FRAMES, constant_values=-np.inf), 2 * GHOST_PEAK_FRAMES + 1
+    ).max(axis=1)
+    found = np.flatnonzero((level >= peak) & (level >= GHOST_LEVEL) & (cosine >= GHOST_MATCH))
+    taken = frames[labelled]
+    if taken.size == 0:
+        return found
+    gap = np.abs(found[:, None] - taken[None, :]).min(axis=1)
+    return cast(npt.NDArray[np.intp], found[gap > clear_frames])
+
+
+def hidden_snares(
+    spec: npt.NDArray[np.float32],
+    freqs: npt.NDArray[np.float64],
+    frames: npt.NDArray[np.intp],
+    hat_only: npt.NDArray[np.bool_],
+    learn: npt.NDArray[np.bool_],
+    pitched: npt.NDArray[np.intp],
+    clear_frames: int,
+) -> npt.NDArray[np.bool_]:
+    """Which ``hat_only`` onsets also hold a ghost snare: their rise below the hat (``HIDDEN_BANDS``) matches the
+    snare shape learnt at the ``learn`` onsets as :func:`ghost_snares` requires.
+
+    Under a hat the full snare band holds the hat's own noise, and below it a hat frame often holds a pitched
+    note's attack leaking into the stem (the grid puts notes and hats together), which matches a snare's body as
+    well as a ghost does (hat-only onsets up to 0.83 on the GM hip-hop grooves). So onsets within ``clear_frames``
+    of a ``pitched`` onset frame (the transcribed notes') are left alone: away from the notes the hats matched at
+    most 0.74, the ghosts 0.64-0.93. GM snare F1 0.822 -> 0.854 (corelli 0.70 -> 0.82, chorale40 0.68 -> 0.77);
+    without leaving the notes' onsets out, the synthetic set's snare precision fell (F1 0.996 -> 0.977).
+    """
+    found = np.zeros(frames.size, dtype=bool)
+    if int(learn.sum()) < GHOST_MIN_SNARES or not hat_only.any():
+        return found
+    cosine, level = _snare_match(_band_rises(spec, freqs, HIDDEN_BANDS), frames[learn])
+    for i in np.flatnonzero(hat_only):
+        if pitched.size and int(np.abs(pitched - frames[i]).min()) <= clear_frames:
+            continue
+        near = slice(max(0, frames[i] - 1), frames[i] + 3)
+        best = near.start + int(np.argmax(level[near]))
+        found[i] = level[best] >= GHOST_LEVEL and cosine[best] >= GHOST_MATCH
+    return found
+
+
 def snare_body(body: npt.NDArray[np.float32], kick: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     """Which onsets rise in the snare's mid range (``body``) by more than their kick alone would explain.
 
@@ -156,8 +276,14 @@ def snare_body(body: npt.NDArray[np.float32], kick: npt.NDArray[np.float32]) -> 
     return (body_rel - ratio * kick_rel >= SNARE_MID_RESIDUAL) & (body_rel >= SNARE_MID_OVER_KICK * kick_rel)
 
 
-def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]:
-    """Hits in the mono percussive stem ``percussive`` (shape (n,)), in time order."""
+def detect_drums(
+    percussive: npt.NDArray[np.floating], sr: int, *, pitched_onsets: Sequence[float] | None = None
+) -> list[DrumHit]:
+    """Hits in the mono percussive stem ``percussive`` (shape (n,)), in time order.
+
+    ``pitched_onsets`` (seconds, the transcribed notes' starts) let ghost snares under a hat be looked for
+    (:func:`hidden_snares`); without them, they are not.
+    """
     import librosa
 
     y = np.asarray(percussive, dtype=np.float32)
@@ -196,15 +322,28 @@ def detect_drums(percussive: npt.NDArray[np.floating], sr: int) -> list[DrumHit]
     hat_level = float(np.median(rise["hat"][plain])) if plain.any() else float(np.percentile(rise["hat"], 90))
     hat = (~snare & (rise["hat"] >= HAT_PRESENT * max(hat_level, 1e-9))) | template_hats(spec, freqs, frames)
 
+    learn = snare & ~kick
+    if pitched_onsets is not None:
+        pitched = np.round((np.asarray(pitched_onsets, dtype=np.float64) * sr + lead) / HOP).astype(np.intp)
+        snare = snare | hidden_snares(
+            spec, freqs, frames, hat & ~kick & ~snare, learn, pitched, round(PITCHED_CLEAR_S * sr / HOP)
+        )
+    ghosts = ghost_snares(spec, freqs, frames, kick | snare | hat, learn, round(GHOST_CLEAR_S * sr / HOP))
+    frames = np.concatenate([frames, ghosts])
+    extra = np.ones(ghosts.size, dtype=bool)
+    snare = np.concatenate([snare, extra])
+    kick, hat = (np.concatenate([present, ~extra]) for present in (kick, hat))
+
     times = np.maximum(0.0, librosa.frames_to_time(frames, sr=sr, hop_length=HOP) - lead / sr)
     velocity = np.clip(np.round(40 + 87 * strength[frames] / float(strength[frames].max())), 1, 127).astype(int)
     found: tuple[tuple[Drum, npt.NDArray[np.bool_]], ...] = (("kick", kick), ("snare", snare), ("hat", hat))
-    return [
+    hits = [
         DrumHit(float(times[i]), name, int(velocity[i]))
         for i in range(frames.size)
         for name, present in found
         if present[i]
     ]
+    return sorted(hits, key=lambda h: h.time_s)
 
 
 def quantize(hits: list[DrumHit], beat_times: npt.NDArray[np.float64], *, subdivisions: int = 4) -> list[DrumHit]:

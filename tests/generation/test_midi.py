@@ -15,12 +15,21 @@ import soundfile as sf
 from cli.main import main
 from generation.audio.io import read_audio, write_wav
 from generation.errors import AudioParameterError
+from generation.midi import drums
 from generation.midi.drums import detect_drums, quantize
 from generation.midi.export import export_midi
 from generation.midi.files import BASS_PROGRAM, MELODY_PROGRAM, midi_files, summary_text
 from generation.midi.notes import DrumHit, Note, Transcription
 from generation.midi.stems import split_hpss
-from generation.midi.transcribe import PitchTracker, drop_bass_partials, drop_overtones, top_voice, transcribe
+from generation.midi.transcribe import (
+    PitchTracker,
+    drop_bass_partials,
+    drop_overtones,
+    drop_quiet_short,
+    melody_min_note_ms,
+    top_voice,
+    transcribe,
+)
 from tests.support.synth import render_beat
 
 SR = 22_050
@@ -91,6 +100,58 @@ def test_drum_hits_are_sorted_into_kick_snare_and_hat(rng: np.random.Generator) 
     assert detect_drums(np.zeros(SR, np.float32), SR) == []
 
 
+def _snare(n: int, amp: float, rng: np.random.Generator) -> np.ndarray:
+    """A snare: a 190 Hz shell tone and band-passed noise, decaying over ~60 ms."""
+    t = np.arange(n) / SR
+    noise = np.convolve(rng.standard_normal(n), np.hanning(9) * np.cos(np.pi * np.arange(9) / 2.5), "same")
+    return (amp * np.exp(-t / 0.06) * (0.6 * np.sin(2 * np.pi * 190 * t) + 0.4 * noise)).astype(np.float32)
+
+
+def test_ghost_snares_matching_the_kits_snare_are_found(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y = np.zeros(6 * SR, np.float32)
+    n = SR // 4
+    t = np.arange(n) / SR
+    for b in range(6):  # a kick on every beat, the backbeat snare on its "and", a ghost snare 28 dB down before it
+        y[b * SR : b * SR + n] += (np.exp(-t / 0.08) * np.sin(2 * np.pi * 55 * t)).astype(np.float32)
+        y[b * SR + SR // 2 : b * SR + SR // 2 + n] += _snare(n, 1.0, rng)
+        y[b * SR + SR // 4 : b * SR + SR // 4 + n] += _snare(n, 0.04, rng)
+        for at in (b * SR, b * SR + SR // 2):  # closed hats with the kick and the snare
+            y[at : at + n] += (0.3 * np.exp(-t / 0.02) * np.diff(rng.standard_normal(n + 1))).astype(np.float32)
+    ghosts = [b + 0.25 for b in range(6)]
+
+    def snares() -> list[float]:
+        return [h.time_s for h in detect_drums(y, SR) if h.drum == "snare"]
+
+    found = snares()
+    assert all(any(abs(s - g) < 0.03 for s in found) for g in ghosts), found
+    assert len(found) == 12, found
+    monkeypatch.setattr(drums, "GHOST_MATCH", 2.0)  # no match possible: the band rules alone miss the ghosts
+    assert not any(any(abs(s - g) < 0.03 for s in snares()) for g in ghosts)
+
+
+def test_ghost_snares_under_a_hat_are_found_where_no_note_starts(rng: np.random.Generator) -> None:
+    y = np.zeros(6 * SR, np.float32)
+    n = SR // 4
+    t = np.arange(n) / SR
+    for b in range(6):  # hats on every sixteenth of a 1 s beat, a ghost snare under the second one
+        y[b * SR : b * SR + n] += (np.exp(-t / 0.08) * np.sin(2 * np.pi * 55 * t)).astype(np.float32)
+        y[b * SR + SR // 2 : b * SR + SR // 2 + n] += _snare(n, 1.0, rng)
+        y[b * SR + SR // 4 : b * SR + SR // 4 + n] += _snare(n, 0.04, rng)
+        for at in (b * SR + k * n for k in range(4)):
+            y[at : at + n] += (0.1 * np.exp(-t / 0.02) * np.diff(rng.standard_normal(n + 3), 3)).astype(np.float32)
+    ghosts = [b + 0.25 for b in range(6)]
+
+    def found(onsets: list[float] | None) -> int:
+        hits = [h.time_s for h in detect_drums(y, SR, pitched_onsets=onsets) if h.drum == "snare"]
+        return sum(any(abs(s - g) < 0.03 for s in hits) for g in ghosts)
+
+    assert found([]) == 6
+    assert found(None) == 0  # no notes known: a hat's low range may hold a note's attack, so none is looked for
+    assert found([g + 0.01 for g in ghosts[:3]]) == 3  # a note starting there explains the low range instead
+
+
 def test_quantize_snaps_to_sixteenths_and_merges_duplicates() -> None:
     beats = np.arange(0, 4, 0.5)
     hits = [DrumHit(0.13, "hat", 90), DrumHit(0.118, "hat", 80), DrumHit(0.49, "kick", 100), DrumHit(1.01, "snare", 70)]
@@ -122,6 +183,15 @@ def test_bass_partials_under_a_held_lead_note_are_dropped() -> None:
     new_lead = Note(1.52, 2.0, 74, 80)  # D5 two octaves over D3, but nothing higher is held: a lead note
     short = Note(0.9, 1.1, 60, 40)  # the lead's end is too close to count as held, and C4 starts with no bass
     assert drop_bass_partials([held, partial, short, new_lead], bass) == [held, short, new_lead]
+
+
+def test_short_melody_notes_need_a_fast_tempo_and_a_firm_onset() -> None:
+    assert melody_min_note_ms(124.0, 127.7) == pytest.approx(0.8 * 15000 / 124)  # 0.8 of a sixteenth
+    assert melody_min_note_ms(90.0, 127.7) == 127.7  # slower: basic-pitch's own minimum stays
+    assert melody_min_note_ms(None, 127.7) == 127.7
+    firm, faint = Note(0.0, 0.105, 76, 80), Note(0.2, 0.305, 74, 40)  # both shorter than 127.7 ms
+    long_faint = Note(0.4, 0.8, 72, 30)
+    assert drop_quiet_short([firm, faint, long_faint], 127.7) == [firm, long_faint]
 
 
 def _transcription(bpm: float | None = 93.0) -> Transcription:
