@@ -353,25 +353,62 @@ def _learned_profile(an: _Analysis, starts: npt.NDArray[np.int64], beats_per_bar
     return _phase_profile(values, beats_per_bar, LEARNED_FLOOR, stat="mean")
 
 
-def _learned_votes(an: _Analysis, starts: npt.NDArray[np.int64], beats_per_bar: int) -> npt.NDArray[np.int64] | None:
-    """How many of the networks' downbeats (their DBN at this grid's tempo) fall on each bar phase of the grid.
+def _learned_track(an: _Analysis, period: float, beats_per_bar: int) -> npt.NDArray[np.float64] | None:
+    """The networks' beats at this grid's tempo (within 4 %): (beats, 2) of (time in s, position in the bar from
+    1); None when they are off or find too few."""
+    if an.learned is None:
+        return None
+    bpm = _bpm(period)
+    tracked = beat_model.track(an.learned, beats_per_bar=beats_per_bar, min_bpm=bpm / 1.04, max_bpm=bpm * 1.04)
+    return tracked if len(tracked) >= 2 * beats_per_bar else None
 
-    The DBN reads the activations as a sequence of bars, so it keeps to the phase that most of the piece
+
+def _with_learned_period(tracked: npt.NDArray[np.float64], period: float, phase: float) -> tuple[float, float]:
+    """The grid (period, phase) with its period averaged with that of a line through the networks' beats.
+
+    Two independent measurements of the same pulse: on the loop benches the line fitted to librosa's beats was
+    0.11 % off on one recorded excerpt where the networks' line was 0.03 % off, and the mean of the two was never
+    further off than 0.07 %. Beats more than 30 ms off the line are dropped and it is refitted; a line more than
+    1 % away from the grid's period found another pulse and is ignored. The new grid keeps the old one's phase at
+    its middle beat, where a small change of period moves it least.
+    """
+    times = tracked[:, 0] * ANALYSIS_SR / HOP  # in frames
+    k = np.concatenate([[0.0], np.cumsum(np.maximum(1.0, np.round(np.diff(times) / period)))])
+    keep = np.ones(len(times), dtype=bool)
+    for _ in range(3):
+        slope, icpt = np.polyfit(k[keep], times[keep], 1)
+        ok = np.abs(times - (icpt + slope * k)) < 0.03 * ANALYSIS_SR / HOP
+        if ok.sum() < max(4, len(times) // 2):
+            break
+        keep = ok
+    if abs(math.log(slope / period)) > math.log(1.01):
+        return period, phase
+    blended = (period + float(slope)) / 2
+    middle = round((float(np.median(times)) - phase) / period)
+    return blended, (phase + (period - blended) * middle) % blended
+
+
+def _learned_votes(
+    tracked: npt.NDArray[np.float64] | None, starts: npt.NDArray[np.int64], period: float, beats_per_bar: int
+) -> npt.NDArray[np.int64] | None:
+    """How many of the networks' downbeats fall on each bar phase of the grid (None: the networks are off).
+
+    Their DBN reads the activations as a sequence of bars, so it keeps to the phase that most of the piece
     supports where a phase-by-phase average of the activations can be swayed by a strong accent on beat 3.
     """
-    if an.learned is None or len(starts) < 2 * beats_per_bar:
+    if tracked is None or len(starts) < 2 * beats_per_bar:
         return None
     times = starts * HOP / ANALYSIS_SR
-    bpm = 60.0 / float(np.median(np.diff(times)))
-    tracked = beat_model.track(an.learned, beats_per_bar=beats_per_bar, min_bpm=bpm / 1.04, max_bpm=bpm * 1.04)
     downbeats = tracked[tracked[:, 1] == 1, 0]
     nearest = np.abs(downbeats[:, None] - times[None, :]).argmin(axis=1)
-    close = np.abs(times[nearest] - downbeats) < 0.25 * 60.0 / bpm
+    close = np.abs(times[nearest] - downbeats) < 0.25 * period * HOP / ANALYSIS_SR
     votes = np.bincount(nearest[close] % beats_per_bar, minlength=beats_per_bar)
     return votes if votes.sum() > 0 else None
 
 
-def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -> tuple[int, float, str]:
+def _bar_phase(
+    an: _Analysis, period: float, phase: float, beats_per_bar: int, tracked: npt.NDArray[np.float64] | None
+) -> tuple[int, float, str]:
     """Which beat of the grid (index mod ``beats_per_bar``) starts a bar, how sure, and what said so.
 
     A musician finds the one by the kick's weight and by where the chords change (a bar's harmony against the
@@ -395,7 +432,7 @@ def _bar_phase(an: _Analysis, period: float, phase: float, beats_per_bar: int) -
         ),
     }
     score = np.sum([CUE_WEIGHTS[name] * cue for name, cue in cues.items()], axis=0)
-    votes = _learned_votes(an, starts, beats_per_bar)
+    votes = _learned_votes(tracked, starts, period, beats_per_bar)
     best = int(np.argmax(votes)) if votes is not None else int(np.argmax(score))
     margin = float(score[best] - np.max(np.delete(score, best)))
     source = beat_model.LICENCE if votes is not None else SIGNAL_CUES
@@ -415,7 +452,10 @@ def _tempo(
         raise AudioParameterError(
             f"no reliable tempo (confidence {confidence:.2f} < {MIN_CONFIDENCE}): is this noise rather than music?"
         )
-    first, downbeat_confidence, downbeats_from = _bar_phase(an, period, phase, beats_per_bar)
+    tracked = _learned_track(an, period, beats_per_bar)
+    if tracked is not None:
+        period, phase = _with_learned_period(tracked, period, phase)
+    first, downbeat_confidence, downbeats_from = _bar_phase(an, period, phase, beats_per_bar, tracked)
     # The onset envelope peaks a couple of frames after the attack (how many depends on the sound): move the
     # grid by the median offset from its beats to the attacks found in the waveform near them.
     grid = (phase + period * np.arange(int((an.duration_s * ANALYSIS_SR / HOP - phase) // period) + 1)) * HOP
