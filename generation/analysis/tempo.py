@@ -56,12 +56,12 @@ HINT_AGREES = 0.7
 # networks vouch for their own mistakes).
 LEARNED_WEIGHT = 0.5
 LEARNED_FLOOR = 0.05  # mean downbeat activation: below it the networks hear no bars
-# The bar phase is scored from two cues (per beat phase, relative to their mean over all phases): kick (low-band
-# onset) weight, and harmonic change (chroma novelty between the bars before and after a beat). Tried
-# and dropped on the tuning sets (bench/loops.py): bass-note change (novelty of the 30-260 Hz spectrum: bass
-# lines move on every beat as often as at the bar line) and chroma novelty over half bars (chorales change chord
-# on every beat). The downbeat confidence is 1 - exp(-margin / DOWNBEAT_SCALE), margin = best phase score -
-# second best.
+# Without the networks the bar phase is scored from two signal cues (per beat phase, relative to their mean over
+# all phases): kick (low-band onset) weight, and harmonic change (chroma novelty between the bars before and after
+# a beat). Tried and dropped on the tuning sets (bench/loops.py): bass-note change (novelty of the 30-260 Hz
+# spectrum: bass lines move on every beat as often as at the bar line) and chroma novelty over half bars (chorales
+# change chord on every beat). The downbeat confidence is 1 - exp(-margin / DOWNBEAT_SCALE), margin = the chosen phase's
+# score - the best other phase's (0 when another scores higher).
 CUE_WEIGHTS = {"kick": 1.0, "harmony": 1.0, "learned": LEARNED_WEIGHT}
 DOWNBEAT_SCALE = 0.5
 SIGNAL_CUES = "kick weight and harmonic change"
@@ -81,8 +81,8 @@ class TempoInfo:
         confidence: periodicity of the onset envelope at the beat or bar period, 0..1 (normalised
             autocorrelation); drum-driven music scores well above 0.5, noise near 0.
         beats_per_bar: beats in one bar.
-        downbeat_confidence: how sure the bar phase is, 0..1, from the margin between the best and the
-            second-best of the ``beats_per_bar`` phases (1.0 with one beat per bar).
+        downbeat_confidence: how sure the bar phase is, 0..1, from the margin between the chosen phase's score
+            and the best other phase's (1.0 with one beat per bar).
         tempo_note: why the tempo is not the ``bpm_hint`` asked for (the audio's pulse clearly disagrees), else
             None.
         downbeats_from: what placed the bar lines: madmom's networks (their licence named) or the signal cues.
@@ -178,16 +178,6 @@ def _periodicity(env: npt.NDArray[np.float32], lag: float) -> float:
     return best
 
 
-def _pulse_fit(env: npt.NDArray[np.float32], period: float) -> float:
-    """How well a beat period fits the onsets: the envelope's periodicity at that lag.
-
-    Phase-free, so it compares tempi whose tracked grids differ. One lag only: at multiples of it, the two
-    pulses of a cross-rhythm (133 and 100 bpm meet every 1.8 s) line up and would favour a slow grid that is
-    neither.
-    """
-    return _periodicity(env, period)
-
-
 def _learned_grid(an: _Analysis) -> tuple[float, float] | None:
     """The networks' pulse (period, phase): their DBN's median beat interval in 55-215 bpm, refined by
     :func:`_fit_grid`. None when they are off or find no beats.
@@ -222,7 +212,7 @@ def _own_grid(an: _Analysis) -> tuple[float, float]:
         if learned is None:
             raise
         return learned
-    if learned is not None and _pulse_fit(an.env, learned[0]) >= HINT_AGREES * _pulse_fit(an.env, period):
+    if learned is not None and _periodicity(an.env, learned[0]) >= HINT_AGREES * _periodicity(an.env, period):
         return learned
     return period, phase
 
@@ -259,7 +249,10 @@ def _hinted_grid(an: _Analysis, hint: float) -> tuple[float, float, str | None]:
     Beat tracking is seeded at the hint and at each of HINT_RATIOS of it; a seed whose refined grid drifts
     more than HINT_TOLERANCE away found some other tempo and is dropped. The hint's own grid wins unless its
     pulse fit is below HINT_AGREES of the best of all grids (the ratios' and the audio's own); then the best
-    wins (the audio's own when it is within HINT_AGREES of the best) and the note says so.
+    wins (the audio's own when it is within HINT_AGREES of the best) and the note says so. The fit is the onset
+    envelope's periodicity at one beat's lag: phase-free, so it compares tempi whose tracked grids differ, and at
+    one lag only, since at multiples of it the two pulses of a cross-rhythm (133 and 100 bpm meet every 1.8 s)
+    line up and would favour a slow grid that is neither.
     """
     grids: list[tuple[float, float, float, float]] = []  # (ratio, period, phase, fit); ratio 0: the audio's own
     for ratio in HINT_RATIOS:
@@ -271,10 +264,10 @@ def _hinted_grid(an: _Analysis, hint: float) -> tuple[float, float, str | None]:
         except AudioParameterError:
             continue
         if abs(math.log(_bpm(period) / seed)) <= math.log(HINT_TOLERANCE):
-            grids.append((ratio, period, phase, _pulse_fit(an.env, period)))
+            grids.append((ratio, period, phase, _periodicity(an.env, period)))
     try:
         period, phase = _own_grid(an)
-        grids.append((0.0, period, phase, _pulse_fit(an.env, period)))
+        grids.append((0.0, period, phase, _periodicity(an.env, period)))
     except AudioParameterError:
         if not grids:
             raise
