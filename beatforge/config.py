@@ -23,7 +23,15 @@ class Settings(BaseSettings):
     #: Sync slash commands to this guild only (instant) instead of globally (up to an hour).
     dev_guild_id: int | None = None
 
+    #: redis://host:port/db, or rediss://[user]:password@host:port/db for TLS (a managed or replicated redis).
     redis_url: str = "redis://localhost:6379/0"
+    #: A rediss:// server's certificate is checked against the system's CAs, or against this CA bundle (PEM) when
+    #: the server's certificate comes from a private CA.
+    redis_ca_file: Path | None = None
+    #: Redis Sentinel (a replicated redis that fails over): the sentinels as "host:port,host:port". The master is
+    #: the one they name ``redis_sentinel_master``; ``redis_url`` then gives only its database, password and TLS.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "mymaster"
     queue_name: str = "beatforge:gpu"
     database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
     artifact_dir: Path = Path("./data/artifacts")
@@ -167,6 +175,24 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:"):
             return "sqlite+aiosqlite:" + value.removeprefix("sqlite:")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_port_list(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"BEATFORGE_REDIS_SENTINELS: {item.strip()!r} is not host:port (e.g. 10.0.0.5:26379)")
+        return value
+
+    def sentinel_hosts(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs (empty without Sentinel)."""
+        if not self.redis_sentinels:
+            return []
+        pairs = (item.strip().rpartition(":") for item in self.redis_sentinels.split(","))
+        return [(host, int(port)) for host, _, port in pairs]
 
     @model_validator(mode="after")
     def _links_need_a_secret(self) -> Settings:

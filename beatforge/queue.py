@@ -7,11 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from beatforge.config import Settings
@@ -39,7 +41,31 @@ SERIALIZERS: dict[str, Any] = {"job_serializer": dumps, "job_deserializer": load
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url)
+    """arq's connection: the URL's host, port, database, user and password, TLS for rediss://, and the CA bundle
+    that signed the server's certificate when it is not a public CA (arq's own URL parsing has no place for it)."""
+    conf = RedisSettings.from_dsn(settings.redis_url)
+    if conf.ssl and settings.redis_ca_file is not None:
+        conf.ssl_ca_certs = str(settings.redis_ca_file)
+    if settings.redis_sentinels:  # arq asks the sentinels for the master, again after every failover
+        conf.host, conf.sentinel = settings.sentinel_hosts(), True
+        conf.sentinel_master = settings.redis_sentinel_master
+    return conf
+
+
+def plain_redis(settings: Settings, *, timeout_s: float) -> Redis:
+    """A plain redis-py client to the same redis as the queue's (``beatforge status``): the URL's, with its CA
+    bundle for rediss://, or the master the sentinels name."""
+    options: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    if settings.redis_url.startswith("rediss://") and settings.redis_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ca_file)
+    if not settings.redis_sentinels:
+        return cast(Redis, Redis.from_url(settings.redis_url, **options))
+    conf = RedisSettings.from_dsn(settings.redis_url)
+    sentinel = Sentinel(settings.sentinel_hosts(), ssl=conf.ssl, **options)  # type: ignore[no-untyped-call]
+    master = sentinel.master_for(
+        settings.redis_sentinel_master, db=conf.database, username=conf.username, password=conf.password
+    )
+    return cast(Redis, master)
 
 
 async def connect(settings: Settings) -> ArqRedis:

@@ -14,11 +14,11 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy.exc import OperationalError
 
 from beatforge.config import Settings
 from beatforge.fleet import WorkerInfo
+from beatforge.queue import plain_redis
 from storage.artifacts import ArtifactStore
 from storage.db import open_database
 from storage.maintenance import REPAIRS, DoctorReport, GcReport, collect_garbage, doctor
@@ -100,7 +100,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(settings: Settings) -> OpsStatus:
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
+    redis = plain_redis(settings, timeout_s=REDIS_TIMEOUT_S)
     try:
         async with open_database(settings.database_url) as sessions:
             return await gather_status(sessions=sessions, redis=redis, queue_name=settings.queue_name)
