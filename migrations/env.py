@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
@@ -15,9 +15,18 @@ config = context.config
 target_metadata = Base.metadata
 
 
+#: pg_advisory_xact_lock's key for "beatforge is migrating" (any constant; the same in every process).
+MIGRATION_LOCK = 0x6265_6174  # "beat"
+
+
 def do_run_migrations(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # The bot and every worker migrate at start-up: the first holds this lock until its upgrade commits,
+            # the others wait, then read the version table and find it at head (migrations/runner.py locks a
+            # file for SQLite).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

@@ -29,7 +29,8 @@ def upgrade_locked(database_url: str) -> None:
     """:func:`upgrade`, serialised across processes: the bot and worker both migrate at start-up.
 
     Two processes creating the same SQLite tables at once would make one of them fail, so
-    they take an exclusive lock on a file beside the database first.
+    they take an exclusive lock on a file beside the database first. PostgreSQL's migrations hold an advisory
+    lock for the same purpose (migrations/env.py).
     """
     database = sqlite_file(database_url)
     if database is None:

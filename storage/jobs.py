@@ -291,7 +291,15 @@ async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[A
 
     False (and nothing recorded) when the job has failed meanwhile: it was cancelled while it ran.
     """
-    row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)])
+    # FOR UPDATE (fresh from the database): a cancel committed between this read and the write below would
+    # otherwise be overwritten by DONE on PostgreSQL (tests/storage/test_postgres.py). SQLite ignores it.
+    row = await session.get(
+        Generation,
+        job_id,
+        options=[selectinload(Generation.artifacts)],
+        with_for_update=True,
+        populate_existing=True,
+    )
     if row is None:
         raise JobNotFound(job_id)
     if row.status == JobStatus.FAILED:

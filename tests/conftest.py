@@ -20,6 +20,7 @@ from bot.app import Beatforge
 from migrations.runner import upgrade_locked
 from storage.db import make_engine, make_sessionmaker
 from tests.support.discord_harness import FakeDiscord, connected
+from tests.support.postgres_server import PostgresServer
 from tests.support.processes import settings_env
 from tests.support.redis_server import RedisServer
 
@@ -55,6 +56,24 @@ def redis_url(redis_server: str) -> str:
     client.flushall()
     client.close()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster on a free loopback port for the whole run (never a mock, never the system's)."""
+    try:
+        server = PostgresServer()
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database of its own per test (``postgresql+asyncpg://``): tests cannot see each other's rows."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture(scope="session")
