@@ -9,37 +9,11 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
-from arq.worker import Worker
 
 from beatforge.config import Settings
-from beatforge.queue import SERIALIZERS, connect, plain_redis, redis_settings
+from beatforge.queue import plain_redis, redis_settings
+from tests.support.arq_job import run_one_job
 from tests.support.redis_server import RedisSentinel, RedisServer
-
-
-async def _double(_ctx: dict[str, Any], x: int) -> int:
-    return 2 * x
-
-
-async def _run_one_job(settings: Settings, x: int) -> int:
-    """Enqueue through the bot's pool, run it with a real arq worker in burst mode, return its result."""
-    pool = await connect(settings)
-    try:
-        job = await pool.enqueue_job("_double", x, _queue_name=settings.queue_name)
-        assert job is not None
-        worker = Worker(
-            functions=[_double],  # type: ignore[list-item]
-            redis_settings=redis_settings(settings),
-            queue_name=settings.queue_name,
-            burst=True,
-            poll_delay=0.05,
-            **SERIALIZERS,
-        )
-        await worker.main()
-        await worker.close()
-        result: int = await job.result(timeout=5)
-        return result
-    finally:
-        await pool.aclose()
 
 
 def _wait_for(what: str, check: Any, timeout_s: float = 30) -> None:
@@ -72,11 +46,11 @@ async def test_jobs_reach_whichever_master_the_sentinels_name_across_a_failover(
             redis_sentinels=f"127.0.0.1:{sentinel.port}",
             queue_name="beatforge:sentinel-test",
         )
-        assert await _run_one_job(settings, 21) == 42
+        assert await run_one_job(settings, 21) == 42
 
         master.stop()
         _wait_for("the sentinel to promote the replica", lambda: sentinel.master_port() == replica.port)
-        assert await _run_one_job(settings, 50) == 100  # the same settings: arq asked the sentinel again
+        assert await run_one_job(settings, 50) == 100  # the same settings: arq asked the sentinel again
         status = plain_redis(settings, timeout_s=2)
         try:
             assert (await status.info("replication"))["role"] == "master"

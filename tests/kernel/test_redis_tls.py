@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from arq import create_pool
-from arq.worker import Worker
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from beatforge.config import Settings
-from beatforge.queue import SERIALIZERS, connect, plain_redis, redis_settings
+from beatforge.queue import plain_redis, redis_settings
+from tests.support.arq_job import run_one_job
 from tests.support.redis_server import RedisServer
 from tests.support.tls import TlsFiles, make_tls_files
 
@@ -42,30 +41,10 @@ def _settings(url: str, ca: Path | None) -> Settings:
     return Settings(_env_file=None, redis_url=url, redis_ca_file=ca, queue_name="beatforge:tls-test")
 
 
-async def _double(_ctx: dict[str, Any], x: int) -> int:
-    return 2 * x
-
-
 async def test_a_job_goes_through_a_tls_redis_with_a_password(tls_redis: RedisServer, tls_files: TlsFiles) -> None:
     assert tls_redis.url.startswith("rediss://:")
     settings = _settings(tls_redis.url, tls_files.ca)
-    pool = await connect(settings)
-    try:
-        job = await pool.enqueue_job("_double", 21, _queue_name=settings.queue_name)
-        assert job is not None
-        worker = Worker(
-            functions=[_double],  # type: ignore[list-item]
-            redis_settings=redis_settings(settings),
-            queue_name=settings.queue_name,
-            burst=True,
-            poll_delay=0.05,
-            **SERIALIZERS,
-        )
-        await worker.main()
-        await worker.close()
-        assert await job.result(timeout=5) == 42
-    finally:
-        await pool.aclose()
+    assert await run_one_job(settings, 21) == 42
     status_client = plain_redis(settings, timeout_s=2)  # what `beatforge status` opens
     try:
         assert await status_client.ping()

@@ -19,6 +19,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_for_ping(client: redis_sync.Redis, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until the server answers (10 s at most; it is killed if it does not), then close the client."""
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis_sync.ConnectionError, redis_sync.exceptions.BusyLoadingError):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError(f"{what} did not start") from None
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
 class RedisServer:
     """``persistent``: an append-only file, so a restart keeps the queue; otherwise a restart empties it.
     ``tls`` and ``password``: a server as managed redis services run it (TLS only, AUTH required).
@@ -83,19 +100,7 @@ class RedisServer:
             ssl=self.tls is not None,
             ssl_ca_certs=str(self.tls.ca) if self.tls else None,
         )
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except (redis_sync.ConnectionError, redis_sync.exceptions.BusyLoadingError):
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        self.proc.kill()
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        _wait_for_ping(client, self.proc, "redis-server")
 
     def stop(self) -> None:
         """SIGTERM, as a service manager stops it (with an append-only file, nothing written is lost)."""
@@ -137,20 +142,7 @@ class RedisSentinel:
         self.proc = subprocess.Popen(
             [self.binary, str(self.config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        client = redis_sync.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis_sync.ConnectionError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        self.proc.kill()
-                        raise RuntimeError("redis-sentinel did not start") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        _wait_for_ping(redis_sync.Redis(port=self.port), self.proc, "redis-sentinel")
 
     def master_port(self) -> int:
         """The port of the master the sentinel names now."""
