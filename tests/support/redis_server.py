@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import redis as redis_sync
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from tests.support.tls import TlsFiles
 
@@ -144,14 +145,18 @@ class RedisSentinel:
         )
         _wait_for_ping(redis_sync.Redis(port=self.port), self.proc, "redis-sentinel")
 
-    def master_port(self) -> int:
-        """The port of the master the sentinel names now."""
-        client = redis_sync.Redis(port=self.port)
+    def master_port(self) -> int | None:
+        """The port of the master a client is given now (redis-py's own discovery, which also wants the sentinel
+        to see that master up and in the master role); None while there is none, as during a failover."""
+        sentinel = Sentinel([("127.0.0.1", self.port)], socket_timeout=1)  # type: ignore[no-untyped-call]
         try:
-            _, port = client.sentinel_get_master_addr_by_name(self.name)  # type: ignore[no-untyped-call]
-            return int(port)
+            _, port = sentinel.discover_master(self.name)  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            return None
         finally:
-            client.close()
+            for client in sentinel.sentinels:
+                client.close()
+        return int(port)
 
     def stop(self) -> None:
         if self.proc is not None:
