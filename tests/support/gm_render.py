@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from generation.midi.notes import GM_DRUM_KEYS, DrumHit, Note
+from tests.support.midi_truth import Rendered
 
 __all__ = [
     "DEV_SONGS",
@@ -95,7 +96,7 @@ class SongSpec:
 
 
 @dataclass(frozen=True)
-class GmSong:
+class GmSong(Rendered):
     """A rendered song and its score (read back from the rendered MIDI file).
 
     Attributes:
@@ -119,15 +120,6 @@ class GmSong:
     bass: list[Note]
     melody: list[Note]
     drums: list[DrumHit]
-
-    @property
-    def mono(self) -> npt.NDArray[np.float32]:
-        """The channel mean, shape (n,)."""
-        return self.samples.mean(axis=0)
-
-    @property
-    def duration_s(self) -> float:
-        return self.samples.shape[-1] / self.sample_rate
 
     def drum_times(self, drum: str) -> list[float]:
         return [h.time_s for h in self.drums if h.drum == drum]

@@ -50,8 +50,24 @@ _MELODY_RHYTHMS = ((0, 2, 3, 4, 6), (0, 1, 2, 4, 5, 6), (0, 2, 4, 5, 7), (0, 3, 
 NoteTuple = tuple[float, float, int]  # (start_s, end_s, MIDI pitch)
 
 
+class Rendered:
+    """What every rendered test song offers beside its ``samples`` (channels, n) and ``sample_rate``."""
+
+    samples: npt.NDArray[np.float32]
+    sample_rate: int
+
+    @property
+    def mono(self) -> npt.NDArray[np.float32]:
+        """The channel mean, shape (n,)."""
+        return self.samples.mean(axis=0)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[-1] / self.sample_rate
+
+
 @dataclass(frozen=True)
-class Song:
+class Song(Rendered):
     """A rendered song and its score.
 
     Attributes:
@@ -71,15 +87,6 @@ class Song:
     drums: list[tuple[float, DrumName]]
     bass: list[NoteTuple]
     melody: list[NoteTuple]
-
-    @property
-    def mono(self) -> npt.NDArray[np.float32]:
-        """The channel mean, shape (n,)."""
-        return self.samples.mean(axis=0)
-
-    @property
-    def duration_s(self) -> float:
-        return self.samples.shape[-1] / self.sample_rate
 
     def drum_times(self, drum: str) -> list[float]:
         """The times of one class's hits, sorted."""
