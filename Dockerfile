@@ -14,12 +14,12 @@ COPY storage storage
 COPY migrations migrations
 
 FROM base AS bot
-RUN pip install '.[bot]'
+RUN pip install '.[bot,postgres]'  # asyncpg: BEATFORGE_DATABASE_URL=postgresql+asyncpg://... (scale profile)
 CMD ["beatforge", "bot"]
 
 FROM base AS worker
 # PyPI's Linux torch wheels bundle CUDA, so the GPU works with the NVIDIA container toolkit alone.
 # MIDI needs nothing more: basic-pitch's ONNX note model ships inside the package (generation/midi/models/).
-RUN pip install '.[worker]'
+RUN pip install '.[worker,postgres]'
 ENV HF_HOME=/hf-cache
 CMD ["beatforge", "worker"]

@@ -32,7 +32,18 @@ class Settings(BaseSettings):
     #: the one they name ``redis_sentinel_master``; ``redis_url`` then gives only its database, password and TLS.
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "mymaster"
+    #: The arq queue of generation jobs (beats, covers, packs): GPU work. Every kind goes here too unless
+    #: ``cpu_queue_name`` splits MIDI and loops off.
     queue_name: str = "beatforge:gpu"
+    #: MIDI transcription and loop cutting (CPU work) on a queue of their own, served by workers started with
+    #: ``BEATFORGE_WORKER_LANE=cpu``; None = on ``queue_name``, served by every worker (one machine).
+    cpu_queue_name: str | None = None
+    #: What this worker serves: ``gpu`` takes ``queue_name`` (every kind, unless ``cpu_queue_name`` is set);
+    #: ``cpu`` takes ``cpu_queue_name`` (MIDI and loops) and loads no MusicGen or cover model.
+    worker_lane: Literal["gpu", "cpu"] = "gpu"
+    #: Model affinity: a GPU worker leaves a beat for a model it has not loaded to a live worker that has it,
+    #: unless the job has waited this long (seconds); 0 = first come, first served whatever the model.
+    affinity_wait_s: float = Field(default=30.0, ge=0, le=3600)
     database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
     artifact_dir: Path = Path("./data/artifacts")
 
@@ -44,6 +55,8 @@ class Settings(BaseSettings):
     #: GiB the worker's resident MusicGen models may take (least recently used evicted beyond it);
     #: 0 = automatic: 80 % of the GPU's memory minus what else is allocated there, or 8 GiB on a CPU.
     model_memory_gb: float = Field(default=0, ge=0)
+    #: At most this many MusicGen models resident in one worker (each also counts against model_memory_gb).
+    model_max_resident: int = Field(default=4, ge=1, le=32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: How often (seconds) the worker asks redis for new jobs; arq's own default is 0.5 s.
     worker_poll_delay_s: float = Field(default=0.05, gt=0, le=5)
@@ -98,6 +111,12 @@ class Settings(BaseSettings):
     s3_prefix: str = "beatforge"
     s3_endpoint_url: str | None = None  # None = AWS; e.g. http://minio:9000
     s3_region: str | None = None
+    #: Where finished artifacts live for good. local: ``artifact_dir`` itself, which the bot and the workers must
+    #: share (one machine, or one volume). s3: the bucket above, under ``<s3_prefix>/<s3_artifact_prefix>/``;
+    #: ``artifact_dir`` is then each process's own working area (workers) and download cache (the bot), and a
+    #: job is recorded done only once all its files are in the bucket. Big files get presigned links.
+    artifact_backend: Literal["local", "s3"] = "local"
+    s3_artifact_prefix: str = "artifacts"
 
     #: Download links for files over Discord's upload limit, served by the bot's small HTTP server. The
     #: address users reach it at (e.g. https://beats.example.com); None = no links and no server.
@@ -147,6 +166,32 @@ class Settings(BaseSettings):
     #: Tries to post a result (with growing pauses between them) before the user is told to look in /history.
     delivery_max_attempts: int = Field(default=5, ge=1, le=50)
 
+    # Several bot processes on one database (README, "Several bot processes"). Before posting a result a bot claims
+    # its row for ``delivery_claim_s`` (renewed while an upload lasts, released when it ends), so no two bots post
+    # the same result, and a bot that dies mid-delivery holds it at most that long: shorter than the few minutes
+    # Discord remembers a message nonce, so a bot taking over still posts a result the dead one posted only once.
+    # ``shard_count`` None: one
+    # unsharded process; otherwise discord.py's AutoShardedBot running ``shard_ids`` (default: every shard) of
+    # ``shard_count``, delivering only its shards' guilds' results (shard 0's process also delivers DMs').
+    delivery_claim_s: float = Field(default=60.0, ge=5, le=3600)
+    shard_count: int | None = Field(default=None, ge=1, le=10_000)
+    #: e.g. BEATFORGE_SHARD_IDS=[0,1] with BEATFORGE_SHARD_COUNT=4 (another process runs [2,3]).
+    shard_ids: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> Settings:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("BEATFORGE_SHARD_IDS needs BEATFORGE_SHARD_COUNT (how many shards there are in all)")
+        wrong = sorted(i for i in self.shard_ids if not 0 <= i < self.shard_count)
+        if wrong or not self.shard_ids or len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError(
+                f"BEATFORGE_SHARD_IDS must list distinct shards 0..{self.shard_count - 1} (BEATFORGE_SHARD_COUNT is "
+                f"{self.shard_count}), not {self.shard_ids}"
+            )
+        return self
+
     #: Times a worker may take a job: a worker that dies mid-job (OOM, SIGKILL) costs one; then it fails.
     job_max_tries: int = Field(default=3, ge=1, le=20)
     #: A running job's heartbeat (seconds between refreshes), and the silence after which its worker is
@@ -193,6 +238,16 @@ class Settings(BaseSettings):
             return []
         pairs = (item.strip().rpartition(":") for item in self.redis_sentinels.split(","))
         return [(host, int(port)) for host, _, port in pairs]
+
+    @model_validator(mode="after")
+    def _cpu_lane_needs_its_queue(self) -> Settings:
+        if self.worker_lane == "cpu" and self.cpu_queue_name is None:
+            raise ValueError(
+                "BEATFORGE_WORKER_LANE=cpu needs BEATFORGE_CPU_QUEUE_NAME (the queue MIDI and loop jobs go to)"
+            )
+        if self.cpu_queue_name is not None and self.cpu_queue_name == self.queue_name:
+            raise ValueError("BEATFORGE_CPU_QUEUE_NAME must differ from BEATFORGE_QUEUE_NAME (or be unset)")
+        return self
 
     @model_validator(mode="after")
     def _links_need_a_secret(self) -> Settings:

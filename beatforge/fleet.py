@@ -153,6 +153,8 @@ class WorkerInfo:
     jobs_interrupted: int
     #: None on a CPU worker.
     gpu: GpuMemory | None = None
+    #: The MusicGen models it has loaded (model affinity: ``generation/worker/affinity.py``).
+    models: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -161,7 +163,8 @@ class WorkerInfo:
     def from_json(cls, raw: bytes | str) -> WorkerInfo:
         data = json.loads(raw)
         gpu = data.pop("gpu", None)
-        return cls(**data, gpu=GpuMemory(**gpu) if gpu else None)
+        models = tuple(data.pop("models", ()))
+        return cls(**data, gpu=GpuMemory(**gpu) if gpu else None, models=models)
 
 
 async def publish_worker(redis: PresenceRedis, info: WorkerInfo, *, ttl_s: float) -> None:

@@ -1,4 +1,5 @@
-"""The arq connection both sides share: JSON on the wire, one queue name, one redis URL, fair ordering by user."""
+"""The arq connection both sides share: JSON on the wire, the queue each kind of job goes to, one redis URL, fair
+ordering by user."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from beatforge.config import Settings
-from beatforge.contract import JobParams, JobRequest
+from beatforge.contract import JobKind, JobParams, JobRequest
 
 
 def _exception_as_text(value: object) -> str:
@@ -68,6 +69,36 @@ def plain_redis(settings: Settings, *, timeout_s: float) -> Redis:
     return cast(Redis, master)
 
 
+#: Kinds that are CPU work (signal analysis, ONNX transcription): on ``cpu_queue_name`` when it is set. arq serves
+#: one queue per worker, first in first out, so kinds are routed by queue: a MIDI job never waits behind beats.
+CPU_KINDS: frozenset[JobKind] = frozenset({JobKind.LOOP, JobKind.MIDI})
+
+
+def queue_for(settings: Settings, kind: JobKind) -> str:
+    """The arq queue a job of ``kind`` goes to."""
+    if kind in CPU_KINDS and settings.cpu_queue_name is not None:
+        return settings.cpu_queue_name
+    return settings.queue_name
+
+
+def queue_names(settings: Settings) -> list[str]:
+    """Every queue jobs go to, the GPU one first."""
+    return [settings.queue_name, *([settings.cpu_queue_name] if settings.cpu_queue_name else [])]
+
+
+def served_kinds(settings: Settings) -> list[JobKind]:
+    """The kinds a worker of this lane runs: those whose queue is the one it serves."""
+    queue = served_queue(settings)
+    return [kind for kind in JobKind if queue_for(settings, kind) == queue]
+
+
+def served_queue(settings: Settings) -> str:
+    """The queue a worker of ``settings.worker_lane`` takes jobs from."""
+    if settings.worker_lane == "cpu" and settings.cpu_queue_name is not None:
+        return settings.cpu_queue_name
+    return settings.queue_name
+
+
 async def connect(settings: Settings) -> ArqRedis:
     return await create_pool(redis_settings(settings), default_queue_name=settings.queue_name, **SERIALIZERS)
 
@@ -87,8 +118,8 @@ OFFSET_MS = (MAX_ROUNDS + 1) * ROUND_MS
 #: A job not started by then is dropped by arq (its default, which it would otherwise compute from the
 #: score and so from the negative offset).
 JOB_EXPIRES = timedelta(days=1)
-#: Per user, the queue ids of the jobs they queued (members) and their scores: what fair ordering reads.
-USER_JOBS_KEY = "beatforge:fair:user:{user_id}"
+#: Per queue and user, the queue ids of the jobs they queued (members) and their scores: what fair ordering reads.
+USER_JOBS_KEY = "beatforge:fair:{queue}:user:{user_id}"
 
 #: A user's active jobs (still in arq's queue: waiting or running, since arq removes a job from its sorted set
 #: only when it finishes) and the highest score among them; finished ones are pruned on the way. A script, so
@@ -138,7 +169,7 @@ def fair_score(arrival_ms: int, *, active: int, latest_ms: int | None) -> int:
 async def _user_round(redis: ArqRedis, queue_name: str, user_id: int) -> tuple[int, int | None]:
     """The user's active job count and their latest job's score (None without a queued job)."""
     active, has_latest, latest = await redis.eval(  # type: ignore[misc]
-        _USER_ROUND_SCRIPT, 2, queue_name, USER_JOBS_KEY.format(user_id=user_id)
+        _USER_ROUND_SCRIPT, 2, queue_name, USER_JOBS_KEY.format(queue=queue_name, user_id=user_id)
     )
     return int(active), int(latest) if has_latest else None
 
@@ -150,8 +181,10 @@ async def enqueue_job(
     queue_job_id: str,
     params: JobParams,
     user_id: int | None = None,
+    queue_name: str | None = None,
 ) -> None:
-    """Queue a stored job for the worker, as JSON (see the contract), by its kind's function name (``JobKind``).
+    """Queue a stored job, as JSON (see the contract), by its kind's function name (``JobKind``), on
+    ``queue_name``: ``queue_for`` its kind (default: the pool's queue, right only while nothing is split off).
 
     Jobs are ordered fairly across users (see ``fair_score``): pass the requester's ``user_id``. A job
     without one (the command line, scripts) counts as its own user's only job, i.e. round 0: those jobs are
@@ -166,7 +199,7 @@ async def enqueue_job(
         QueueError: redis is unreachable, or arq already holds this job id (it would drop the job silently).
     """
     payload = JobRequest[JobParams](job_id=job_id, params=params).model_dump(mode="json")
-    queue_name = redis.default_queue_name
+    queue_name = queue_name or redis.default_queue_name
     try:
         active, latest = (0, None) if user_id is None else await _user_round(redis, queue_name, user_id)
         score = fair_score(int(time.time() * 1000), active=active, latest_ms=latest)
@@ -174,11 +207,12 @@ async def enqueue_job(
             params.kind.function,
             payload,
             _job_id=queue_job_id,
+            _queue_name=queue_name,
             _defer_until=datetime.fromtimestamp(score / 1000, UTC),
             _expires=JOB_EXPIRES,
         )
         if queued is not None and user_id is not None:
-            key = USER_JOBS_KEY.format(user_id=user_id)
+            key = USER_JOBS_KEY.format(queue=queue_name, user_id=user_id)
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.zadd(key, {queue_job_id: score})
                 pipe.pexpire(key, JOB_EXPIRES * 2)
@@ -221,10 +255,10 @@ async def inspect_jobs(redis: ArqRedis, queue_job_ids: Sequence[str], *, job_tim
     return entries
 
 
-async def discard_job(redis: ArqRedis, queue_job_id: str) -> None:
+async def discard_job(redis: ArqRedis, queue_job_id: str, *, queue_name: str) -> None:
     """Forget everything arq holds of a job (queue entry, payload, in-progress mark, try count, result), so it
     can be queued again under the same id. Only for jobs no live worker runs: the reconciler's."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(redis.default_queue_name, queue_job_id)
+        pipe.zrem(queue_name, queue_job_id)
         pipe.delete(*(prefix + queue_job_id for prefix in _JOB_KEY_PREFIXES))
         await pipe.execute()

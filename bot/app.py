@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from dataclasses import asdict
+from typing import Any
 
 import discord
 from arq.connections import ArqRedis
@@ -34,6 +35,7 @@ from bot.results import ResultComposer
 from bot.status import StatusBoard
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
+from storage.backends import ArtifactBackendError, open_backend
 from storage.db import make_engine, make_sessionmaker
 from storage.reconcile import reconcile
 
@@ -64,28 +66,40 @@ class Beatforge(commands.Bot):
             tree_cls=BeatforgeTree,
             # Prompts are user text echoed back: nothing the bot posts may ever ping anyone.
             allowed_mentions=discord.AllowedMentions.none(),
+            **self._shard_options(settings),
         )
         self.settings, self.redis, self.sessions = settings, redis, sessions
         self.sync_commands = sync_commands
         #: The one run of the orderly shutdown (``close``).
         self._shutdown: asyncio.Task[None] | None = None
+        #: Where attached files are read from: the artifacts themselves, or (s3) this bot's download cache.
         self.store = ArtifactStore(settings.artifact_dir)
-        #: Serves download links for files over Discord's upload limit; runs only with settings.public_url.
-        self.downloads = Downloads(self.store, settings)
+        #: Where finished files live for good (``BEATFORGE_ARTIFACT_BACKEND``); the composer fetches from it.
+        self.artifacts = open_backend(settings, self.store)
+        #: Links for files over Discord's upload limit: presigned with s3, else served by this bot (public_url).
+        self.downloads = Downloads(self.store, settings, self.artifacts)
         self.status_board = board = StatusBoard(
             self, EditBudget(per_second=settings.status_edits_per_s, job_every_s=settings.status_edit_every_s)
         )
-        self.jobs = JobService(sessions=sessions, redis=redis, settings=settings, store=self.store, status=board)
+        self.jobs = JobService(
+            sessions=sessions, redis=redis, settings=settings, store=self.store, status=board, artifacts=self.artifacts
+        )
         self.actions = JobActions(self.jobs, board)
-        composer = ResultComposer(self.store, self.downloads)
+        composer = ResultComposer(self.store, self.downloads, self.artifacts)
         self.delivery = delivery = Delivery(
             client=self,
             sessions=sessions,
             composer=composer,
             status=board,
             max_attempts=settings.delivery_max_attempts,
+            claim_s=settings.delivery_claim_s,
         )
         self.watcher = JobWatcher(sessions=sessions, redis=redis, settings=settings, status=board, delivery=delivery)
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:  # noqa: ARG004 (ShardedBeatforge's use it)
+        """Client options for sharding: none for the one unsharded process."""
+        return {}
 
     async def setup_hook(self) -> None:
         # Jobs a crash or a redis restart left behind while no worker was there to notice are set right first.
@@ -124,6 +138,30 @@ class Beatforge(commands.Bot):
         finally:
             await self.downloads.stop()
         log.info("bot shut down")
+
+
+class ShardedBeatforge(Beatforge, commands.AutoShardedBot):
+    """The same bot on discord.py's AutoShardedBot, running ``settings.shard_ids`` of ``settings.shard_count`` shards
+    in this process: one gateway connection each, one shared cache. Other processes run the other shards on the same
+    database; each delivers its own guilds' results (``bot/cogs/watcher.py``), and delivery claims keep any two
+    from posting one result twice (``bot/delivery.py``)."""
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:
+        # shard_ids None: discord.py runs every shard of shard_count in this process.
+        return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
+
+
+def make_bot(
+    *,
+    settings: Settings,
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+    sync_commands: bool = True,
+) -> Beatforge:
+    """The bot the settings ask for: sharded when ``settings.shard_count`` is set, else one unsharded client."""
+    cls = ShardedBeatforge if settings.shard_count is not None else Beatforge
+    return cls(settings=settings, redis=redis, sessions=sessions, sync_commands=sync_commands)
 
 
 #: How long the bot may take to stop after its orderly close before it is cancelled.
@@ -168,11 +206,16 @@ async def run_bot(settings: Settings) -> int:
     if settings.discord_token is None:
         sys.stderr.write("beatforge: set BEATFORGE_DISCORD_TOKEN (see .env.example) to run the bot\n")
         return 2
+    try:
+        open_backend(settings, ArtifactStore(settings.artifact_dir))  # checked before anything starts
+    except ArtifactBackendError as exc:
+        sys.stderr.write(f"beatforge: {exc}\n")
+        return 2
     await asyncio.to_thread(upgrade_locked, settings.database_url)
     engine = make_engine(settings.database_url)
     redis = await connect(settings)
     try:
-        async with Beatforge(settings=settings, redis=redis, sessions=make_sessionmaker(engine)) as bot:
+        async with make_bot(settings=settings, redis=redis, sessions=make_sessionmaker(engine)) as bot:
             await serve(bot, settings.discord_token.get_secret_value())
     finally:
         await redis.aclose()

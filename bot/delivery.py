@@ -12,18 +12,28 @@ it once, not twice, when it tries again. Only where the bot may not post in the 
 result go out as the interaction's follow-up (webhooks take no nonce) while the token lives, else by DM. Files
 are fitted to the limits Discord reports (``bot/results.py``); what Discord refuses with a 413 anyway is left
 out and named on the next try. /show and /history's Re-post post through here too.
+
+Several bot processes may share the database (shards, or a deploy's old and new bot). Each attempt first claims the
+row for a lease (``settings.delivery_claim_s``, renewed while the attempt lasts): only the claim's winner posts, the
+others leave the job alone. A failed or cancelled attempt gives the claim back; a bot that dies mid-delivery leaves
+it to expire, after which another bot delivers, and the nonce still keeps Discord from showing the result twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 import discord
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
@@ -32,7 +42,7 @@ from bot.errors import UserFacingError
 from bot.messages import dm_fallback_text, done_status_text, failure_text, label, undeliverable_text
 from bot.results import ResultComposer, ResultMessage
 from bot.status import StatusBoard
-from storage import jobs
+from storage import claims, jobs
 from storage.jobs import JobView
 from storage.models import utcnow
 
@@ -44,6 +54,8 @@ RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
 #: Discord's limit on a nonce's length.
 NONCE_CHARS = 25
+#: How long a re-post waits for its files from object storage before answering (Discord wants one within 3 s).
+REPOST_FETCH_S = 2.0
 
 
 def result_nonce(job: JobView) -> str:
@@ -68,6 +80,15 @@ class Build(Protocol):
 
 Send = Callable[[ResultMessage], Awaitable[discord.Message]]
 
+#: How long one attempt may hold a job's delivery before another bot may take it over (``delivery_claim_s``).
+DEFAULT_CLAIM_S = 300.0
+
+
+def process_owner() -> str:
+    """A name for this bot in the claims it takes: host and pid for the logs, plus randomness, so a restarted
+    process (same pid in a container) or a second ``Delivery`` in one process is another owner."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
 
 class Delivery:
     def __init__(
@@ -78,6 +99,8 @@ class Delivery:
         composer: ResultComposer,
         status: StatusBoard,
         max_attempts: int = 5,
+        claim_s: float = DEFAULT_CLAIM_S,
+        owner: str | None = None,
     ) -> None:
         #: For channels, servers' upload limits and DMs.
         self.client = client
@@ -85,18 +108,51 @@ class Delivery:
         #: Attempts before the user is told the result could not be delivered (``settings.delivery_max_attempts``).
         self.max_attempts = max_attempts
         self.retry_base_s, self.retry_cap_s = RETRY_BASE_S, RETRY_CAP_S
+        #: Who this bot is in delivery claims, and how long a claim holds unless renewed (``delivery_claim_s``).
+        self.owner = owner or process_owner()
+        self.claim_lease = timedelta(seconds=claim_s)
 
     def retry_delay(self, failed: int) -> timedelta:
         """How long to wait after the ``failed``-th failed attempt: doubling from ``retry_base_s``, capped."""
         return timedelta(seconds=min(self.retry_cap_s, self.retry_base_s * 2 ** (failed - 1)))
 
     async def deliver(self, job: JobView) -> None:
-        """One attempt at a finished job's result (or why it failed). Success marks the row delivered; a failure
-        records the attempt and when to try again, or, the last one, tells the user and marks it delivered.
+        """One attempt at a finished job's result (or why it failed), if this bot wins the job's delivery claim;
+        when another bot holds it (or delivered the job already) this returns without posting anything.
 
-        Raises only what the bookkeeping itself meets (the database); a cancellation leaves the row as it was, due
-        again, and the nonce keeps a repeat from posting twice.
+        Success marks the row delivered; a failure records the attempt and when to try again, or, the last one,
+        tells the user and marks it delivered. Raises only what the bookkeeping itself meets (the database); a
+        cancellation gives the claim back and leaves the row due again, and the nonce keeps a repeat from posting
+        twice.
         """
+        async with self.sessions() as session:
+            if not await claims.claim_delivery(session, job.id, owner=self.owner, lease=self.claim_lease):
+                log.info("another bot is delivering this job", extra={"job_id": job.id})
+                return
+            # Fresh from the row: another bot's earlier attempt may have posted the result or counted a failure.
+            job = await jobs.get_job(session, job.id)
+        renewal = asyncio.create_task(self._keep_claim(job.id), name=f"beatforge-delivery-claim-{job.id}")
+        try:
+            failed = await self._attempt(job)
+        except asyncio.CancelledError:
+            renewal.cancel()
+            await self._release(job.id)
+            raise
+        finally:
+            renewal.cancel()
+        await asyncio.wait([renewal])  # no renewal may land after the bookkeeping below lets the claim go
+        async with self.sessions() as session:
+            if failed is not None:
+                retry_at = utcnow() + self.retry_delay(failed)
+                await jobs.delay_delivery(session, job.id, attempts=failed, until=retry_at, owner=self.owner)
+                return
+            if not await jobs.mark_delivered(session, job.id):
+                log.warning("job was marked delivered by another bot meanwhile", extra={"job_id": job.id})
+        self.status.forget(job.id)
+
+    async def _attempt(self, job: JobView) -> int | None:
+        """Post the result (or the failure, or at last the notice that it is undeliverable). None: the outbox is
+        done with the job; else the failed attempts so far, to be retried later."""
         try:
             if job.status is JobStatus.DONE:
                 await self._deliver_result(job)
@@ -114,15 +170,33 @@ class Delivery:
                 exc_info=None if expected else exc,
             )
             if failed < self.max_attempts:
-                retry_at = utcnow() + self.retry_delay(failed)
-                async with self.sessions() as session:
-                    await jobs.delay_delivery(session, job.id, attempts=failed, until=retry_at)
-                return
+                return failed
             log.error("giving up on delivery", extra={"job_id": job.id, "attempts": failed})
             await self._tell_undeliverable(job)
-        async with self.sessions() as session:
-            await jobs.mark_delivered(session, job.id)
-        self.status.forget(job.id)
+        return None
+
+    async def _keep_claim(self, job_id: int) -> None:
+        """Renew the claim every third of its lease while the attempt lasts: an upload that waits out rate limits
+        or a slow Discord may outlast one lease, and another bot must not take the job over meanwhile."""
+        while True:
+            await asyncio.sleep(self.claim_lease.total_seconds() / 3)
+            try:
+                async with self.sessions() as session:
+                    kept = await claims.claim_delivery(session, job_id, owner=self.owner, lease=self.claim_lease)
+            except (SQLAlchemyError, OSError) as exc:  # the lease still runs; the next renewal may get through
+                log.warning("could not renew a delivery claim", extra={"job_id": job_id, "error": repr(exc)})
+                continue
+            if not kept:  # it expired while the database was out of reach, and another bot took it over
+                log.warning("delivery claim lost to another bot", extra={"job_id": job_id})
+                return
+
+    async def _release(self, job_id: int) -> None:
+        """Give the claim back when an attempt is cancelled (shutdown), so another bot need not wait out the lease."""
+        try:
+            async with self.sessions() as session:
+                await claims.release_delivery(session, job_id, owner=self.owner)
+        except (SQLAlchemyError, OSError) as exc:  # the lease expires on its own
+            log.warning("could not release a delivery claim", extra={"job_id": job_id, "error": repr(exc)})
 
     async def repost(self, interaction: discord.Interaction, job: JobView) -> discord.Message:
         """Post a finished job's result publicly as ``interaction``'s answer, files and working buttons included.
@@ -130,6 +204,15 @@ class Delivery:
         Raises:
             UserFacingError: its files are gone, or Discord refused the message.
         """
+        try:
+            # Object storage: fetched off the event loop, within Discord's 3 s for an answer. A slow bucket still
+            # fills the cache in the background, so asking again a moment later posts at once.
+            fetching = self.composer.prepare(job, interaction.filesize_limit)
+            await asyncio.wait_for(asyncio.shield(fetching), timeout=REPOST_FETCH_S)
+        except TimeoutError as exc:
+            raise UserFacingError(
+                f"The files of {label(job)} are still on their way from storage; try again in a moment."
+            ) from exc
         try:
             result = self.composer.compose(job, interaction.filesize_limit)
             # Opening the files here, before the public defer, keeps a missing file a private explanation.
@@ -154,6 +237,8 @@ class Delivery:
 
     async def _deliver_result(self, job: JobView) -> None:
         if job.result_message_id is None:
+            # Object storage: fetched off the event loop first (the rare DM with a higher limit fetches the rest).
+            await self.composer.prepare(job, self._channel_limit(job))
             build = functools.partial(self.composer.compose, job)
             message = await self._post(job, build, nonce=result_nonce(job))
             async with self.sessions() as session:

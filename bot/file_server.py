@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import quote
 
 from aiohttp import web
 
 from beatforge.config import Settings
 from bot.links import FILES_PREFIX, BadSignature, LinkExpired, check_link, expiry, make_link
 from storage.artifacts import ArtifactStore
+from storage.backends import ArtifactBackend, content_disposition
 from storage.errors import UnsafeArtifactPath
 
 log = logging.getLogger(__name__)
 
 STORE_KEY = web.AppKey("store", ArtifactStore)
 SECRET_KEY = web.AppKey("link_secret", str)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
@@ -107,14 +101,18 @@ class FileServer:
 
 
 class Downloads:
-    """Download links for results: on when the settings ask for them and the file server is running.
+    """Download links for results: presigned URLs when the artifacts are in a bucket (``artifact_backend=s3``: the
+    files are not on this machine, and the bucket serves them better than the bot could); else this bot's own
+    signed links, on when the settings ask for them and the file server is running.
 
     A server that cannot start (e.g. its port is taken) leaves links off and the bot running: big files are
     then named with a "too large" line instead of a link.
     """
 
-    def __init__(self, store: ArtifactStore, settings: Settings) -> None:
+    def __init__(self, store: ArtifactStore, settings: Settings, artifacts: ArtifactBackend | None = None) -> None:
         self.store, self.settings = store, settings
+        #: The artifact back end, asked first for a link of its own (S3: presigned).
+        self.artifacts = artifacts
         self.server: FileServer | None = None
 
     async def start(self) -> None:
@@ -140,8 +138,13 @@ class Downloads:
             await server.stop()
 
     def link(self, relative_path: str) -> tuple[str, int] | None:
-        """A signed link to an artifact and the unix second it expires, or None when links are off."""
+        """A link to an artifact and the unix second it expires (both expire after ``link_ttl_hours``; S3 caps
+        presigned URLs at a week), or None when links are off."""
         settings = self.settings
+        if self.artifacts is not None:
+            presigned = self.artifacts.link(relative_path, settings.link_ttl_hours * 3600)
+            if presigned is not None:
+                return presigned
         if self.server is None or settings.public_url is None or settings.link_secret is None:
             return None
         now, ttl = time.time(), settings.link_ttl_hours * 3600

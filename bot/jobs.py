@@ -14,6 +14,7 @@ sets the generation thread's stop flag; the thread stops at its next decoding st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ from beatforge.contract import (
 )
 from beatforge.fleet import read_models
 from beatforge.log import log_context
-from beatforge.queue import QueueError, enqueue_job
+from beatforge.queue import QueueError, enqueue_job, queue_for
 from bot.access import Actor
 from bot.buttons import cancel_view
 from bot.errors import NotYours, UserFacingError
@@ -49,7 +50,8 @@ from bot.messages import label, queued_text
 from bot.model_choice import model_of, with_server_model
 from bot.status import StatusBoard
 from storage import guilds, jobs
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactRecord, ArtifactStore
+from storage.backends import ArtifactBackend, ArtifactsNotStored, open_backend
 from storage.errors import JobNotFound
 from storage.guilds import GuildSettings
 from storage.jobs import JobView
@@ -71,9 +73,12 @@ class JobService:
         settings: Settings,
         store: ArtifactStore,
         status: StatusBoard,
+        artifacts: ArtifactBackend | None = None,
     ) -> None:
         self.sessions, self.redis, self.settings = sessions, redis, settings
         self.store, self.status = store, status
+        #: Where uploads go before their job is queued (s3: the bucket, since the worker may be on another machine).
+        self.artifacts = artifacts if artifacts is not None else open_backend(settings, store)
 
     # -- who may do what -------------------------------------------------------------------------------------
 
@@ -199,6 +204,19 @@ class JobService:
             raise UserFacingError(f"Couldn't download {file.filename} from Discord ({exc.status}); try again.") from exc
         with self.store.writing("uploads", PurePath(path).name) as tmp:
             tmp.write_bytes(data)
+        # The worker reads it from the bucket with s3 (a no-op with local storage): stored before the job is queued,
+        # or no job at all, so a queued job never names a file its worker cannot get.
+        upload = ArtifactRecord(
+            kind=ArtifactKind.AUDIO, path=path, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+        try:
+            await self.artifacts.publish([upload])
+        except ArtifactsNotStored as exc:
+            log.warning("could not store an upload", extra={"path": path, "error": str(exc)})
+            self.store.resolve(path).unlink(missing_ok=True)  # no job will name it; s3 gc never sees this folder
+            raise UserFacingError(
+                f"Couldn't store {file.filename} for the generator right now; nothing was queued. Try again shortly."
+            ) from exc
 
     # -- queueing ------------------------------------------------------------------------------------------------
 
@@ -280,10 +298,16 @@ class JobService:
             if interaction is not None:
                 self.status.track(job.id, interaction)
             try:
+                queue = queue_for(self.settings, params.kind)
                 await enqueue_job(
-                    self.redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, user_id=user.id
+                    self.redis,
+                    job_id=job.id,
+                    queue_job_id=job.queue_job_id,
+                    params=params,
+                    user_id=user.id,
+                    queue_name=queue,
                 )
-                position = await self._position(job.queue_job_id)
+                position = await self._position(queue, job.queue_job_id)
             except (QueueError, RedisError) as exc:
                 # The row is the job: the reconciler puts it on the queue once redis is back (storage/reconcile.py),
                 # so a redis restart costs the user a short wait, not a refusal.
@@ -292,9 +316,9 @@ class JobService:
             log.info("job queued", extra={"kind": job.kind, "relation": relation})
         return job, position
 
-    async def _position(self, queue_job_id: str) -> int | None:
-        """1-based place in arq's queue (the running job counts as #1), or None once the worker took it."""
-        rank = await self.redis.zrank(self.settings.queue_name, queue_job_id)
+    async def _position(self, queue: str, queue_job_id: str) -> int | None:
+        """1-based place in its arq queue (the running job counts as #1), or None once the worker took it."""
+        rank = await self.redis.zrank(queue, queue_job_id)
         return None if rank is None else int(rank) + 1
 
     async def status_posted(self, job_id: int, message_id: int, content: str) -> None:
@@ -316,7 +340,7 @@ class JobService:
                 return False
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.settings.queue_name, job.queue_job_id)
+                pipe.zrem(queue_for(self.settings, job.kind), job.queue_job_id)
                 pipe.zadd(abort_jobs_ss, {job.queue_job_id: timestamp_ms()})
                 pipe.delete(PROGRESS_KEY.format(job_id=job.id))
                 await pipe.execute()

@@ -1,16 +1,16 @@
 """The queue as users see it: what is running and waiting, in the order the worker takes it, with when each job
 likely starts and finishes (``bot.eta``, from the speeds workers measured).
 
-The order is arq's sorted set (``settings.queue_name``), which holds waiting *and* running jobs until they
-finish; the rows behind it are the active jobs the caller read from the database. A snapshot is one redis round
-trip (order, speeds, the workers' default model, running jobs' progress), taken once per job watcher tick for
-every status line, and once per /queue (``bot/cogs/queue.py``).
+The order is arq's sorted set (one per queue, ``beatforge.queue.queue_names``), which holds waiting *and*
+running jobs until they finish; the rows behind it are the active jobs the caller read from the database. A
+snapshot is one redis round trip (order, speeds, the workers' default model, running jobs' progress), taken
+once per job watcher tick for every status line, and once per /queue (``bot/cogs/queue.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from beatforge.config import Settings
 from beatforge.contract import PROGRESS_KEY, BeatParams, JobKind, JobProgress, JobStatus, PackParams
-from beatforge.fleet import MODELS_KEY, SPEED_KEY, parse_models, parse_speeds
+from beatforge.fleet import MODELS_KEY, SPEED_KEY, Speed, parse_models, parse_speeds
+from beatforge.queue import queue_for, queue_names
 from bot.eta import Estimate, Running, Work, estimate, humanize
 from bot.messages import label
 from bot.model_choice import default_model
@@ -93,35 +94,58 @@ def _running(work: Work, job: JobView, progress: JobProgress | None, now: dateti
 
 
 async def read_queue(redis: ArqRedis, settings: Settings, active: Sequence[JobView]) -> QueueSnapshot:
-    """The queue now, in one redis round trip; ``active``: the queued and running rows (``jobs.list_active``)."""
-    by_queue_id = {j.queue_job_id: j for j in active}
+    """The queue now, in one redis round trip; ``active``: the queued and running rows (``jobs.list_active``).
+
+    Each queue (``queue_names``: GPU work, and CPU work when it is split off) is its own line of workers, so each
+    is estimated on its own; the GPU queue's entries come first.
+    """
+    lanes = queue_names(settings)
     running_rows = [j for j in active if j.status is JobStatus.RUNNING]
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrange(settings.queue_name, 0, -1)
+        for lane in lanes:
+            pipe.zrange(lane, 0, -1)
         pipe.hgetall(SPEED_KEY)
         pipe.get(MODELS_KEY)
         if running_rows:
             pipe.mget([PROGRESS_KEY.format(job_id=j.id) for j in running_rows])
         replies = await pipe.execute()
-    order = [_text(m) for m in replies[0]]
-    speeds = parse_speeds(replies[1])
-    model = default_model(parse_models(replies[2]), settings)
-    raw_progress = replies[3] if running_rows else []
+    orders, (raw_speeds, raw_models, *rest) = replies[: len(lanes)], replies[len(lanes) :]
+    speeds = parse_speeds(raw_speeds)
+    model = default_model(parse_models(raw_models), settings)
+    raw_progress = rest[0] if running_rows else []
     progress = {j.id: _progress(raw, j.id) for j, raw in zip(running_rows, raw_progress, strict=True)}
 
-    positions = {queue_job_id: i + 1 for i, queue_job_id in enumerate(order)}
-    # Running in queue order (then any the queue no longer lists), then every waiting id in order.
-    running_ids = [q for q in order if q in by_queue_id and by_queue_id[q].status is JobStatus.RUNNING]
-    running_ids += [j.queue_job_id for j in running_rows if j.queue_job_id not in positions]
-    waiting_ids = [q for q in order if q not in by_queue_id or by_queue_id[q].status is JobStatus.QUEUED]
-
-    def work(queue_job_id: str) -> Work:
-        return _work(queue_job_id, by_queue_id.get(queue_job_id), model, settings.default_duration_s)
+    def work(queue_job_id: str, job: JobView | None) -> Work:
+        return _work(queue_job_id, job, model, settings.default_duration_s)
 
     now = datetime.now(UTC)
-    running = [_running(work(q), by_queue_id[q], progress.get(by_queue_id[q].id), now) for q in running_ids]
-    estimates = estimate([work(q) for q in waiting_ids], running, speeds)
-    entries = tuple(
+    entries: list[QueueEntry] = []
+    for lane, order in zip(lanes, orders, strict=True):
+        rows = [j for j in active if queue_for(settings, j.kind) == lane]
+        entries += _lane_entries([_text(m) for m in order], rows, progress, work, now, speeds)
+    return QueueSnapshot(tuple(entries))
+
+
+def _lane_entries(
+    order: list[str],
+    rows: Sequence[JobView],
+    progress: dict[int, JobProgress | None],
+    work: Callable[[str, JobView | None], Work],
+    now: datetime,
+    speeds: dict[str, Speed],
+) -> list[QueueEntry]:
+    """One queue's entries: running in queue order (then any the queue no longer lists), then every waiting id
+    in order."""
+    by_queue_id = {j.queue_job_id: j for j in rows}
+    positions = {queue_job_id: i + 1 for i, queue_job_id in enumerate(order)}
+    running_ids = [q for q in order if q in by_queue_id and by_queue_id[q].status is JobStatus.RUNNING]
+    running_ids += [j.queue_job_id for j in rows if j.status is JobStatus.RUNNING and j.queue_job_id not in positions]
+    waiting_ids = [q for q in order if q not in by_queue_id or by_queue_id[q].status is JobStatus.QUEUED]
+    running = [
+        _running(work(q, by_queue_id[q]), by_queue_id[q], progress.get(by_queue_id[q].id), now) for q in running_ids
+    ]
+    estimates = estimate([work(q, by_queue_id.get(q)) for q in waiting_ids], running, speeds)
+    return [
         QueueEntry(
             queue_job_id=e.key,
             position=positions.get(e.key),
@@ -131,8 +155,7 @@ async def read_queue(redis: ArqRedis, settings: Settings, active: Sequence[JobVi
             estimate=e,
         )
         for i, e in enumerate(estimates)
-    )
-    return QueueSnapshot(entries)
+    ]
 
 
 def _when(seconds: float, measured: bool) -> str:

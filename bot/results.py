@@ -7,6 +7,7 @@ for each retry after a 413, for a DM, and when a result is posted again (/show, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,10 @@ from beatforge.contract import ArtifactKind, AudioMeta, CompactMeta, JobKind
 from bot.buttons import result_view
 from bot.messages import compact_note, left_out_text, result_embed, result_text, too_large_text
 from storage.artifacts import ArtifactRecord, ArtifactStore
+from storage.backends import ArtifactBackend, LocalArtifacts
 from storage.jobs import JobView
+
+log = logging.getLogger(__name__)
 
 #: What a result message carries, in this order (Discord allows 10 attachments; takes are up to 4 audio files).
 ATTACHED_KINDS = (
@@ -66,14 +70,29 @@ class ResultMessage:
 
 
 class Links(Protocol):
-    """Where download links come from (``bot.file_server.Downloads``)."""
+    """Where download links come from (``bot.file_server.Downloads``: its own signed links, or presigned S3 URLs)."""
 
     def link(self, relative_path: str) -> tuple[str, int] | None: ...
 
 
 class ResultComposer:
-    def __init__(self, store: ArtifactStore, links: Links) -> None:
+    def __init__(self, store: ArtifactStore, links: Links, artifacts: ArtifactBackend | None = None) -> None:
+        #: ``store``: where attached files are read from (with s3, the bot's download cache).
         self.store, self.links = store, links
+        #: Brings a file into ``store`` before it is attached (a no-op for the local back end).
+        self.artifacts: ArtifactBackend = artifacts if artifacts is not None else LocalArtifacts(store)
+
+    async def prepare(self, job: JobView, limit: int) -> None:
+        """Fetch, off the event loop, every file of ``job`` that :meth:`compose` could attach under ``limit``, so
+        that composing (synchronous, and repeated on each 413) finds them local. Without it, composing fetches
+        them itself and blocks the loop while it does; files over the limit go out as links and are never
+        fetched. A file that cannot be fetched is left for :meth:`compose` to report."""
+        for artifact in job.artifacts:
+            if _group(artifact) in ATTACHED_KINDS and artifact.bytes <= limit:
+                try:
+                    await self.artifacts.fetch(artifact)
+                except OSError as exc:
+                    log.warning("could not fetch an artifact", extra={"path": artifact.path, "error": str(exc)})
 
     def compose(
         self, job: JobView, limit: int, refused: frozenset[Path] = frozenset(), lead: str | None = None
@@ -85,6 +104,8 @@ class ResultComposer:
 
         Raises:
             LookupError: a finished beat without audio (nothing to post).
+            OSError: a file to attach cannot be had (``ArtifactUnavailable`` with s3: gone from the bucket, or the
+                bucket unreachable).
         """
         if job.kind is JobKind.BEAT and not any(a.kind is ArtifactKind.AUDIO for a in job.artifacts):
             raise LookupError(f"job #{job.id} is done but has no audio artifact")
@@ -112,6 +133,8 @@ class ResultComposer:
                 if original is not None:
                     notes.append(compact_note(path.name, *_copy_format(artifact, path)))
         notes += self._fit_request(chosen, limit)
+        for artifact, _ in chosen:  # only what goes out is fetched (already there after prepare, or local)
+            self.artifacts.local_copy(artifact)
         embed = result_embed(job)
         cover = next((path for artifact, path in chosen if artifact.kind is ArtifactKind.COVER), None)
         if cover is not None:

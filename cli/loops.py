@@ -63,7 +63,7 @@ class _Runner:
     """Loads the model once, then turns prompts (or files) into loop files."""
 
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        from generation.worker.s3 import S3Target
+        from storage.objects import S3Target
 
         self.args, self.settings = args, settings
         self.engine: Any = None
@@ -101,7 +101,7 @@ class _Runner:
         self, samples: Any, sample_rate: int, params: BeatParams, loop: LoopParams, *, model: str | None
     ) -> dict[str, Any]:
         from generation.loops.export import cut_loop, safe_stem
-        from generation.worker.s3 import upload_files
+        from storage.objects import upload_files
 
         stem = f"{self.args.prefix or safe_stem(params.prompt)}-seed{params.seed}"
         files = cut_loop(

@@ -18,9 +18,11 @@ from sqlalchemy.exc import OperationalError
 
 from beatforge.config import Settings
 from beatforge.fleet import WorkerInfo
-from beatforge.queue import plain_redis
+from beatforge.queue import plain_redis, queue_names
+from storage.artifact_files import kept_files
 from storage.artifacts import ArtifactStore
 from storage.db import open_database
+from storage.errors import StorageError
 from storage.maintenance import REPAIRS, DoctorReport, GcReport, collect_garbage, doctor
 from storage.stats import OpsStatus, gather_status
 
@@ -44,7 +46,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
         description="Remove the files (and artifact rows) of finished jobs older than --max-age-days, then, while "
         "the artifact directory is over --quota-gb, of the oldest finished jobs; then uploads no remaining job "
         "needs (older than a day). Never kept (⭐) jobs, nor what queued or running jobs need. The job rows stay "
-        "(history and limits read them) and say their files were removed.",
+        "(history and limits read them) and say their files were removed. With BEATFORGE_ARTIFACT_BACKEND=s3 it "
+        "judges and deletes the bucket's objects (and this machine's cached copies of them).",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed and the bytes freed")
     gc.add_argument(
@@ -68,7 +71,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
         description="Checks that every artifact row has its file at its recorded size, that every file has a row, "
         "that every done job has its result, and that running jobs show signs of life. One line per finding, "
         "then a summary; exit status 0 when clean (with --repair: when everything found was repaired), else 1. "
-        f"What --repair does: {repairs}.",
+        f"What --repair does: {repairs}. With BEATFORGE_ARTIFACT_BACKEND=s3 the files checked are the bucket's "
+        "objects, not this machine's folder (only a cache).",
     )
     doc.add_argument("--repair", action="store_true", help="fix what is safe to fix (see above)")
     doc.add_argument(
@@ -103,7 +107,7 @@ async def _status(settings: Settings) -> OpsStatus:
     redis = plain_redis(settings, timeout_s=REDIS_TIMEOUT_S)
     try:
         async with open_database(settings.database_url) as sessions:
-            return await gather_status(sessions=sessions, redis=redis, queue_name=settings.queue_name)
+            return await gather_status(sessions=sessions, redis=redis, queue_names=queue_names(settings))
     finally:
         await redis.aclose()
 
@@ -133,7 +137,7 @@ def status_lines(status: OpsStatus) -> list[str]:
     else:
         lines.append(f"workers alive: {len(status.workers)}")
         lines += [worker_line(w, status.at) for w in status.workers]
-        lines.append(f"queue {status.queue_name}: {status.queue_depth} waiting")
+        lines += [f"queue {name}: {depth} waiting" for name, depth in status.queues.items()]
     lines.append(f"database: {jobs.queued} queued, {jobs.running} running")
     lines.append(f"last hour: {jobs.done_recently} done, {jobs.failed_recently} failed")
     lines += [f"  {code}: {count}" for code, count in jobs.failures_by_code.items()]
@@ -150,6 +154,8 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
         report = asyncio.run(_gc(args, settings))
     except OperationalError as exc:
         return _fail(f"cannot read the database ({exc.orig}); is it upgraded (`beatforge db upgrade`)?")
+    except StorageError as exc:  # s3: no bucket configured, or it could not be listed (nothing was removed)
+        return _fail(str(exc))
     verb = "would remove" if report.dry_run else "removed"
     for removal in report.removals:
         owner = f" (job #{removal.job_id})" if removal.job_id is not None else ""
@@ -165,9 +171,11 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _gc(args: argparse.Namespace, settings: Settings) -> GcReport:
     async with open_database(settings.database_url) as sessions:
+        store = ArtifactStore(settings.artifact_dir)
         return await collect_garbage(
             sessions=sessions,
-            store=ArtifactStore(settings.artifact_dir),
+            store=store,
+            kept_in=kept_files(settings, store),  # s3: the bucket, not this machine's cache
             max_age_days=args.max_age_days,
             quota_gb=args.quota_gb,
             dry_run=args.dry_run,
@@ -182,6 +190,8 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
         report = asyncio.run(_doctor(args, settings))
     except OperationalError as exc:
         return _fail(f"cannot read the database ({exc.orig}); is it upgraded (`beatforge db upgrade`)?")
+    except StorageError as exc:  # s3: no bucket configured, or it could not be listed or asked
+        return _fail(str(exc))
     for finding in report.findings:
         sys.stdout.write(finding.line() + "\n")
     found = len(report.findings)
@@ -199,9 +209,11 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> DoctorReport:
     async with open_database(settings.database_url) as sessions:
+        store = ArtifactStore(settings.artifact_dir)
         return await doctor(
             sessions=sessions,
-            store=ArtifactStore(settings.artifact_dir),
+            store=store,
+            kept_in=kept_files(settings, store),  # s3: the bucket, not this machine's cache
             stale_after=timedelta(seconds=args.stale_after),
             repair=args.repair,
             now=datetime.now(UTC),

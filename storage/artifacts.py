@@ -55,10 +55,15 @@ class ArtifactStore:
         """Describe a stored file for its database row (size and checksum let anyone verify it later)."""
         relative = f"{job_id}/{filename}"
         path = self.resolve(relative)
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
         return ArtifactRecord(
-            kind=ArtifactKind(kind), path=relative, bytes=path.stat().st_size, sha256=digest.hexdigest(), meta=meta
+            kind=ArtifactKind(kind), path=relative, bytes=path.stat().st_size, sha256=sha256_of(path), meta=meta
         )
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (artifacts run to tens of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -28,6 +28,7 @@ from beatforge.contract import (
     parse_params,
 )
 from storage.artifacts import ArtifactRecord
+from storage.claims import Shards, claim_free_for, in_shards
 from storage.errors import JobNotFound
 from storage.models import Artifact, Generation, User, utcnow
 
@@ -67,6 +68,9 @@ class JobView:
     delivery_attempts: int = 0
     #: When ``beatforge gc`` removed its files (None: they are kept).
     files_removed_at: datetime | None = None
+    #: The bot process whose delivery claim the row holds, and until when (``claim_delivery``).
+    delivery_claimed_by: str | None = None
+    delivery_claimed_until: datetime | None = None
 
     @property
     def model_name(self) -> str | None:
@@ -113,6 +117,8 @@ def _view(row: Generation) -> JobView:
         heartbeat_at=row.heartbeat_at,
         delivery_attempts=row.delivery_attempts or 0,
         files_removed_at=row.files_removed_at,
+        delivery_claimed_by=row.delivery_claimed_by,
+        delivery_claimed_until=row.delivery_claimed_until,
     )
 
 
@@ -219,15 +225,21 @@ async def start_attempt(session: AsyncSession, job_id: int) -> Attempt | None:
     return Attempt(number=row.attempts, user_id=row.user_id, guild_id=row.guild_id) if row is not None else None
 
 
-async def heartbeat(session: AsyncSession, job_ids: Sequence[int]) -> None:
-    """The worker running these jobs is alive (one statement for all of them)."""
-    if job_ids:
-        await session.execute(
-            update(Generation)
-            .where(Generation.id.in_(job_ids), Generation.status == JobStatus.RUNNING)
-            .values(heartbeat_at=utcnow())
-        )
-        await session.commit()
+async def heartbeat(session: AsyncSession, job_ids: Sequence[int]) -> list[int]:
+    """The worker running these jobs is alive (one statement for all of them). Returns those of them whose rows
+    no longer say running (cancelled, or taken back from a worker presumed dead): the worker stops them."""
+    if not job_ids:
+        return []
+    await session.execute(
+        update(Generation)
+        .where(Generation.id.in_(job_ids), Generation.status == JobStatus.RUNNING)
+        .values(heartbeat_at=utcnow())
+    )
+    await session.commit()
+    ended = await session.scalars(
+        select(Generation.id).where(Generation.id.in_(job_ids), Generation.status != JobStatus.RUNNING)
+    )
+    return list(ended)
 
 
 async def requeue(session: AsyncSession, job_id: int) -> None:
@@ -291,32 +303,42 @@ async def mark_done(session: AsyncSession, job_id: int, *, artifacts: Sequence[A
 
     False (and nothing recorded) when the job has failed meanwhile: it was cancelled while it ran.
     """
-    # FOR UPDATE (fresh from the database): a cancel committed between this read and the write below would
-    # otherwise be overwritten by DONE on PostgreSQL (tests/storage/test_postgres.py). SQLite ignores it.
-    row = await session.get(
-        Generation,
-        job_id,
-        options=[selectinload(Generation.artifacts)],
-        with_for_update=True,
-        populate_existing=True,
+    # The status first, as one conditional write: from it until the commit the row (PostgreSQL) or the whole
+    # database (SQLite) is this transaction's, so a cancel committed before it wins and one after it waits
+    # (tests/storage/test_postgres.py races them). Reading the row first would leave a window between the two.
+    finished = await session.execute(
+        update(Generation)
+        .where(Generation.id == job_id, Generation.status != JobStatus.FAILED)
+        .values(status=JobStatus.DONE, finished_at=utcnow(), error_code=None, error=None)
     )
-    if row is None:
-        raise JobNotFound(job_id)
-    if row.status == JobStatus.FAILED:
+    if not finished.rowcount:  # type: ignore[attr-defined]
+        await session.rollback()
+        if await session.get(Generation, job_id) is None:
+            raise JobNotFound(job_id)
         return False
+    row = await session.get(Generation, job_id, options=[selectinload(Generation.artifacts)], populate_existing=True)
+    if row is None:  # updated just now, in this transaction: only a bug gets here
+        raise JobNotFound(job_id)
     kept = [a for a in row.artifacts if a.path not in {r.path for r in artifacts}]
     row.artifacts = kept + [
         Artifact(kind=r.kind, path=r.path, bytes=r.bytes, sha256=r.sha256, meta=r.meta) for r in artifacts
     ]
-    row.status = JobStatus.DONE
-    row.finished_at = utcnow()
-    row.error_code = row.error = None
     await session.commit()
     return True
 
 
-async def mark_failed(session: AsyncSession, job_id: int, *, code: ErrorCode, message: str) -> None:
-    await _update(session, job_id, status=JobStatus.FAILED, error_code=code, error=message[:2000], finished_at=utcnow())
+async def mark_failed(session: AsyncSession, job_id: int, *, code: ErrorCode, message: str) -> bool:
+    """Fail the job with why; False when it had already failed, whose first reason stands (a cancelled job's
+    worker stopping is not a second failure)."""
+    return await _update(
+        session,
+        job_id,
+        Generation.status != JobStatus.FAILED,
+        status=JobStatus.FAILED,
+        error_code=code,
+        error=message[:2000],
+        finished_at=utcnow(),
+    )
 
 
 async def cancel(session: AsyncSession, job_id: int, *, by: str) -> bool:
@@ -410,22 +432,51 @@ async def user_activity(session: AsyncSession, *, user_id: int, since: datetime)
     return UserActivity(active=int(active or 0), recent=int(recent or 0), oldest_recent=oldest)
 
 
-async def mark_delivered(session: AsyncSession, job_id: int) -> None:
-    """The job's result (or the notice that it could not be delivered) is out: the outbox is done with it."""
-    await _update(session, job_id, delivered_at=utcnow(), deliver_after=None)
+async def mark_delivered(session: AsyncSession, job_id: int) -> bool:
+    """The job's result (or the notice that it could not be delivered) is out: the outbox is done with it, and its
+    delivery claim is let go.
+
+    False when it was already marked: two bots that both posted (one's claim expired mid-upload) cannot both count
+    the delivery, and the first mark's time stays.
+    """
+    return await _update(
+        session,
+        job_id,
+        Generation.delivered_at.is_(None),
+        delivered_at=utcnow(),
+        deliver_after=None,
+        delivery_claimed_by=None,
+        delivery_claimed_until=None,
+    )
 
 
 async def list_undelivered(
-    session: AsyncSession, *, now: datetime | None = None, exclude: Sequence[int] = (), limit: int = 20
+    session: AsyncSession,
+    *,
+    now: datetime | None = None,
+    exclude: Sequence[int] = (),
+    limit: int = 20,
+    owner: str | None = None,
+    shards: Shards | None = None,
 ) -> list[JobView]:
     """Finished jobs whose result has not reached Discord yet and whose next try is due, oldest first.
 
-    ``now``: when "due" is measured (default: the clock); ``exclude``: jobs whose delivery is already in hand.
+    ``now``: when "due" is measured (default: the clock); ``exclude``: jobs whose delivery is already in hand;
+    ``owner``: the asking bot, whose own claims do not hide a job (others' live claims do); ``shards``: only the
+    jobs of these shards' guilds, filtered in SQL so a bot never reads another shard's rows.
     """
-    due = Generation.deliver_after.is_(None) | (Generation.deliver_after <= (now or utcnow()))
-    where = [Generation.status.in_([JobStatus.DONE, JobStatus.FAILED]), Generation.delivered_at.is_(None), due]
+    moment = now or utcnow()
+    due = Generation.deliver_after.is_(None) | (Generation.deliver_after <= moment)
+    where = [
+        Generation.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+        Generation.delivered_at.is_(None),
+        due,
+        claim_free_for(owner, moment),
+    ]
     if exclude:
         where.append(Generation.id.not_in(exclude))
+    if shards is not None:
+        where.append(in_shards(shards))
     rows = await session.scalars(
         select(Generation)
         .where(*where)
@@ -436,13 +487,16 @@ async def list_undelivered(
     return [_view(r) for r in rows]
 
 
-async def list_active(session: AsyncSession) -> list[JobView]:
-    """Queued and running jobs that have a status message to keep up to date."""
+async def list_active(session: AsyncSession, *, shards: Shards | None = None) -> list[JobView]:
+    """Queued and running jobs that have a status message to keep up to date (``shards``: of these shards' guilds)."""
+    where: list[ColumnElement[bool]] = [
+        Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        Generation.status_message_id.is_not(None),
+    ]
+    if shards is not None:
+        where.append(in_shards(shards))
     rows = await session.scalars(
-        select(Generation)
-        .where(Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), Generation.status_message_id.is_not(None))
-        .order_by(Generation.id)
-        .options(selectinload(Generation.artifacts))
+        select(Generation).where(*where).order_by(Generation.id).options(selectinload(Generation.artifacts))
     )
     return [_view(r) for r in rows]
 
@@ -454,9 +508,20 @@ async def count_jobs(session: AsyncSession, *, status: JobStatus | None = None) 
     return int(await session.scalar(query) or 0)
 
 
-async def delay_delivery(session: AsyncSession, job_id: int, *, attempts: int, until: datetime) -> None:
-    """A delivery attempt failed: record it (``attempts`` failed so far) and when to try again.
+async def delay_delivery(
+    session: AsyncSession, job_id: int, *, attempts: int, until: datetime, owner: str | None = None
+) -> None:
+    """A delivery attempt failed: record it (``attempts`` failed so far) and when to try again, and let ``owner``'s
+    claim go, so the retry is whichever bot comes first once it is due.
 
     Kept on the row, not in the bot's memory, so a restart neither forgets how often it failed nor retries at once.
     """
-    await _update(session, job_id, Generation.delivered_at.is_(None), delivery_attempts=attempts, deliver_after=until)
+    values: dict[str, object] = {"delivery_attempts": attempts, "deliver_after": until}
+    if owner is not None:  # only the claim's holder's own: one that lost it meanwhile must not free another's
+        values["delivery_claimed_by"] = case(
+            (Generation.delivery_claimed_by == owner, None), else_=Generation.delivery_claimed_by
+        )
+        values["delivery_claimed_until"] = case(
+            (Generation.delivery_claimed_by == owner, None), else_=Generation.delivery_claimed_until
+        )
+    await _update(session, job_id, Generation.delivered_at.is_(None), **values)

@@ -12,18 +12,21 @@ listed before the database is read, so a job that finishes in between is seen wi
 Garbage collection removes the files and the rows of finished jobs past their age or beyond the quota. The
 job rows themselves stay (history, lineage and limits read them), with ``files_removed_at`` set, so anyone,
 ``doctor`` included, can tell a result collected on purpose from one that was lost.
+
+With ``BEATFORGE_ARTIFACT_BACKEND=s3`` the bucket is the storage and every local folder only a cache, so a file
+missing here proves nothing: both then judge the bucket's objects instead (``storage/bucket_files.py``), and gc
+deletes objects (and this machine's cached copies).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -31,17 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.contract import ArtifactKind, ErrorCode, JobKind, JobStatus
 from storage import jobs
+from storage.artifact_files import UPLOADS, ArtifactFiles, FolderFiles, StoredFile
 from storage.artifacts import ArtifactStore
-from storage.errors import UnsafeArtifactPath
-from storage.files import TMP_PREFIX
 from storage.models import Artifact, Generation
 
 log = logging.getLogger(__name__)
 
-#: What doctor --repair writes on a done job whose result files are gone.
-RESULT_LOST = "its result files are missing from the artifact directory (found by beatforge doctor)"
-#: Folder of files users sent before their job existed (``ArtifactStore.writing("uploads", ...)``).
-UPLOADS = "uploads"
+#: What doctor --repair writes on a done job whose result files are gone from ``where`` the files are kept.
+RESULT_LOST_FROM = "its result files are missing from {where} (found by beatforge doctor)"
+RESULT_LOST = RESULT_LOST_FROM.format(where="the artifact directory")
 #: Unreferenced uploads younger than this may be waiting for their job's row.
 UPLOAD_GRACE = timedelta(days=1)
 #: Unreferenced files younger than this are left alone: a write may still be on its way to its row.
@@ -59,59 +60,6 @@ _STORED_PATH = re.compile(rf"(?:{UPLOADS}|\d+)/[\w.-]+")
 _KINDS = {kind.value: kind for kind in JobKind}
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 _FINISHED = (JobStatus.DONE, JobStatus.FAILED)
-
-
-# -- what is there ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """A file under the artifact directory."""
-
-    #: Relative to the artifact directory, with ``/`` separators, as rows store it.
-    path: str
-    bytes: int
-    modified: datetime
-
-    @property
-    def temporary(self) -> bool:
-        """Part of an atomic write (or left by one that crashed)."""
-        return any(part.startswith(TMP_PREFIX) for part in self.path.split("/"))
-
-    @property
-    def folder(self) -> str:
-        return self.path.split("/", 1)[0]
-
-
-def scan_files(store: ArtifactStore) -> list[StoredFile]:
-    """The files ArtifactStore writes (job folders, ``uploads``) and temporary leftovers at the top.
-
-    Anything else someone put in the directory is not ours to judge, so it is not listed.
-    """
-    root = store.root
-    if not root.is_dir():
-        return []
-    found: list[StoredFile] = []
-    for entry in root.iterdir():
-        if not (entry.name.isdigit() or entry.name == UPLOADS or entry.name.startswith(TMP_PREFIX)):
-            continue
-        for path in _walk(entry):
-            try:
-                stat = path.lstat()
-            except FileNotFoundError:  # removed while we looked (a temporary file renamed into place)
-                continue
-            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
-            found.append(StoredFile(path.relative_to(root).as_posix(), stat.st_size, modified))
-    return sorted(found, key=lambda f: f.path)
-
-
-def _walk(entry: Path) -> Iterator[Path]:
-    if entry.is_symlink() or entry.is_file():
-        yield entry
-        return
-    for dirpath, _dirs, files in os.walk(entry):
-        for name in files:
-            yield Path(dirpath) / name
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,14 +262,18 @@ async def collect_garbage(
     quota_gb: float,
     dry_run: bool,
     now: datetime | None = None,
+    kept_in: ArtifactFiles | None = None,
 ) -> GcReport:
     """Remove what :func:`plan_gc` picks (or only say what, with ``dry_run``). 0 days / 0 GiB = no limit.
 
     Rows go first, in one transaction that checks again that each job is finished and not kept (a ⭐ or a new
     child job may have arrived since the plan), then the files of the rows actually deleted.
+
+    ``kept_in``: where the files are (default: ``store``'s directory; the bucket with s3).
     """
     now = now or datetime.now(UTC)
-    files = scan_files(store)
+    kept_in = kept_in or FolderFiles(store)
+    files = await asyncio.to_thread(kept_in.scan)
     async with sessions() as session:
         rows = await load_rows(session)
     removals, used = plan_gc(
@@ -358,7 +310,7 @@ async def collect_garbage(
             )
         await session.commit()
     done = [r for r in removals if r.artifact_id is None or r.artifact_id in deleted]
-    failed = _delete_files(store, [r.path for r in done])
+    failed = await asyncio.to_thread(kept_in.delete, [r.path for r in done])
     log.info("garbage collected", extra={"files": len(done), "bytes": sum(r.bytes for r in done)})
     return GcReport(tuple(done), used, dry_run, tuple(failed))
 
@@ -366,29 +318,6 @@ async def collect_garbage(
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _delete_files(store: ArtifactStore, paths: Iterable[str]) -> list[str]:
-    """Delete each file (a missing one is already gone) and the folders left empty; the paths that failed."""
-    failed: list[str] = []
-    folders: set[Path] = set()
-    for relative in paths:
-        try:
-            path = store.resolve(relative)
-            path.unlink(missing_ok=True)
-        except (OSError, UnsafeArtifactPath) as exc:
-            log.warning("could not delete an artifact file", extra={"path": relative, "error": repr(exc)})
-            failed.append(relative)
-            continue
-        folders.update(p for p in path.parents if p.is_relative_to(store.root) and p != store.root)
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        if folder.name == UPLOADS and folder.parent == store.root:
-            continue
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (other files of the job), or gone: either way nothing to do
-            continue
-    return failed
 
 
 # -- doctor ---------------------------------------------------------------------------------------------------------
@@ -449,7 +378,7 @@ def examine(
     rows: dict[int, JobRow],
     files: Iterable[StoredFile],
     *,
-    store: ArtifactStore,
+    kept_in: ArtifactFiles,
     now: datetime,
     stale_after: timedelta,
 ) -> list[Finding]:
@@ -463,7 +392,7 @@ def examine(
         for a in row.artifacts:
             referenced.add(a.path)
             file = on_disk.get(a.path)
-            if file is None and not _exists(store, a.path):
+            if file is None and not kept_in.exists(a.path):
                 missing.add(a.id)
                 findings.append(Finding(Problem.MISSING_FILE, a.path, f"job #{row.id}'s {a.kind} file is gone"))
             elif file is not None and file.bytes != a.bytes:
@@ -507,14 +436,6 @@ def examine(
     return findings
 
 
-def _exists(store: ArtifactStore, relative: str) -> bool:
-    """For rows the scan did not list (a path outside the layout ``scan_files`` knows): is the file there?"""
-    try:
-        return store.resolve(relative).is_file()
-    except UnsafeArtifactPath:
-        return False
-
-
 async def doctor(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -522,44 +443,51 @@ async def doctor(
     stale_after: timedelta,
     repair: bool,
     now: datetime | None = None,
+    kept_in: ArtifactFiles | None = None,
 ) -> DoctorReport:
-    """Find where rows and files disagree and, with ``repair``, fix what is safe (``REPAIRS``)."""
+    """Find where rows and files disagree and, with ``repair``, fix what is safe (``REPAIRS``).
+
+    ``kept_in``: where the files are (default: ``store``'s directory; the bucket with s3, never a mere cache).
+    """
     now = now or datetime.now(UTC)
-    files = scan_files(store)
+    kept_in = kept_in or FolderFiles(store)
+    files = await asyncio.to_thread(kept_in.scan)
     async with sessions() as session:
         rows = await load_rows(session)
-    findings = examine(rows, files, store=store, now=now, stale_after=stale_after)
+    findings = await asyncio.to_thread(examine, rows, files, kept_in=kept_in, now=now, stale_after=stale_after)
     if repair:
-        await _repair(sessions, store, rows, findings)
+        await _repair(sessions, kept_in, rows, findings)
     return DoctorReport(tuple(findings), repair)
 
 
 async def _repair(
-    sessions: async_sessionmaker[AsyncSession], store: ArtifactStore, rows: dict[int, JobRow], findings: list[Finding]
+    sessions: async_sessionmaker[AsyncSession], kept_in: ArtifactFiles, rows: dict[int, JobRow], findings: list[Finding]
 ) -> None:
     by_path = {a.path: a for row in rows.values() for a in row.artifacts}
-    async with sessions() as session:
-        for finding in findings:
-            if finding.problem is Problem.MISSING_FILE:
-                artifact = by_path[finding.subject]
-                # Only if the file is still missing: a restore may have happened since the scan.
-                if not _exists(store, artifact.path):
-                    await session.execute(delete(Artifact).where(Artifact.id == artifact.id))
-                    finding.repaired = True
-        await session.commit()
-        for finding in findings:
-            if finding.problem is Problem.NO_RESULT:
-                job_id = int(finding.subject.removeprefix("job #"))
-                # Still done and still without its result? (Otherwise leave the row to whoever changed it.)
+
+    async def gone(paths: Iterable[str]) -> bool:
+        """Still missing? A restore may have happened since the scan (asked outside any write transaction)."""
+        return not any([await asyncio.to_thread(kept_in.exists, path) for path in paths])
+
+    for finding in findings:
+        if finding.problem is Problem.MISSING_FILE and await gone([finding.subject]):
+            async with sessions() as session, session.begin():
+                await session.execute(delete(Artifact).where(Artifact.id == by_path[finding.subject].id))
+            finding.repaired = True
+    for finding in findings:
+        if finding.problem is Problem.NO_RESULT:
+            job_id = int(finding.subject.removeprefix("job #"))
+            async with sessions() as session:
                 job = await jobs.get_job(session, job_id)
-                required = REQUIRED_ARTIFACT[job.kind]
-                if job.status is JobStatus.DONE and not any(
-                    a.kind == required and _exists(store, a.path) for a in job.artifacts
-                ):
-                    await jobs.mark_failed(session, job_id, code=ErrorCode.INTERNAL, message=RESULT_LOST)
-                    finding.repaired = True
+            required = REQUIRED_ARTIFACT[job.kind]
+            # Still done and still without its result? (Otherwise leave the row to whoever changed it.)
+            if job.status is JobStatus.DONE and await gone(a.path for a in job.artifacts if a.kind == required):
+                async with sessions() as session:
+                    lost = RESULT_LOST_FROM.format(where=kept_in.where)
+                    await jobs.mark_failed(session, job_id, code=ErrorCode.INTERNAL, message=lost)
+                finding.repaired = True
     orphans = [f for f in findings if f.problem is Problem.ORPHAN_FILE]
-    failed = set(_delete_files(store, [f.subject for f in orphans]))
+    failed = set(await asyncio.to_thread(kept_in.delete, [f.subject for f in orphans]))
     for finding in orphans:
         finding.repaired = finding.subject not in failed
     log.info("doctor repaired", extra={"repaired": sum(f.repaired for f in findings), "found": len(findings)})

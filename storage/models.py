@@ -107,6 +107,10 @@ class Generation(Base):
     #: Failed delivery attempts so far, and when the next may start (the outbox's backoff).
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     deliver_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The bot process posting the result now, and until when its claim holds: several bots share one outbox, and
+    #: only the claim's holder posts (``storage.claims.claim_delivery``); a dead holder's claim simply expires.
+    delivery_claimed_by: Mapped[str | None] = mapped_column(String(100), comment="the bot process posting it")
+    delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: ``beatforge gc`` removed its files (past their age, or over the disk quota); the row stays for history.
     files_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import ErrorCode
-from beatforge.queue import QueueError, discard_job, enqueue_job, inspect_jobs
+from beatforge.queue import QueueError, discard_job, enqueue_job, inspect_jobs, queue_for
 from storage import jobs
 from storage.jobs import JobView
 from storage.models import utcnow
@@ -74,11 +74,11 @@ async def _reconcile(
         async with sessions() as session:
             if not await jobs.take_back(session, job.id, silent_since=silent_since):
                 continue  # it showed life, finished, or another pass took it
-        await discard_job(redis, job.queue_job_id)
+        await discard_job(redis, job.queue_job_id, queue_name=queue_for(settings, job.kind))
         if job.attempts >= settings.job_max_tries:
             await give_up(sessions, job.id, stops=job.attempts)
             done.failed.append(job.id)
-        elif await _queue_again(redis, job, why="its worker stopped"):
+        elif await _queue_again(redis, settings, job, why="its worker stopped"):
             done.retried.append(job.id)
 
     entries = await inspect_jobs(redis, [job.queue_job_id for job in queued], job_timeout_s=settings.job_timeout_s)
@@ -86,17 +86,24 @@ async def _reconcile(
     for job, entry in zip(queued, entries, strict=True):
         if entry.queued and (entry.taken_ms is None or entry.taken_ms < stuck_ms):
             continue  # waiting its turn, or just taken by a worker that is starting it
-        await discard_job(redis, job.queue_job_id)
+        await discard_job(redis, job.queue_job_id, queue_name=queue_for(settings, job.kind))
         why = "redis lost it" if not entry.queued else "a worker took it and never started it"
-        if await _queue_again(redis, job, why=why):
+        if await _queue_again(redis, settings, job, why=why):
             done.restored.append(job.id)
     return done
 
 
-async def _queue_again(redis: ArqRedis, job: JobView, *, why: str) -> bool:
+async def _queue_again(redis: ArqRedis, settings: Settings, job: JobView, *, why: str) -> bool:
     """Put the job back in line under its own id; False when redis refused (the next pass tries again)."""
     try:
-        await enqueue_job(redis, job_id=job.id, queue_job_id=job.queue_job_id, params=job.params, user_id=job.user_id)
+        await enqueue_job(
+            redis,
+            job_id=job.id,
+            queue_job_id=job.queue_job_id,
+            params=job.params,
+            user_id=job.user_id,
+            queue_name=queue_for(settings, job.kind),
+        )
     except QueueError as exc:
         log.warning("could not re-queue a job", extra={"job_id": job.id, "reason": why, "error": str(exc)})
         return False

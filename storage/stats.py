@@ -9,6 +9,7 @@ the kernel (``beatforge.fleet``), so storage still knows nothing of either side.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -85,16 +86,20 @@ class OpsStatus:
     at: datetime
     #: Live workers (by host and pid); empty when none reports, or when redis is unreachable (``redis_error``).
     workers: tuple[WorkerInfo, ...]
-    queue_name: str
-    #: Jobs waiting in arq's queue (its sorted set), or None when redis is unreachable.
-    queue_depth: int | None
+    #: Jobs in each arq queue (its sorted set: waiting and running), GPU queue first; None when redis is
+    #: unreachable.
+    queues: dict[str, int | None]
     jobs: JobStats
     #: Why redis could not be read; the database's facts are shown all the same.
     redis_error: str | None = None
 
 
 async def gather_status(
-    *, sessions: async_sessionmaker[AsyncSession], redis: StatusRedis, queue_name: str, now: datetime | None = None
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: StatusRedis,
+    queue_names: Sequence[str],
+    now: datetime | None = None,
 ) -> OpsStatus:
     """Read the workers and the queue from redis and the job counts from the database.
 
@@ -106,8 +111,8 @@ async def gather_status(
         stats = await job_stats(session, since=now - RECENT)
     try:
         workers = await read_workers(redis)
-        depth = int(await redis.zcard(queue_name))
+        depths: dict[str, int | None] = {name: int(await redis.zcard(name)) for name in queue_names}
     except (RedisError, OSError) as exc:
         log.warning("status: redis unreachable", extra={"error": repr(exc)})
-        return OpsStatus(now, (), queue_name, None, stats, redis_error=repr(exc))
-    return OpsStatus(now, tuple(workers), queue_name, depth, stats)
+        return OpsStatus(now, (), dict.fromkeys(queue_names), stats, redis_error=repr(exc))
+    return OpsStatus(now, tuple(workers), depths, stats)

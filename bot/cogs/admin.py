@@ -25,6 +25,7 @@ from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
 from beatforge.fleet import ModelInfo, WorkerInfo, read_models
+from beatforge.queue import queue_names
 from bot.access import is_admin
 from bot.errors import UserFacingError
 from bot.jobs import JobService
@@ -155,7 +156,8 @@ def status_text(status: OpsStatus) -> str:
         alive = len(status.workers)
         lines.append(f"**Workers alive: {alive}**" + ("" if alive else " — ⚠️ no worker is running, nothing will start"))
         lines += [_worker_text(w) for w in status.workers]
-        lines.append(f"**Queue**: {status.queue_depth} waiting")
+        named = len(status.queues) > 1  # a queue split off for CPU work: say which is which
+        lines += [f"**Queue**{f' `{name}`' if named else ''}: {depth} waiting" for name, depth in status.queues.items()]
     lines.append(f"**Jobs now**: {jobs.queued} queued, {jobs.running} running")
     lines.append(f"**Last hour**: {jobs.done_recently} done, {jobs.failed_recently} failed")
     lines += [f"• `{code}`: {count}" for code, count in jobs.failures_by_code.items()]
@@ -332,7 +334,7 @@ class Admin(commands.Cog):
     @admin.command(name="status")
     async def status(self, interaction: discord.Interaction) -> None:
         """Workers alive, the queue, and how jobs went in the last hour (for the whole bot, not only this server)."""
-        status = await gather_status(sessions=self.sessions, redis=self.redis, queue_name=self.settings.queue_name)
+        status = await gather_status(sessions=self.sessions, redis=self.redis, queue_names=queue_names(self.settings))
         await interaction.response.send_message(status_text(status), ephemeral=True)
 
     @admin.command(name="audit")

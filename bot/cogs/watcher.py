@@ -8,6 +8,9 @@ every status line takes its place in line, its wait and its progress. Posting re
 Deliveries run as tasks of their own, at most ``settings.delivery_concurrency`` at once and never two for one
 job, so the tick never waits for one: a slow or failing post delays neither other users' results nor the status
 lines. What a delivery has not finished is still undelivered on its row, and is taken up again after a restart.
+
+With several bot processes on one database, each watches only its own shards' guilds (``settings.shard_count`` and
+``shard_ids``; the filter is in the SQL), and the jobs other bots have claimed are not read at all.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bot.messages import progress_text, queued_text, stalled_text
 from bot.queue_view import QueueSnapshot, read_queue
 from bot.status import StatusBoard
 from storage import jobs
+from storage.claims import Shards
 from storage.jobs import JobView
 
 if TYPE_CHECKING:
@@ -43,6 +47,14 @@ log = logging.getLogger(__name__)
 SHUTDOWN_WAIT_S = 10.0
 #: Finished jobs read per tick (the due ones, oldest first); more than can start, as some may wait for an answer.
 UNDELIVERED_BATCH = 20
+
+
+def shards_of(settings: Settings) -> Shards | None:
+    """The shards this process runs (None: unsharded, it sees every job)."""
+    if settings.shard_count is None:
+        return None
+    ids = settings.shard_ids if settings.shard_ids is not None else range(settings.shard_count)
+    return Shards(count=settings.shard_count, ids=frozenset(ids))
 
 
 def status_text(job: JobView, snapshot: QueueSnapshot, *, silent_since: datetime) -> str:
@@ -72,6 +84,7 @@ class JobWatcher(commands.Cog):
         self.status, self.delivery = status, delivery
         #: The delivery in flight for each job: one task per job, ``settings.delivery_concurrency`` at most.
         self.deliveries: dict[int, asyncio.Task[None]] = {}
+        self.shards = shards_of(settings)
         self.poll.change_interval(seconds=settings.watch_interval_s)
 
     async def cog_load(self) -> None:
@@ -121,8 +134,14 @@ class JobWatcher(commands.Cog):
         """One round: start delivering the finished jobs that are due, then bring every active job's status line
         up to date. Deliveries are not waited for."""
         async with self.sessions() as session:
-            active = await jobs.list_active(session)
-            finished = await jobs.list_undelivered(session, exclude=list(self.deliveries), limit=UNDELIVERED_BATCH)
+            active = await jobs.list_active(session, shards=self.shards)
+            finished = await jobs.list_undelivered(
+                session,
+                exclude=list(self.deliveries),
+                limit=UNDELIVERED_BATCH,
+                owner=self.delivery.owner,
+                shards=self.shards,
+            )
         self.start_deliveries(finished)
         # A job that finished between the two reads is being delivered: its line must not go back to "generating".
         active = [job for job in active if job.id not in self.deliveries]

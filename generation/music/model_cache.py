@@ -32,6 +32,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ class ModelCache:
         self.memory_gb = memory_gb
         self._engines: OrderedDict[str, _Resident] = OrderedDict()
         self._sizes: dict[str, int] = {}  # bytes measured at earlier loads, to make room before a reload
+        self._load_s: dict[str, float] = {}  # seconds the last load of each model took (model affinity's switch cost)
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -181,6 +183,7 @@ class ModelCache:
             default=default or settings.default_model,
             registry=registry if registry is not None else ModelRegistry(settings.model_registry_file),
             memory_gb=settings.model_memory_gb,
+            max_resident=settings.model_max_resident,
         )
 
     def get(self, name: str | None) -> MusicGenEngine:
@@ -203,11 +206,14 @@ class ModelCache:
             expected = self._sizes.get(key) or self._estimate(spec)
             if expected is not None:
                 self._evict(incoming=expected)
+            started = time.perf_counter()
             engine = self._load(spec)
+            load_s = time.perf_counter() - started
             size = engine_bytes(engine)
             self._sizes[key] = size
             with self._lock:
                 self._engines[key] = _Resident(engine, size)
+                self._load_s[key] = load_s
             self._evict(keep=key)
         log.info("model resident", extra={"model": key, "bytes": size, "resident": self.resident()})
         return engine
@@ -216,6 +222,11 @@ class ModelCache:
         """Resident names, least recently used first."""
         with self._lock:
             return list(self._engines)
+
+    def load_times(self) -> dict[str, float]:
+        """Seconds the last load of each model loaded here took."""
+        with self._lock:
+            return dict(self._load_s)
 
     def resident_bytes(self) -> int:
         with self._lock:

@@ -22,6 +22,7 @@ from generation.worker.cover import add_cover
 from generation.worker.loop import add_loop
 from generation.worker.run import JobRun, run_job
 from storage.artifacts import ArtifactRecord, ArtifactStore
+from storage.backends import ArtifactUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,17 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
 
 
 async def _input_audio(run: JobRun[BeatParams], source: str | None, sample_rate: int) -> Samples | None:
-    """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate."""
+    """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate.
+
+    With s3 the file may have been sent to the bot or made on another worker: it is fetched (checked against what
+    the bucket stored) into this worker's folder first; with local storage it is simply there.
+    """
     if source is None:
         return None
-    path = run.context.store.resolve(source)
+    try:
+        path = await run.context.artifacts.fetch_path(source)
+    except ArtifactUnavailable as exc:  # first line for the user, the rest (the object and why) for the row
+        raise GenerationError(f"the audio to start from could not be fetched from storage\n{exc}") from exc
     samples, rate = await asyncio.to_thread(read_audio, path, max_seconds=run.context.settings.continue_max_input_s)
     if rate != sample_rate:
         samples = await asyncio.to_thread(resample, samples, rate, sample_rate)

@@ -17,7 +17,9 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
+from beatforge.contract import JobKind
 from beatforge.fleet import ModelInfo, publish_models
+from beatforge.queue import served_kinds
 from generation.cover.maker import CoverMaker
 from generation.device import resolve_device
 from generation.errors import ModelUnavailable
@@ -29,10 +31,11 @@ from generation.music.model_cache import ModelCache
 from generation.music.registry import load_registry
 from generation.prompts.llm import ChatClient
 from generation.worker.liveness import Liveness
-from generation.worker.s3 import S3Target, s3_target
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
+from storage.backends import ArtifactBackend, open_backend
 from storage.db import make_engine, make_sessionmaker
+from storage.objects import S3Target, s3_target
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,11 @@ class WorkerContext:
     #: The database engine, kept to be disposed of at shutdown; jobs use ``sessions``.
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: The worker's own folder: every job writes its files here first (the working area).
     store: ArtifactStore
+    #: Where finished files live for good (``BEATFORGE_ARTIFACT_BACKEND``): the folder itself, or a bucket that
+    #: every job's files reach before it is recorded done (``generation/worker/run.py``).
+    artifacts: ArtifactBackend
     models: ModelCache
     #: Puts beat jobs that arrive together into one generate call (one GPU, one generate at a time).
     batcher: Batcher
@@ -98,6 +105,8 @@ async def open_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
 
 
 async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerContext:
+    store = ArtifactStore(settings.artifact_dir)
+    artifacts = open_backend(settings, store)  # before the models: a bad bucket setting stops the worker at once
     sessions = make_sessionmaker(db)
     device = resolve_device(settings.device)
     registry = await load_registry(settings.model_registry_file, sessions)  # built-ins + file + database
@@ -108,26 +117,32 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
         [ModelInfo(s.name, s.kind, s.licence, s.description, s.melody, s.stereo, s.base) for s in registry.list()],
         default=settings.default_model,
     )
-    try:
-        await asyncio.to_thread(models.get, None)
-    except ModelUnavailable as exc:
-        # Stay up and fail each job with the reason: a crash-looping worker leaves users' jobs hanging.
-        log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
-    await asyncio.to_thread(covers.warm_up)
-    await asyncio.to_thread(warm_up_analysis, learned_downbeats=settings.learned_downbeats)
-    separator = await asyncio.to_thread(make_separator, settings.stems_model, device=device)
+    kinds = set(served_kinds(settings))  # a CPU worker loads no MusicGen and no cover model
+    if kinds & {JobKind.BEAT, JobKind.PACK}:
+        try:
+            await asyncio.to_thread(models.get, None)
+        except ModelUnavailable as exc:
+            # Stay up and fail each job with the reason: a crash-looping worker leaves users' jobs hanging.
+            log.error("default model unavailable", extra={"model": settings.default_model, "error": str(exc)})
+    if kinds & {JobKind.BEAT, JobKind.COVER}:
+        await asyncio.to_thread(covers.warm_up)
+    if kinds & {JobKind.BEAT, JobKind.PACK, JobKind.LOOP}:
+        await asyncio.to_thread(warm_up_analysis, learned_downbeats=settings.learned_downbeats)
+    midi = JobKind.MIDI in kinds
+    separator = await asyncio.to_thread(make_separator, settings.stems_model, device=device) if midi else None
     return WorkerContext(
         settings=settings,
         redis=redis,
         db=db,
         sessions=sessions,
-        store=ArtifactStore(settings.artifact_dir),
+        store=store,
+        artifacts=artifacts,
         models=models,
         batcher=Batcher(wait_s=settings.batch_wait_s, max_rows=settings.max_batch_rows, fade_out_s=settings.fade_out_s),
         covers=covers,
         llm=covers.llm,
         separator=separator,
-        pitch=await _load_pitch_tracker(settings),
+        pitch=await _load_pitch_tracker(settings) if midi else Unavailable("MIDI jobs run on the CPU workers"),
         s3=s3_target(settings),
         liveness=Liveness(settings, sessions, redis),
     )

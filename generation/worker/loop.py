@@ -20,8 +20,8 @@ from generation.audio.signal import Samples
 from generation.errors import AudioParameterError
 from generation.loops.export import cut_loop, safe_stem
 from generation.worker.run import JobRun, run_job
-from generation.worker.s3 import upload_files
 from storage.errors import StorageError
+from storage.objects import upload_files
 
 
 async def cut_loop_job(ctx: dict[str, Any], payload: dict[str, Any]) -> None:

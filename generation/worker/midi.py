@@ -8,8 +8,10 @@ from typing import Any
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.contract import ArtifactKind, JobProgress, JobRequest, MidiMeta, MidiParams
 from generation.audio.io import read_audio
+from generation.errors import GenerationError
 from generation.midi.export import export_midi
 from generation.worker.run import JobRun, run_job
+from storage.backends import ArtifactUnavailable
 
 
 async def transcribe_midi(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -21,7 +23,11 @@ async def _midi(run: JobRun[MidiParams]) -> bool:
     context, job_id, midi = run.context, run.job_id, run.params
     tracker = context.pitch_tracker()  # before anything else: without the model there is nothing to do
     if midi.upload is not None:
-        source_path, source = context.store.resolve(midi.upload), midi.prompt
+        source = midi.prompt
+        try:  # s3: the bot sent it to the bucket, maybe from another machine
+            source_path = await context.artifacts.fetch_path(midi.upload)
+        except ArtifactUnavailable as exc:  # first line for the user, the rest (the object and why) for the row
+            raise GenerationError(f"the uploaded file could not be fetched from storage\n{exc}") from exc
     else:
         parent, source_path = await run.parent_audio("transcribe", midi.take)
         source = f"beat #{parent.id}"

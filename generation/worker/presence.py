@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 
 from beatforge.config import Settings
 from beatforge.fleet import GpuMemory, PresenceRedis, WorkerInfo, publish_worker, remove_worker
+from beatforge.queue import served_queue
+from generation.worker.affinity import ResidentModels
 from generation.worker.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,9 @@ class Presence:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.id = f"{self.host}-{self.pid}"
         self.started_at = time.time()
-        #: Where this worker's jobs are counted, once its context is open.
+        #: Where this worker's jobs are counted, and its models loaded, once its context is open.
         self.jobs: Liveness | None = None
+        self.models: ResidentModels | None = None
         self._task: asyncio.Task[None] | None = None
         #: Whether the last write failed, so an outage is logged once, not every interval.
         self._failing = False
@@ -90,6 +93,7 @@ class Presence:
             jobs_finished=self.jobs.finished if self.jobs else 0,
             jobs_interrupted=self.jobs.interrupted if self.jobs else 0,
             gpu=self._gpu(),
+            models=tuple(self.models.resident()) if self.models else (),
         )
 
     async def publish(self) -> bool:
@@ -143,7 +147,7 @@ def start_presence(settings: Settings, redis: PresenceRedis, *, device: str) -> 
     presence = Presence(
         redis=redis,
         device=device,
-        queue=settings.queue_name,
+        queue=served_queue(settings),
         max_jobs=settings.worker_max_jobs,
         interval_s=settings.worker_presence_interval_s,
     )

@@ -26,6 +26,7 @@ from generation.worker.context import WorkerContext, worker_context
 from generation.worker.progress import ProgressPublisher
 from storage import jobs
 from storage.artifacts import ArtifactRecord
+from storage.backends import ArtifactsNotStored
 from storage.jobs import JobView
 from storage.reconcile import give_up
 
@@ -66,7 +67,7 @@ class JobRun(Generic[P]):
             raise AudioParameterError(f"job #{self.job_id} has no finished beat to {purpose}")
         if take > len(takes):
             raise AudioParameterError(f"beat #{parent.id} has {len(takes)} take(s), not a take {take}")
-        return parent, self.context.store.resolve(takes[take - 1].path)
+        return parent, await self.context.artifacts.fetch(takes[take - 1])  # s3: made on another worker, maybe
 
     async def mark_running(self, resolved_model: str) -> bool:
         """Record what makes the result; False when the row is already finished (a re-run after a restart)."""
@@ -104,13 +105,14 @@ async def run_job(ctx: Mapping[str, Any], payload: Any, body: JobBody[P], reques
             if attempt.number > context.settings.job_max_tries:  # arq re-ran it itself after its workers kept dying
                 await give_up(context.sessions, job_id, stops=attempt.number - 1)
                 return
-            with context.liveness.holding(job_id):
-                await _run_body(context, request, body)
+            stop = threading.Event()
+            with context.liveness.holding(job_id, stop, queue_job_id=ctx.get("job_id")):
+                await _run_body(context, request, body, stop)
 
 
-async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBody[P]) -> None:
+async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBody[P], stop: threading.Event) -> None:
     job_id = request.job_id
-    run = JobRun(context, request, ProgressPublisher(context.redis, job_id, asyncio.get_running_loop()))
+    run = JobRun(context, request, ProgressPublisher(context.redis, job_id, asyncio.get_running_loop()), stop)
     started = time.monotonic()
     try:
         await run.progress.publish(JobProgress(stage="loading", done=0, total=1))
@@ -118,6 +120,9 @@ async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBod
             log.info("job already finished, skipping re-run", extra={"job_id": job_id})
             return
         await run.progress.publish(JobProgress(stage="saving", done=1, total=1))
+        # Every file where the bot will read it (the bucket, with s3) before the row says done: a row never
+        # names a file that is not stored. A failed upload fails the job below (boto3 has already retried).
+        await context.artifacts.publish(run.artifacts)
         async with context.sessions() as session:
             recorded = await jobs.mark_done(session, job_id, artifacts=run.artifacts)
         if not recorded:
@@ -132,6 +137,11 @@ async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBod
         raise
     except GenerationError as exc:
         await _fail(context, job_id, exc.code, str(exc))
+        return
+    except ArtifactsNotStored as exc:
+        # Failed, not retried: arq would run the whole generation again for what is a storage fault (a bucket
+        # refusing writes stays refusing; a network blip was already retried by boto3). The user can re-roll.
+        await _fail(context, job_id, ErrorCode.INTERNAL, str(exc))
         return
     except Exception:  # the job row must never stay "running" forever, whatever broke
         log.exception("job crashed", extra={"job_id": job_id})

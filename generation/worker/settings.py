@@ -1,7 +1,10 @@
 """The arq worker: one generation at a time per GPU, models loaded at start-up, never on a job's hot path.
 
-More GPUs means more worker processes on the same redis queue. ``beatforge worker`` runs :func:`create_worker`;
-``beatforge worker --check`` (the compose healthcheck) reads :func:`worker_settings`.
+More GPUs means more worker processes on the same redis queue. A worker serves one queue (arq's way), its lane's
+(``BEATFORGE_WORKER_LANE``): GPU work, or CPU work (MIDI, loops) once ``BEATFORGE_CPU_QUEUE_NAME`` splits it off
+(``beatforge.queue.queue_for``); it registers only the functions of the kinds that queue holds.
+``beatforge worker`` runs :func:`create_worker`; ``beatforge worker --check`` (the compose healthcheck) reads
+:func:`worker_settings`.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from redis.exceptions import RedisError
 
 from beatforge.config import Settings
 from beatforge.contract import JobKind
-from beatforge.queue import SERIALIZERS, redis_settings
+from beatforge.queue import SERIALIZERS, redis_settings, served_kinds, served_queue
 from generation.device import resolve_device
+from generation.worker.affinity import Affinity
 from generation.worker.beat import generate_beat
 from generation.worker.context import CONTEXT_KEY, open_context
 from generation.worker.cover import draw_cover
@@ -28,6 +32,9 @@ from generation.worker.pack import make_pack
 from generation.worker.presence import PRESENCE_KEY, start_presence
 
 log = logging.getLogger(__name__)
+
+#: The key of arq's ``ctx`` that holds the worker's model :class:`Affinity`, when it routes by model.
+AFFINITY_KEY = "beatforge:affinity"
 
 #: The function that runs each kind, registered under the contract's name for it (``JobKind.function``).
 JOBS: dict[JobKind, WorkerCoroutine] = {
@@ -44,7 +51,9 @@ async def startup(settings: Settings, ctx: dict[str, Any]) -> None:
     ctx[PRESENCE_KEY] = presence = start_presence(settings, ctx["redis"], device=resolve_device(settings.device))
     ctx[CONTEXT_KEY] = context = await open_context(settings, ctx["redis"])  # arq's key: the worker's redis pool
     context.liveness.start()
-    presence.jobs = context.liveness
+    presence.jobs, presence.models = context.liveness, context.models
+    if settings.affinity_wait_s > 0 and {JobKind.BEAT, JobKind.PACK} & set(served_kinds(settings)):
+        ctx[AFFINITY_KEY] = Affinity(ctx["redis"], settings, context.models, worker_id=presence.id)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -58,8 +67,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq settings sized for one GPU: one job at a time, few retries, frequent health checks."""
     return {
         # the bot enqueues by these names
-        "functions": [func(job, name=kind.function) for kind, job in JOBS.items()],
-        "queue_name": settings.queue_name,
+        "functions": [func(JOBS[kind], name=kind.function) for kind in served_kinds(settings)],
+        "queue_name": served_queue(settings),
         "redis_settings": redis_settings(settings),
         "on_startup": partial(startup, settings),
         "on_shutdown": shutdown,
@@ -107,6 +116,9 @@ class ResilientWorker(Worker):
             self._reconnect_s = 0.0
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        affinity: Affinity | None = self.ctx.get(AFFINITY_KEY)
+        if affinity is not None:  # of the ready jobs, those for this worker's models (or nobody's)
+            job_ids = await affinity.choose(job_ids)
         for job_id in job_ids:
             try:
                 await super().start_jobs([job_id])

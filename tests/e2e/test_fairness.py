@@ -116,7 +116,7 @@ async def test_scores_are_never_in_the_future_and_jobs_keep_a_positive_ttl(queue
         assert status is JobStatus.queued  # not "deferred"
         ttl_ms = await queue.pttl(f"arq:job:{queue_job_id}")
         assert 0 < ttl_ms <= JOB_EXPIRES.total_seconds() * 1000
-    assert await queue.zcard(USER_JOBS_KEY.format(user_id=ALICE)) == len(ids)
+    assert await queue.zcard(USER_JOBS_KEY.format(queue=queue.default_queue_name, user_id=ALICE)) == len(ids)
 
 
 @pytest.mark.parametrize(

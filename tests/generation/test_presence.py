@@ -8,6 +8,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import threading
 from typing import Any
 
 import pytest
@@ -60,7 +61,7 @@ async def test_a_worker_reports_its_jobs_and_takes_its_report_down_when_it_stops
         release = asyncio.Event()
 
         async def job(job_id: int, *, fail: bool = False) -> None:
-            with liveness.holding(job_id):
+            with liveness.holding(job_id, threading.Event(), queue_job_id=None):
                 await release.wait()
                 if fail:
                     raise RuntimeError("boom")

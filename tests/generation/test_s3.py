@@ -1,72 +1,39 @@
-"""S3 uploads against a real S3-compatible HTTP endpoint: moto's server in its own process, on loopback.
+"""The loops' S3 copy (``storage/objects.py``) against a real S3-compatible HTTP endpoint: moto's server in its own
+process, on loopback (``tests/support/s3_server.py``).
 
 Credentials are dummies set through the environment, the same way real ones reach boto3.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from generation.worker.s3 import S3ConfigError, S3Target, UploadFailed, content_type_for, make_client, upload_files
 from storage.errors import StorageError
-from tests.conftest import stop_process
-
-REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from storage.objects import S3ConfigError, S3Target, UploadFailed, content_type_for, make_client, upload_files
+from tests.support.s3_server import REGION, MotoServer, free_port, raw_client, use_test_credentials
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """``moto.server`` on a free loopback port for this module's tests."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                break
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto.server did not start (is moto[server] installed?)")
-            time.sleep(0.05)
-    yield url
-    stop_process(proc, timeout=5)
+    server = MotoServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
 def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake keys through the environment; never the developer's real ones (no config/profile files either)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_test_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -74,10 +41,6 @@ def bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     name = "beatforge-" + request.node.name.replace("_", "-").lower()[:40].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION).create_bucket(Bucket=name)
     return name
-
-
-def _raw_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
 
 
 def _artifacts(tmp_path: Path) -> tuple[Path, Path]:
@@ -95,7 +58,7 @@ def test_upload_files_stores_bytes_and_content_types(s3_endpoint: str, bucket: s
     keys = upload_files(target, [wav, meta], key_prefix="job-42")
 
     assert keys == ["beats/job-42/beat.wav", "beats/job-42/beat.json"]
-    raw = _raw_client(s3_endpoint)
+    raw = raw_client(s3_endpoint)
     listed = raw.list_objects_v2(Bucket=bucket, Prefix="beats/")
     assert sorted(obj["Key"] for obj in listed["Contents"]) == sorted(keys)
     for path, key, content_type in [(wav, keys[0], "audio/wav"), (meta, keys[1], "application/json")]:
@@ -109,7 +72,7 @@ def test_an_empty_prefix_puts_files_under_the_key_prefix_only(s3_endpoint: str, 
     wav, _ = _artifacts(tmp_path)
     target = S3Target(bucket=bucket, endpoint_url=s3_endpoint)
     assert upload_files(target, [wav], key_prefix="/7/") == ["7/beat.wav"]
-    assert _raw_client(s3_endpoint).head_object(Bucket=bucket, Key="7/beat.wav")["ContentLength"] == wav.stat().st_size
+    assert raw_client(s3_endpoint).head_object(Bucket=bucket, Key="7/beat.wav")["ContentLength"] == wav.stat().st_size
 
 
 def test_upload_to_a_missing_bucket_raises_upload_failed(s3_endpoint: str, tmp_path: Path) -> None:
@@ -129,7 +92,7 @@ def test_upload_to_a_missing_bucket_raises_upload_failed(s3_endpoint: str, tmp_p
 
 def test_an_unreachable_endpoint_raises_upload_failed(tmp_path: Path) -> None:
     wav, _ = _artifacts(tmp_path)
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     target = S3Target(bucket="beats", endpoint_url=dead)
     started = time.monotonic()
     with pytest.raises(UploadFailed, match=rf"s3://beats/1/beat\.wav at {dead}: Could not connect"):
@@ -144,7 +107,7 @@ def test_a_caller_supplied_client_is_used(s3_endpoint: str, bucket: str, tmp_pat
     )
     # The target names no endpoint (AWS); only the supplied client can reach moto.
     assert upload_files(S3Target(bucket=bucket), [wav], key_prefix="c", client=client) == ["c/beat.wav"]
-    assert _raw_client(s3_endpoint).get_object(Bucket=bucket, Key="c/beat.wav")["Body"].read() == wav.read_bytes()
+    assert raw_client(s3_endpoint).get_object(Bucket=bucket, Key="c/beat.wav")["Body"].read() == wav.read_bytes()
 
 
 def test_bad_local_files_upload_nothing(s3_endpoint: str, bucket: str, tmp_path: Path) -> None:
@@ -157,7 +120,7 @@ def test_bad_local_files_upload_nothing(s3_endpoint: str, bucket: str, tmp_path:
     (other / "beat.wav").write_bytes(b"x")
     with pytest.raises(UploadFailed, match="would both be"):
         upload_files(target, [wav, other / "beat.wav"], key_prefix="job")
-    assert _raw_client(s3_endpoint).list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert raw_client(s3_endpoint).list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def test_make_client_uses_the_target_endpoint_and_region(s3_endpoint: str) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from beatforge.contract import ArtifactKind, BeatParams, ErrorCode, JobStatus
 from migrations.runner import alembic_config, upgrade_locked
-from storage import jobs
+from storage import claims, jobs
 from storage.artifacts import ArtifactRecord
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Base, Generation, utcnow
@@ -288,27 +288,57 @@ async def test_two_workers_starting_the_same_job_count_two_tries(
 async def test_two_deliveries_of_the_same_job_leave_it_delivered_once(
     pg_sessions: async_sessionmaker[AsyncSession], second_engine: AsyncEngine
 ) -> None:
-    """mark_delivered is unconditional (the outbox is one process and keeps its in-hand jobs out of list_undelivered):
-    two at once must both succeed and leave the job delivered, not deadlock or fail."""
+    """Two bots that both posted (one's claim ran out mid-upload) mark it at once: exactly one counts, no deadlock."""
     other = make_sessionmaker(second_engine)
+    for _ in range(5):
+        job_id = await _create(pg_sessions)
+        async with pg_sessions() as session:
+            await jobs.mark_done(session, job_id, artifacts=[RECORD])
+
+        async def deliver(sessions: async_sessionmaker[AsyncSession], job_id: int = job_id) -> bool:
+            async with sessions() as session:
+                return await jobs.mark_delivered(session, job_id)
+
+        assert sorted(await asyncio.gather(deliver(pg_sessions), deliver(other))) == [False, True]
+        async with pg_sessions() as session:
+            assert await jobs.list_undelivered(session) == []
+            assert (await jobs.get_job(session, job_id)).delivered_at is not None
+
+
+async def test_a_claim_waiting_on_another_bots_uncommitted_claim_loses(
+    pg_sessions: async_sessionmaker[AsyncSession], second_engine: AsyncEngine
+) -> None:
+    """The race made deterministic: one bot's claim holds the row (not committed yet) while another's UPDATE runs.
+    The second waits, then re-checks its condition against the committed claim and matches nothing; a
+    read-then-write claim would have seen the row free and won too."""
     job_id = await _create(pg_sessions)
     async with pg_sessions() as session:
         await jobs.mark_done(session, job_id, artifacts=[RECORD])
+    async with make_sessionmaker(second_engine)() as holder:
+        await holder.execute(
+            update(Generation)
+            .where(Generation.id == job_id)
+            .values(delivery_claimed_by="first", delivery_claimed_until=utcnow() + timedelta(minutes=5))
+        )  # not committed yet: the row is locked
 
-    async def deliver(sessions: async_sessionmaker[AsyncSession]) -> None:
-        async with sessions() as session:
-            await jobs.mark_delivered(session, job_id)
+        async def claim() -> bool:
+            async with pg_sessions() as session:
+                return await claims.claim_delivery(session, job_id, owner="second", lease=timedelta(minutes=5))
 
-    await asyncio.gather(deliver(pg_sessions), deliver(other))
+        claiming = asyncio.create_task(claim())
+        await asyncio.sleep(0.3)  # the second claim has found the row and waits on the lock
+        assert not claiming.done()
+        await holder.commit()
+        won = await claiming
     async with pg_sessions() as session:
-        assert await jobs.list_undelivered(session) == []
-        assert (await jobs.get_job(session, job_id)).delivered_at is not None
+        job = await jobs.get_job(session, job_id)
+    assert (won, job.delivery_claimed_by) == (False, "first")
 
 
 async def test_a_cancel_committed_while_the_job_finishes_is_not_overwritten(
     pg_sessions: async_sessionmaker[AsyncSession], second_engine: AsyncEngine
 ) -> None:
-    """mark_done reads the status and then writes DONE: a cancel that commits in between must win, not be lost.
+    """A cancel that commits while mark_done runs must win, not be overwritten by DONE.
 
     Made deterministic: the cancel's transaction holds the row while mark_done runs, then commits.
     """

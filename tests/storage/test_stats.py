@@ -62,14 +62,14 @@ async def test_status_gathers_workers_queue_and_jobs_and_survives_a_redis_outage
     worker = WorkerInfo("gpu1-10", "gpu1", 10, 1.0, 2.0, settings.queue_name, "cuda", 1, 8, 4, 0, GpuMemory(1, 2, 3))
     await publish_worker(arq_redis, worker, ttl_s=30)
 
-    status = await gather_status(sessions=sessions, redis=arq_redis, queue_name=settings.queue_name, now=NOW)
-    assert status.workers == (worker,) and status.queue_depth == 1 and status.redis_error is None
+    status = await gather_status(sessions=sessions, redis=arq_redis, queue_names=[settings.queue_name], now=NOW)
+    assert status.workers == (worker,) and status.queues == {settings.queue_name: 1} and status.redis_error is None
     assert (status.jobs.queued, status.jobs.running) == (1, 1)
 
     nowhere = Redis(port=1, socket_connect_timeout=0.2)
     try:
-        down = await gather_status(sessions=sessions, redis=nowhere, queue_name=settings.queue_name, now=NOW)
+        down = await gather_status(sessions=sessions, redis=nowhere, queue_names=[settings.queue_name], now=NOW)
     finally:
         await nowhere.aclose()
-    assert down.redis_error and down.queue_depth is None and down.workers == ()
+    assert down.redis_error and down.queues == {settings.queue_name: None} and down.workers == ()
     assert down.jobs == status.jobs  # the database's facts are still there

@@ -10,11 +10,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import (
+    ArtifactKind,
     BeatParams,
     CoverParams,
     ErrorCode,
@@ -26,9 +27,10 @@ from beatforge.contract import (
 )
 from migrations.runner import alembic_config, upgrade_locked
 from storage import jobs
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactRecord, ArtifactStore
+from storage.db import make_engine, make_sessionmaker
 from storage.errors import JobNotFound, UnsafeArtifactPath
-from storage.models import Base
+from storage.models import Base, Generation
 
 PARAMS = BeatParams(prompt="lofi", duration_s=3, seed=5)
 PARAMS_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -164,3 +166,35 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
         tmp.write_bytes(b"partial")
         raise RuntimeError("disk full")
     assert list((tmp_path / "1").iterdir()) == []
+
+
+async def test_a_cancel_committed_while_the_job_finishes_wins_on_sqlite_too(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """SQLite ignores FOR UPDATE: mark_done's conditional write must be what keeps a cancel that commits while it
+    runs (the canceller holds the database's write lock, mark_done waits on it, then finds the job failed)."""
+    job_id = await _create(sessions)
+    async with sessions() as session:
+        await jobs.start_attempt(session, job_id)
+    other = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(other)() as canceller:
+            assert await canceller.execute(
+                update(Generation).where(Generation.id == job_id).values(status=JobStatus.FAILED)
+            )  # not committed yet: the write lock is the canceller's
+
+            async def finish() -> bool:
+                async with sessions() as session:
+                    record = ArtifactRecord(kind=ArtifactKind.AUDIO, path=f"{job_id}/a.wav", bytes=1, sha256="0" * 64)
+                    return await jobs.mark_done(session, job_id, artifacts=[record])
+
+            finishing = asyncio.create_task(finish())
+            await asyncio.sleep(0.3)  # mark_done waits on the lock
+            assert not finishing.done()
+            await canceller.commit()
+            done = await finishing
+    finally:
+        await other.dispose()
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id)
+    assert (done, job.status, job.artifacts) == (False, JobStatus.FAILED, ())

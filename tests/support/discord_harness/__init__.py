@@ -18,6 +18,7 @@ from .driver import (
     settle,
 )
 from .fake import API_PREFIX, FakeDiscord, FakeInteraction, RecordedRequest, Stall, UploadedFile
+from .gateway import FakeGateway, running, shard_of
 from .payloads import (
     DEFAULT_APPLICATION_ID,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_USER_ID",
     "DISCORD_TASK_PREFIXES",
     "FakeDiscord",
+    "FakeGateway",
     "FakeInteraction",
     "RecordedRequest",
     "Stall",
@@ -72,7 +74,9 @@ __all__ = [
     "reaction_add_payload",
     "ready_payload",
     "role_payload",
+    "running",
     "settle",
+    "shard_of",
     "slash_command_payload",
     "text_channel_payload",
     "user_payload",
