@@ -85,12 +85,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Settings:
+def database_url(tmp_path: Path) -> str:
+    """The test's database: a SQLite file (tests/e2e/conftest.py runs that suite on PostgreSQL as well)."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'beatforge.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, tiny_model_dir: Path, database_url: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         discord_token=None,
         redis_url=redis_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'beatforge.db'}",
+        database_url=database_url,
         artifact_dir=tmp_path / "artifacts",
         default_model=str(tiny_model_dir),
         device="cpu",
