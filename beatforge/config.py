@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     #: What this worker serves: ``gpu`` takes ``queue_name`` (every kind, unless ``cpu_queue_name`` is set);
     #: ``cpu`` takes ``cpu_queue_name`` (MIDI and loops) and loads no MusicGen or cover model.
     worker_lane: Literal["gpu", "cpu"] = "gpu"
-    #: Model affinity: a GPU worker leaves a beat for a model it has not loaded to a live worker that has it,
-    #: unless the job has waited this long (seconds); 0 = first come, first served whatever the model.
+    #: Model affinity: a GPU worker leaves a beat for a model it has not loaded to a live worker that has it, for as
+    #: long as loading the model takes and never longer than this (seconds); 0 = first come, first served.
     affinity_wait_s: float = Field(default=30.0, ge=0, le=3600)
     database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
     artifact_dir: Path = Path("./data/artifacts")
@@ -170,9 +170,9 @@ class Settings(BaseSettings):
     # its row for ``delivery_claim_s`` (renewed while an upload lasts, released when it ends), so no two bots post
     # the same result, and a bot that dies mid-delivery holds it at most that long: shorter than the few minutes
     # Discord remembers a message nonce, so a bot taking over still posts a result the dead one posted only once.
-    # ``shard_count`` None: one
-    # unsharded process; otherwise discord.py's AutoShardedBot running ``shard_ids`` (default: every shard) of
-    # ``shard_count``, delivering only its shards' guilds' results (shard 0's process also delivers DMs').
+    # ``shard_count`` None: one unsharded process; otherwise discord.py's AutoShardedBot running ``shard_ids``
+    # (default: every shard) of ``shard_count``, delivering only its shards' guilds' results (shard 0's process
+    # also delivers DMs').
     delivery_claim_s: float = Field(default=60.0, ge=5, le=3600)
     shard_count: int | None = Field(default=None, ge=1, le=10_000)
     #: e.g. BEATFORGE_SHARD_IDS=[0,1] with BEATFORGE_SHARD_COUNT=4 (another process runs [2,3]).

@@ -65,6 +65,8 @@ def _save_model(directory: Path, arch: str, seed: int) -> Path:
     random weights (loading it costs what loading the real one does)."""
     if arch == "tiny":
         return save_tiny_musicgen(directory, seed=seed)
+    if arch == "slow-load":  # tiny, with a 2**22-wide text encoder: 1 GiB of weights to load, a beat still quick
+        return save_tiny_musicgen(directory, seed=seed, text_ff_dim=2**22)
     from bench.engine import build_real_arch
 
     model, processor = build_real_arch(arch, "cpu")
@@ -119,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", choices=sorted(PARTS), default=sorted(PARTS))
     parser.add_argument("--jobs", type=int, default=24, help="beats per run")
-    parser.add_argument("--arch", choices=["tiny", "small"], default="tiny", help="the routing part's two models")
+    parser.add_argument(
+        "--arch", choices=["tiny", "slow-load", "small"], default="tiny", help="the routing part's two models"
+    )
     parser.add_argument("--every", type=float, default=0.5, help="seconds between the routing part's beats")
     parser.add_argument("--rows", type=int, default=10_000, help="jobs in the table for the database's reads")
     parser.add_argument("--files", type=int, default=20, help="artifact writes per storage back end")

@@ -81,7 +81,7 @@ class Build(Protocol):
 Send = Callable[[ResultMessage], Awaitable[discord.Message]]
 
 #: How long one attempt may hold a job's delivery before another bot may take it over (``delivery_claim_s``).
-DEFAULT_CLAIM_S = 300.0
+DEFAULT_CLAIM_S = 60.0
 
 
 def process_owner() -> str:

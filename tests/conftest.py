@@ -25,7 +25,7 @@ from tests.support.processes import settings_env
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.support.chat_server"]
+pytest_plugins = ["tests.support.chat_server", "tests.support.s3_server"]
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15) -> None:
@@ -84,9 +84,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen"))
 
 
+#: Suites (folders of tests/) that run on both databases beatforge supports: each of their tests that uses the
+#: test's ``settings`` (or ``sessions``) once on SQLite and once on a fresh PostgreSQL database.
+BOTH_DATABASES = frozenset({"e2e", "storage"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames and metafunc.definition.path.parent.name in BOTH_DATABASES:
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The test's database: a SQLite file (tests/e2e/conftest.py runs that suite on PostgreSQL as well)."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test's database: a SQLite file, or (``BOTH_DATABASES``) a database of the throwaway PostgreSQL cluster."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite+aiosqlite:///{tmp_path / 'beatforge.db'}"
 
 

@@ -42,11 +42,16 @@ def _tokenizer() -> T5Tokenizer:
 
 
 def build_tiny_musicgen(
-    *, audio_channels: int = 1, seed: int = 0
+    *, audio_channels: int = 1, seed: int = 0, text_ff_dim: int = 64
 ) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
-    """Build the model and its processor. Same ``seed`` → same weights."""
+    """Build the model and its processor. Same ``seed`` → same weights.
+
+    ``text_ff_dim``: the text encoder's feed-forward width. A wide one makes the model slow to load (its weights)
+    while generating stays as quick (the prompt is encoded once): what a GPU sees, where loading a real model
+    takes longer than making a beat (bench/scale.py's routing part).
+    """
     tokenizer = _tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=text_ff_dim, num_layers=2, num_heads=4)
     # 4 codebooks of 6 bits at 50 Hz = 1.2 kbps, so EnCodec's quantizer uses exactly the 4 codebooks the decoder emits.
     audio = EncodecConfig(
         sampling_rate=_SAMPLE_RATE,
@@ -98,9 +103,9 @@ def build_tiny_musicgen(
     return model, processor
 
 
-def save_tiny_musicgen(directory: Path, *, audio_channels: int = 1, seed: int = 0) -> Path:
+def save_tiny_musicgen(directory: Path, *, audio_channels: int = 1, seed: int = 0, text_ff_dim: int = 64) -> Path:
     """Write a tiny model in the Hugging Face layout, so tests load it through the real ``from_pretrained`` path."""
-    model, processor = build_tiny_musicgen(audio_channels=audio_channels, seed=seed)
+    model, processor = build_tiny_musicgen(audio_channels=audio_channels, seed=seed, text_ff_dim=text_ff_dim)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory

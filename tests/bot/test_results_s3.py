@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 
 import aiohttp
@@ -53,41 +53,13 @@ from tests.support.discord_harness import (
     settle,
     slash_command_payload,
 )
-from tests.support.s3_server import MotoServer, deny_writes, raw_client, use_test_credentials
+from tests.support.s3_server import deny_writes, raw_client
 
 PREFIX = "bf/artifacts"
 LINK = re.compile(r"<(http://127\.0\.0\.1:\d+/[^>\s]+)>")
 BIG = bytes(range(256)) * (3 * 2**11)  # 1.5 MiB: over a 1 MiB upload limit
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    use_test_credentials(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, request: pytest.FixtureRequest) -> str:
-    name = "bf-" + request.node.name.replace("_", "-").lower()[:50].strip("-")
-    raw_client(moto.url).create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def s3_settings(settings: Settings, moto: MotoServer, bucket: str) -> Settings:
-    return settings.model_copy(
-        update={"artifact_backend": "s3", "s3_bucket": bucket, "s3_prefix": "bf", "s3_endpoint_url": moto.url}
-    )
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Credentials are dummies set through the environment, the same way real ones reac
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -16,31 +15,14 @@ from botocore.config import Config
 
 from storage.errors import StorageError
 from storage.objects import S3ConfigError, S3Target, UploadFailed, content_type_for, make_client, upload_files
-from tests.support.s3_server import REGION, MotoServer, free_port, raw_client, use_test_credentials
+from tests.support.s3_server import REGION, MotoServer, free_port, raw_client
 
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """``moto.server`` on a free loopback port for this module's tests."""
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    use_test_credentials(monkeypatch, tmp_path)
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 @pytest.fixture
-def bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
-    name = "beatforge-" + request.node.name.replace("_", "-").lower()[:40].strip("-")
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION).create_bucket(Bucket=name)
-    return name
+def s3_endpoint(moto: MotoServer) -> str:
+    return moto.url
 
 
 def _artifacts(tmp_path: Path) -> tuple[Path, Path]:

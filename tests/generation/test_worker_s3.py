@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +37,12 @@ from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.backends import open_backend
 from storage.jobs import JobView
-from tests.support.s3_server import CuttingProxy, MotoServer, deny_writes, raw_client, use_test_credentials
+from tests.support.s3_server import CuttingProxy, MotoServer, deny_writes, raw_client
 from tests.support.synth import render_beat
 
 PREFIX = "bf/artifacts"
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    use_test_credentials(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, request: pytest.FixtureRequest) -> str:
-    name = "bf-" + request.node.name.replace("_", "-").lower()[:50].strip("-")
-    raw_client(moto.url).create_bucket(Bucket=name)
-    return name
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 def _on_s3(settings: Settings, bucket: str, endpoint: str) -> Settings:
@@ -164,7 +142,7 @@ async def test_a_loop_on_another_worker_fetches_its_beat_from_the_bucket(
     rng: np.random.Generator,
     tmp_path: Path,
 ) -> None:
-    on_s3 = _on_s3(settings, bucket, moto.url)
+    s3_settings = _on_s3(settings, bucket, moto.url)
     beat = BeatParams(prompt="boom bap drums", duration_s=10, seed=3)
     async with sessions() as session:
         parent = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
@@ -172,7 +150,7 @@ async def test_a_loop_on_another_worker_fetches_its_beat_from_the_bucket(
     with first.writing(parent.id, "beat.wav") as tmp:
         write_wav(tmp, render_beat(bpm=120, bars=6, jitter_ms=3, rng=rng).samples, sample_rate=32_000)
     take = first.record(parent.id, "beat.wav", kind=ArtifactKind.AUDIO)
-    await open_backend(on_s3, first).publish([take])
+    await open_backend(s3_settings, first).publish([take])
     async with sessions() as session:
         await jobs.mark_running(session, parent.id, resolved_model="tiny")
         await jobs.mark_done(session, parent.id, artifacts=[take])
@@ -188,7 +166,7 @@ async def test_a_loop_on_another_worker_fetches_its_beat_from_the_bucket(
     await enqueue_job(arq_redis, job_id=loop.id, queue_job_id=loop.queue_job_id, params=loop.params)
     assert not (settings.artifact_dir / str(parent.id)).exists()  # this worker has never seen the beat
 
-    worker = create_worker(on_s3, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
+    worker = create_worker(s3_settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
     try:
         await worker.main()
     finally:
@@ -228,7 +206,7 @@ async def test_an_extend_on_another_worker_fetches_its_take_from_the_bucket(
     bucket: str,
     tmp_path: Path,
 ) -> None:
-    on_s3 = _on_s3(settings, bucket, moto.url)
+    s3_settings = _on_s3(settings, bucket, moto.url)
     async with sessions() as session:
         parent = await jobs.create_job(
             session,
@@ -242,7 +220,7 @@ async def test_an_extend_on_another_worker_fetches_its_take_from_the_bucket(
     with first.writing(parent.id, "take.wav") as tmp:
         write_wav(tmp, np.zeros((1, 16_000), np.float32) + 0.1, sample_rate=32_000)  # 0.5 s
     take = first.record(parent.id, "take.wav", kind=ArtifactKind.AUDIO)
-    await open_backend(on_s3, first).publish([take])
+    await open_backend(s3_settings, first).publish([take])
     async with sessions() as session:
         await jobs.mark_running(session, parent.id, resolved_model="tiny")
         await jobs.mark_done(session, parent.id, artifacts=[take])
@@ -250,7 +228,7 @@ async def test_an_extend_on_another_worker_fetches_its_take_from_the_bucket(
     job_id = await _queue(sessions, arq_redis, extend, parent_id=parent.id)
     assert not (settings.artifact_dir / str(parent.id)).exists()  # this worker has never seen the take
 
-    await _run(on_s3, arq_redis)
+    await _run(s3_settings, arq_redis)
 
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
@@ -268,17 +246,17 @@ async def test_a_midi_upload_the_bot_stored_is_fetched_and_a_missing_one_fails_c
     rng: np.random.Generator,
     tmp_path: Path,
 ) -> None:
-    on_s3 = _on_s3(settings, bucket, moto.url)
+    s3_settings = _on_s3(settings, bucket, moto.url)
     bot = ArtifactStore(tmp_path / "bot")  # where the bot saved the upload, on another machine
     with bot.writing("uploads", "a1-my-track.wav") as tmp:
         write_wav(tmp, render_beat(bpm=90, bars=2, rng=rng).samples, sample_rate=32_000)
     data = bot.resolve("uploads/a1-my-track.wav").read_bytes()
     sent = ArtifactRecord(ArtifactKind.AUDIO, "uploads/a1-my-track.wav", len(data), hashlib.sha256(data).hexdigest())
-    await open_backend(on_s3, bot).publish([sent])
+    await open_backend(s3_settings, bot).publish([sent])
     good = await _queue(sessions, arq_redis, MidiParams(prompt="my track.wav", upload="uploads/a1-my-track.wav"))
     lost = await _queue(sessions, arq_redis, MidiParams(prompt="gone.wav", upload="uploads/b2-gone.wav"))
 
-    await _run(on_s3, arq_redis)
+    await _run(s3_settings, arq_redis)
 
     async with sessions() as session:
         done, failed = await jobs.get_job(session, good), await jobs.get_job(session, lost)

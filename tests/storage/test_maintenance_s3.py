@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,42 +22,14 @@ from storage.artifacts import ArtifactStore
 from storage.errors import StorageError
 from storage.maintenance import RESULT_LOST_FROM, Problem, Reason, collect_garbage, doctor
 from tests.storage.test_maintenance import NOW, OLD, Jobs
-from tests.support.s3_server import MotoServer, raw_client, use_test_credentials
+from tests.support.s3_server import MotoServer, raw_client
 
 PREFIX = "bf/artifacts"
 #: Objects moto writes are dated now: judging from two days on makes them old enough to be orphans.
 LATER = NOW + timedelta(days=2)
 STALE = timedelta(minutes=5)
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    use_test_credentials(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, request: pytest.FixtureRequest) -> str:
-    name = "bf-" + request.node.name.replace("_", "-").lower()[:50].strip("-")
-    raw_client(moto.url).create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def on_s3(settings: Settings, bucket: str, moto: MotoServer) -> Settings:
-    return settings.model_copy(
-        update={"artifact_backend": "s3", "s3_bucket": bucket, "s3_prefix": "bf", "s3_endpoint_url": moto.url}
-    )
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 class Bucket:
@@ -85,7 +56,7 @@ class Bucket:
 
 
 async def test_doctor_judges_the_bucket_and_never_drops_rows_of_files_only_the_cache_lacks(
-    on_s3: Settings, sessions: async_sessionmaker[AsyncSession], moto: MotoServer, bucket: str, tmp_path: Path
+    s3_settings: Settings, sessions: async_sessionmaker[AsyncSession], moto: MotoServer, bucket: str, tmp_path: Path
 ) -> None:
     j = Jobs(sessions, ArtifactStore(tmp_path / "worker"))  # the files are made on a worker, elsewhere
     healthy = await j.make(JobStatus.DONE, files={"a.wav": 100})
@@ -93,8 +64,8 @@ async def test_doctor_judges_the_bucket_and_never_drops_rows_of_files_only_the_c
     damaged = await j.make(JobStatus.DONE, files={"a.wav": 100})
     s3 = Bucket(moto.url, bucket)
     s3.put_all(j.store)
-    cache = ArtifactStore(on_s3.artifact_dir)  # this machine's: empty
-    kept_in = kept_files(on_s3, cache)
+    cache = ArtifactStore(s3_settings.artifact_dir)  # this machine's: empty
+    kept_in = kept_files(s3_settings, cache)
     assert isinstance(kept_in, BucketFiles) and kept_in.where == f"s3://{bucket}/{PREFIX}/"
 
     # Judged by the empty cache, every result would be "missing" and --repair would drop every row.
@@ -133,7 +104,7 @@ async def test_doctor_judges_the_bucket_and_never_drops_rows_of_files_only_the_c
 
 
 async def test_gc_deletes_the_objects_of_the_jobs_it_removes_and_this_machines_cached_copies(
-    on_s3: Settings, sessions: async_sessionmaker[AsyncSession], moto: MotoServer, bucket: str, tmp_path: Path
+    s3_settings: Settings, sessions: async_sessionmaker[AsyncSession], moto: MotoServer, bucket: str, tmp_path: Path
 ) -> None:
     j = Jobs(sessions, ArtifactStore(tmp_path / "worker"))
     old = await j.make(JobStatus.DONE, finished=OLD, files={"a.wav": 100, "c.png": 10})
@@ -143,10 +114,10 @@ async def test_gc_deletes_the_objects_of_the_jobs_it_removes_and_this_machines_c
     j.write("uploads/abc-t.wav", 50)
     s3 = Bucket(moto.url, bucket)
     s3.put_all(j.store)
-    cache = ArtifactStore(on_s3.artifact_dir)
+    cache = ArtifactStore(s3_settings.artifact_dir)
     cache.resolve(f"{old}/a.wav").parent.mkdir(parents=True)
     cache.resolve(f"{old}/a.wav").write_bytes(b"x" * 100)  # fetched here once, to post it
-    kept_in = kept_files(on_s3, cache)
+    kept_in = kept_files(s3_settings, cache)
 
     dry = await collect_garbage(
         sessions=sessions, store=cache, kept_in=kept_in, max_age_days=30, quota_gb=0, dry_run=True, now=LATER
@@ -169,11 +140,11 @@ async def test_gc_deletes_the_objects_of_the_jobs_it_removes_and_this_machines_c
 
 
 async def test_an_unreachable_bucket_stops_doctor_and_gc_before_they_touch_anything(
-    on_s3: Settings, sessions: async_sessionmaker[AsyncSession], capsys: pytest.CaptureFixture[str]
+    s3_settings: Settings, sessions: async_sessionmaker[AsyncSession], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    j = Jobs(sessions, ArtifactStore(on_s3.artifact_dir))
+    j = Jobs(sessions, ArtifactStore(s3_settings.artifact_dir))
     job = await j.make(JobStatus.DONE, finished=OLD, files={"a.wav": 100})
-    dead = on_s3.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"})
+    dead = s3_settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"})
 
     with pytest.raises(StorageError, match="could not list s3://"):
         await doctor(
@@ -191,7 +162,7 @@ async def test_an_unreachable_bucket_stops_doctor_and_gc_before_they_touch_anyth
     assert len(err) == 2 and all(line.startswith("beatforge: could not list s3://") for line in err)
     assert (await j.get(job)).artifacts and j.store.resolve(f"{job}/a.wav").exists()
 
-    no_bucket = on_s3.model_copy(update={"s3_bucket": None})
+    no_bucket = s3_settings.model_copy(update={"s3_bucket": None})
     assert await asyncio.to_thread(run_doctor, doc, no_bucket) == 1
     assert "needs BEATFORGE_S3_BUCKET" in capsys.readouterr().err
-    assert isinstance(kept_files(on_s3.model_copy(update={"artifact_backend": "local"}), j.store), FolderFiles)
+    assert isinstance(kept_files(s3_settings.model_copy(update={"artifact_backend": "local"}), j.store), FolderFiles)

@@ -7,7 +7,6 @@ Two :class:`ArtifactStore` folders stand for two machines: the worker's working 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,32 +25,11 @@ from storage.backends import (
     open_backend,
 )
 from storage.objects import S3Target
-from tests.support.s3_server import CuttingProxy, MotoServer, deny_writes, raw_client, use_test_credentials
+from tests.support.s3_server import CuttingProxy, MotoServer, deny_writes, raw_client
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: one PUT (under boto3's 8 MiB multipart threshold), past the proxy's cut
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def dummy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    use_test_credentials(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, request: pytest.FixtureRequest) -> str:
-    name = "bf-" + request.node.name.replace("_", "-").lower()[:50].strip("-")
-    raw_client(moto.url).create_bucket(Bucket=name)
-    return name
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 def _s3(store: ArtifactStore, bucket: str, endpoint: str) -> S3Artifacts:

@@ -333,31 +333,3 @@ async def test_a_claim_waiting_on_another_bots_uncommitted_claim_loses(
     async with pg_sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert (won, job.delivery_claimed_by) == (False, "first")
-
-
-async def test_a_cancel_committed_while_the_job_finishes_is_not_overwritten(
-    pg_sessions: async_sessionmaker[AsyncSession], second_engine: AsyncEngine
-) -> None:
-    """A cancel that commits while mark_done runs must win, not be overwritten by DONE.
-
-    Made deterministic: the cancel's transaction holds the row while mark_done runs, then commits.
-    """
-    job_id = await _create(pg_sessions)
-    async with pg_sessions() as session:
-        await jobs.start_attempt(session, job_id)
-    async with make_sessionmaker(second_engine)() as canceller:
-        await canceller.execute(
-            update(Generation).where(Generation.id == job_id).values(status=JobStatus.FAILED, finished_at=utcnow())
-        )  # not committed yet: the row is locked
-
-        async def finish() -> bool:
-            async with pg_sessions() as session:
-                return await jobs.mark_done(session, job_id, artifacts=[RECORD])
-
-        finishing = asyncio.create_task(finish())
-        await asyncio.sleep(0.3)  # mark_done has read the row (RUNNING) and waits on the lock
-        await canceller.commit()
-        done = await finishing
-    async with pg_sessions() as session:
-        job = await jobs.get_job(session, job_id)
-    assert (done, job.status, job.artifacts) == (False, JobStatus.FAILED, ())

@@ -168,11 +168,12 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     assert list((tmp_path / "1").iterdir()) == []
 
 
-async def test_a_cancel_committed_while_the_job_finishes_wins_on_sqlite_too(
+async def test_a_cancel_committed_while_the_job_finishes_wins(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """SQLite ignores FOR UPDATE: mark_done's conditional write must be what keeps a cancel that commits while it
-    runs (the canceller holds the database's write lock, mark_done waits on it, then finds the job failed)."""
+    """A cancel that commits while mark_done runs must win, not be overwritten by DONE: the canceller holds the
+    row (PostgreSQL) or the database's write lock (SQLite, which ignores FOR UPDATE), mark_done's conditional
+    write waits on it, then finds the job failed."""
     job_id = await _create(sessions)
     async with sessions() as session:
         await jobs.start_attempt(session, job_id)

@@ -2,6 +2,8 @@
 front of it that can cut a connection in the middle of a request (a network failure mid-upload).
 
 Credentials are dummies set through the environment, the way real ones reach boto3 (:func:`use_test_credentials`).
+Also a pytest plugin (tests/conftest.py): one moto server for the run, dummy credentials, a bucket per test and
+the test's settings on the s3 artifact back end.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+
+from beatforge.config import Settings
 
 REGION = "us-east-1"
 
@@ -145,3 +150,39 @@ class CuttingProxy:
         with self._lock:
             for sock in self._sockets:
                 sock.close()
+
+
+# -- fixtures -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """One ``moto.server`` for the run; tests keep apart by their buckets."""
+    server = MotoServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws_test_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    use_test_credentials(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def bucket(moto: MotoServer, request: pytest.FixtureRequest, aws_test_credentials: None) -> str:
+    """An empty bucket named after the test."""
+    name = "bf-" + request.node.name.replace("_", "-").replace("[", "-").replace("]", "").lower()[:50].strip("-")
+    raw_client(moto.url).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, moto: MotoServer, bucket: str) -> Settings:
+    """The test's settings with artifacts kept in ``bucket`` (keys under ``bf/artifacts/``)."""
+    return settings.model_copy(
+        update={"artifact_backend": "s3", "s3_bucket": bucket, "s3_prefix": "bf", "s3_endpoint_url": moto.url}
+    )
