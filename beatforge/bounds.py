@@ -11,8 +11,9 @@ from typing import Final
 PROMPT_MAX_CHARS: Final = 500
 TITLE_MAX_CHARS: Final = 80
 MIN_DURATION_S: Final = 1.0
-#: Beats longer than MusicGen's 30-second window are generated window by window (generation/music/engine.py).
-MAX_DURATION_S: Final = 120.0
+#: The longest beat any engine makes (each engine has its own limit, beatforge/engines.py); MusicGen makes beats
+#: longer than its 30-second window window by window (generation/music/musicgen.py).
+MAX_DURATION_S: Final = 240.0
 WINDOW_S: Final = 30.0
 MAX_TAKES: Final = 4
 MAX_SEED: Final = 2**31 - 1

@@ -47,15 +47,20 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./data/beatforge.db"
     artifact_dir: Path = Path("./data/artifacts")
 
-    #: A registry name (small, medium, large, melody, stereo-*, debug, or one registered), a Hugging Face id
-    #: or a local directory.
+    #: A registry name (small, medium, large, melody, stereo-*, acestep, acestep-base, debug, debug-acestep, or
+    #: one registered), a Hugging Face id or a local directory.
     default_model: str = "facebook/musicgen-small"
     #: Custom model registry entries (fine-tunes, LoRA adapters) beside the built-ins and the database's.
     model_registry_file: Path = Path("./data/models.json")
-    #: GiB the worker's resident MusicGen models may take (least recently used evicted beyond it);
+    #: ACE-Step's sampler: denoising steps, guidance (ignored by the guidance-distilled turbo checkpoints) and
+    #: the flow-matching shift; ACE-Step 1.5's own defaults.
+    acestep_steps: int = Field(default=8, ge=1, le=200)
+    acestep_guidance: float = Field(default=7.0, ge=1.0, le=20.0)
+    acestep_shift: float = Field(default=3.0, ge=1.0, le=10.0)
+    #: GiB the worker's resident music models may take (least recently used evicted beyond it);
     #: 0 = automatic: 80 % of the GPU's memory minus what else is allocated there, or 8 GiB on a CPU.
     model_memory_gb: float = Field(default=0, ge=0)
-    #: At most this many MusicGen models resident in one worker (each also counts against model_memory_gb).
+    #: At most this many music models resident in one worker (each also counts against model_memory_gb).
     model_max_resident: int = Field(default=4, ge=1, le=32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: How often (seconds) the worker asks redis for new jobs; arq's own default is 0.5 s.

@@ -42,6 +42,8 @@ class ModelInfo:
     melody: bool = False
     stereo: bool = False
     base: str | None = None
+    #: ``beatforge.engines``: what the model can do (its options and refusals) follows from it.
+    engine: str = "musicgen"
 
 
 async def publish_models(redis: Redis, models: list[ModelInfo], *, default: str) -> None:

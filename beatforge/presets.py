@@ -123,11 +123,20 @@ MOODS: dict[str, Mood] = {
 }  # fmt: skip
 
 
-def describe_music(*, prompt: str | None, style: str | None, mood: str | None, bpm: int | None) -> str:
-    """The text MusicGen sees: the user's words first (they matter most), then preset words, tempo last.
+def describe_music(
+    *,
+    prompt: str | None,
+    style: str | None,
+    mood: str | None,
+    bpm: int | None,
+    key: str | None = None,
+    time_signature: int | None = None,
+) -> str:
+    """The text the model sees: the user's words first (they matter most), then preset words, tempo and key last.
 
     A tempo the user asked for (``bpm``) replaces any tempo the words name: "trap, 140 bpm" with the option
-    ``bpm: 100`` is made at 100. A mood's own tempo only fills in when nothing names one.
+    ``bpm: 100`` is made at 100; a key asked for replaces a key the words name. A mood's own tempo only fills
+    in when nothing names one. ``key`` is normalized (``normalize_key``).
     """
     parts = [prompt.strip()] if prompt and prompt.strip() else []
     if style:
@@ -136,8 +145,10 @@ def describe_music(*, prompt: str | None, style: str | None, mood: str | None, b
         m = MOODS[mood]
         parts.append(f"{m.music}, {m.mode}, {m.register}")
     text = ", ".join(parts)
-    if bpm is not None:
-        return fit_to_request(text, bpm=bpm)
-    if mood and not names_tempo(text):
+    if bpm is None and mood and not names_tempo(text):
         text = f"{text}, {MOODS[mood].bpm} bpm"
+    if bpm is not None or key is not None:
+        text = fit_to_request(text, bpm=bpm, key=key)
+    if time_signature is not None:
+        text = f"{text}, {time_signature}/4 time"
     return text

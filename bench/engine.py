@@ -66,7 +66,8 @@ from transformers import (
 
 from beatforge.contract import SamplingParams
 from bench.machine import busy_cpu_seconds, machine
-from generation.music.engine import GenerationItem, MusicGenEngine
+from generation.music.engine import GenerationItem
+from generation.music.musicgen import MusicGenEngine
 from generation.music.sampling import SeededSampler
 from generation.music.tiny import _tokenizer, build_tiny_musicgen
 

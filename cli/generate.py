@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from beatforge.bounds import MAX_SEED
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, SamplingParams, explain
+from beatforge.engines import licence_terms, refusal
 from beatforge.presets import MOODS, STYLES
 from cli.console import output_of, progress_bar, result
 from cli.paths import AudioOut, audio_out, file_target_problem
@@ -27,15 +28,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
     gen = commands.add_parser("generate", help="generate a beat in this process (no Discord, no redis)")
     gen.add_argument("prompt", help="what the beat should sound like, e.g. 'dark trap, 808s, 140 bpm'")
     gen.add_argument(
-        "--duration", type=float, default=settings.default_duration_s, help="seconds (1-120; past 30, in windows)"
+        "--duration",
+        type=float,
+        default=settings.default_duration_s,
+        help="seconds (MusicGen 1-120, past 30 in windows; ACE-Step 1-240)",
     )
     gen.add_argument("--seed", type=int, default=None, help="same seed + prompt + model = same beat")
     gen.add_argument(
-        "--model", default=settings.default_model, help="HF id, local directory, or 'debug' (tiny random model)"
+        "--model",
+        default=settings.default_model,
+        help="registry name (small, acestep, ...), HF id, local directory, or 'debug' / 'debug-acestep' (tiny random)",
     )
     gen.add_argument("--style", choices=sorted(STYLES), help="style preset blended with the prompt")
     gen.add_argument("--mood", choices=sorted(MOODS), help="mood preset (tempo, key, register)")
-    gen.add_argument("--bpm", type=int, help="target tempo, written into the prompt")
+    gen.add_argument("--bpm", type=int, help="target tempo: a control on ACE-Step, words in the prompt on MusicGen")
+    gen.add_argument("--key", help="key, e.g. 'A minor' or 'F#m' (as --bpm)")
+    gen.add_argument("--time-signature", type=int, choices=(2, 3, 4, 6), help="beats per bar (as --bpm)")
     gen.add_argument("--takes", type=int, default=1, help="takes generated together (1-4), each with its own seed")
     gen.add_argument("--continue", dest="continue_from", type=Path, help="continue this audio file by --duration s")
     gen.add_argument("--melody", type=Path, help="an audio file whose melody to follow (melody models only)")
@@ -77,6 +85,8 @@ def _params(args: argparse.Namespace) -> BeatParams:
         style=args.style,
         mood=args.mood,
         bpm=args.bpm,
+        key=args.key,
+        time_signature=args.time_signature,
         takes=args.takes,
         sampling=sampling,
     )
@@ -133,8 +143,11 @@ def _metadata(
         "style": params.style,
         "mood": params.mood,
         "bpm_target": params.bpm,
+        "key_target": params.key,
+        "time_signature": params.time_signature,
         "model": model,
         "licence": licence,
+        "licence_terms": licence_terms(licence or "").line,
         "take": number,
         "seed": audio.seed,
         "sampling": params.sampling.model_dump(mode="json"),
@@ -152,6 +165,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     from generation.audio.io import read_audio
     from generation.audio.signal import resample
     from generation.errors import AudioParameterError, GenerationError
+    from generation.music.engine import generate
     from generation.music.model_cache import ModelCache
     from storage.files import atomic_write_bytes
 
@@ -180,6 +194,10 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         # registry names (`small`, an imported fine-tune, a LoRA), HF ids and directories alike
         cache = ModelCache.from_settings(settings, default=args.model)
+        reason = refusal(cache.registry.get(args.model).engine, model=args.model, duration_s=params.duration_s)
+        if reason is not None:  # before the model loads, like any other bad input
+            sys.stderr.write(f"beatforge: {reason.replace('`', '')}\n")
+            return 2
         engine = cache.get(args.model)
         audio_in: dict[str, Any] = {
             key: resample(samples, rate, engine.sample_rate) for key, (samples, rate) in inputs.items()
@@ -187,7 +205,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         started = time.perf_counter()
         bar = progress_bar(output_of(args), "generating", audio_s=params.duration_s * params.takes)
         try:
-            takes = engine.generate(params, fade_out_s=settings.fade_out_s, on_progress=bar, **audio_in)
+            takes = generate(engine, params, fade_out_s=settings.fade_out_s, on_progress=bar, **audio_in)
         finally:
             if bar is not None:
                 bar.close()

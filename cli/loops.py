@@ -77,17 +77,20 @@ class _Runner:
             )
 
     def from_prompt(self, prompt: str, seed: int, loop: LoopParams) -> dict[str, Any]:
-        from beatforge.prompt_words import fit_to_request
+        from generation.music.engine import generate
         from generation.music.model_cache import ModelCache
 
-        # The tempo is set in the text MusicGen reads by describe_music; the key only here.
-        prompt = fit_to_request(prompt, bpm=None, key=self.args.key)
         if self.engine is None:
             self.engine = ModelCache.from_settings(self.settings, default=self.args.model).get(self.args.model)
         params = BeatParams(
-            prompt=prompt, seed=seed, bpm=self.args.bpm, duration_s=loop.generation_seconds(self.args.bpm), loop=loop
+            prompt=prompt,
+            seed=seed,
+            bpm=self.args.bpm,
+            key=self.args.key,
+            duration_s=loop.generation_seconds(self.args.bpm),
+            loop=loop,
         )
-        (audio,) = self.engine.generate(params, fade_out_s=0.0)
+        (audio,) = generate(self.engine, params, fade_out_s=0.0)
         return self._cut(audio.samples, audio.sample_rate, params, loop, model=self.engine.name)
 
     def from_file(self, path: Path, loop: LoopParams) -> dict[str, Any]:

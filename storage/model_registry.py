@@ -41,6 +41,8 @@ class ModelRow:
     stereo: bool
     added_by: int | None
     added_at: datetime
+    #: The engine that runs it (``beatforge.engines.ENGINE_NAMES``).
+    engine: str = "musicgen"
 
 
 def _row(row: RegisteredModel) -> ModelRow:
@@ -55,6 +57,7 @@ def _row(row: RegisteredModel) -> ModelRow:
         stereo=row.stereo,
         added_by=row.added_by,
         added_at=row.added_at,
+        engine=row.engine,
     )
 
 
@@ -76,6 +79,7 @@ async def add_model(
     description: str = "",
     melody: bool = False,
     stereo: bool = False,
+    engine: str = "musicgen",
 ) -> ModelRow:
     """Add a model, recording who (a Discord user id) added it and when.
 
@@ -96,6 +100,7 @@ async def add_model(
         description=description,
         melody=melody,
         stereo=stereo,
+        engine=engine,
         added_by=added_by,
     )
     session.add(row)

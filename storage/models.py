@@ -138,7 +138,7 @@ class Artifact(Base):
 
 
 class RegisteredModel(Base):
-    """A MusicGen model admins added to the registry (``generation/registry.py`` merges these with its built-ins)."""
+    """A music model admins added to the registry (``generation/registry.py`` merges these with its built-ins)."""
 
     __tablename__ = "registered_models"
 
@@ -151,6 +151,9 @@ class RegisteredModel(Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     melody: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     stereo: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    engine: Mapped[str] = mapped_column(
+        String(16), default="musicgen", server_default="musicgen", comment="musicgen or acestep"
+    )
     added_by: Mapped[int | None] = mapped_column(BigInteger, comment="Discord user id of the admin who added it")
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

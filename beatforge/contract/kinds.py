@@ -48,6 +48,7 @@ class Relation(StrEnum):
     LOOP = "loop"
     MIDI = "midi"
     COVER = "cover"
+    REMIX = "remix"
 
 
 class ArtifactKind(StrEnum):

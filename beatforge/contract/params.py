@@ -35,6 +35,7 @@ from beatforge.prompt_words import normalize_key
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Take = Annotated[int, Field(ge=1, le=MAX_TAKES)]
+TimeSignature = Literal[2, 3, 4, 6]
 UploadPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")]
 ArtifactPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(uploads|\d+)/[\w.-]+$")]
 
@@ -120,11 +121,39 @@ class BeatParams(_Described):
     #: ✨ Have the LLM (or, without one, the presets) turn the words into a detailed prompt before generating;
     #: the prompt used is recorded with each take (``AudioMeta.prompt_used``).
     enhance: bool = False
+    #: A key ("A minor"), spelled one way (``normalize_key``): conditioning on ACE-Step, words for MusicGen.
+    key: str | None = Field(default=None, max_length=12)
+    #: Beats per bar (2, 3, 4 or 6): conditioning on ACE-Step, words for MusicGen.
+    time_signature: TimeSignature | None = None
+    #: /remix: audio (a finished take) re-imagined in this beat's words, keeping ``remix_strength`` of it away
+    #: from the original (0: unchanged, 1: only the words count). Engines that can remix only.
+    remix_from: ArtifactPath | None = None
+    remix_strength: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("key")
+    @classmethod
+    def _key_spelled_one_way(cls, key: str | None) -> str | None:
+        return normalize_key(key) if key is not None else None
+
+    @model_validator(mode="after")
+    def _one_source_audio(self) -> BeatParams:
+        if self.remix_from is not None and (self.continue_from is not None or self.melody is not None):
+            raise ValueError("a remix starts from one beat: it cannot also continue audio or follow a melody")
+        if (self.remix_from is None) != (self.remix_strength is None):
+            raise ValueError("a remix needs both the audio to remix and a strength")
+        return self
 
     @property
     def music_text(self) -> str:
-        """What MusicGen reads: the user's words plus the preset words."""
-        return describe_music(prompt=self.prompt, style=self.style, mood=self.mood, bpm=self.bpm)
+        """The words the model reads: the user's, the presets', and the tempo, key and metre asked for."""
+        return describe_music(
+            prompt=self.prompt,
+            style=self.style,
+            mood=self.mood,
+            bpm=self.bpm,
+            key=self.key,
+            time_signature=self.time_signature,
+        )
 
 
 class CoverParams(_Described):

@@ -34,6 +34,8 @@ from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
 
 from generation.hf import evaluating
 
+#: The registry name of this model (``generation.music.registry.DEBUG_ACESTEP``).
+DEBUG_ACESTEP = "debug-acestep"
 #: VAE latent channels (= transformer ``audio_acoustic_hidden_dim`` = condition encoder ``timbre_hidden_dim``).
 _LATENT = 4
 #: Width of the diffusion transformer and the condition encoder, and of the text encoder.

@@ -2,7 +2,8 @@
 
 audiocraft (which pins an old torch) trains and fine-tunes MusicGen; beatforge runs it through
 transformers. This module reads what audiocraft writes and saves the same model in the transformers
-layout (``save_pretrained`` + a processor), so ``MusicGenEngine.load(directory)`` serves it.
+layout (``save_pretrained`` + a processor), so ``MusicGenEngine.load(directory)`` (generation/music/musicgen.py)
+serves it.
 
 What an audiocraft MusicGen is made of, and where each part comes from here:
 

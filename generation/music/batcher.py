@@ -3,12 +3,12 @@
 A GPU decodes a batch of 16 nearly as fast as a batch of 1 (each step is bound by reading the weights), so
 serving many Discord users from one GPU means generating their beats together. The worker runs several
 jobs at once; each beat job hands its takes to :class:`Batcher`, which waits a moment for others, then
-runs one :meth:`MusicGenEngine.generate_batch` for every compatible request and gives each job its rows.
+runs one :meth:`MusicEngine.generate_batch` for every compatible request and gives each job its rows.
 Rows are seeded per take (``generation/sampling.py``), so a job's audio does not depend on its company.
 
-Compatible means: the same engine and sampling settings, and no audio prompt or melody (whose shapes
-would have to match); anything else runs on its own. Durations may differ: the batch runs to the longest
-and each row is cut at its own length.
+Compatible means: the same engine and sampling settings, and no audio to start from (a prompt, melody or
+remix, whose shapes would have to match); anything else runs on its own. Durations may differ: MusicGen runs the
+batch to the longest and cuts each row at its own length; ACE-Step groups rows by length itself.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beatforge.contract import SamplingParams
-from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
+from generation.music.engine import GeneratedAudio, GenerationItem, MusicEngine
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,13 @@ class Batcher:
     def __init__(self, *, wait_s: float = 0.05, max_rows: int = 16, fade_out_s: float = 0.5) -> None:
         self.wait_s, self.max_rows, self.fade_out_s = wait_s, max_rows, fade_out_s
         self._pending: dict[tuple[int, SamplingParams], list[_Request]] = {}
-        self._engines: dict[int, MusicGenEngine] = {}
+        self._engines: dict[int, MusicEngine] = {}
         self._gpu = threading.Lock()  # one generate at a time on the device
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def generate(
         self,
-        engine: MusicGenEngine,
+        engine: MusicEngine,
         items: list[GenerationItem],
         *,
         sampling: SamplingParams,
@@ -57,7 +57,7 @@ class Batcher:
         should_stop: Callable[[], bool] | None = None,
     ) -> list[GeneratedAudio]:
         request = _Request(items, on_progress, should_stop)
-        if any(i.prompt is not None or i.melody is not None for i in items) or len(items) >= self.max_rows:
+        if any(i.has_audio for i in items) or len(items) >= self.max_rows:
             await self._run(engine, sampling, [request])
             return await request.future
         key = (id(engine), sampling)
@@ -87,7 +87,7 @@ class Batcher:
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, engine: MusicGenEngine, sampling: SamplingParams, batch: list[_Request]) -> None:
+    async def _run(self, engine: MusicEngine, sampling: SamplingParams, batch: list[_Request]) -> None:
         # a job cancelled while it waited for company is not generated at all
         batch = [r for r in batch if not r.future.done() and not (r.should_stop is not None and r.should_stop())]
         if not batch:

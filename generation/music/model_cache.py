@@ -1,4 +1,5 @@
-"""Which MusicGen engines are resident in this worker: loaded on demand, bounded by memory and by number.
+"""Which music engines (MusicGen, ACE-Step) are resident in this worker: loaded on demand, bounded by memory and
+by number.
 
 Names are resolved through the model registry (``generation/registry.py``): a registry name (``small``,
 an admin's fine-tune or LoRA), or a directory / Hugging Face id passed through as it is. Loading takes
@@ -14,12 +15,11 @@ new model's size is known beforehand (loaded before, or weight files on disk) ro
 loading, so peak memory stays in budget; a load that still runs out of GPU memory evicts everything
 else and tries once more.
 
-**LoRA.** A ``lora`` entry loads its base model *fresh* (never the resident base engine), wraps the
-decoder with ``peft.PeftModel.from_pretrained`` and merges the adapter into its weights
-(``merge_and_unload``): generation then runs at the base model's speed with no adapter layers, and
-the base engine, which others may be using, is untouched. The price is a full copy of the model in
-memory per resident LoRA, accounted for like any engine. Adapters saved from the whole
-``MusicgenForConditionalGeneration`` (keys under ``decoder.``) are merged into the whole model instead.
+**LoRA.** A ``lora`` entry loads its base model *fresh* (never the resident base engine) and merges the
+adapter into its weights (``MusicEngine.apply_lora``: peft for MusicGen, diffusers' LoRA loader for
+ACE-Step): generation then runs at the base model's speed with no adapter layers, and the base engine,
+which others may be using, is untouched. The price is a full copy of the model in memory per resident
+LoRA, accounted for like any engine.
 
 **Locking.** ``_lock`` guards the table of resident engines and is held only for dictionary work,
 never while loading, so a job asking for a resident model gets it at once even while another model
@@ -33,7 +33,6 @@ import gc
 import logging
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,10 @@ import torch
 from beatforge.config import Settings
 from generation.device import resolve_device
 from generation.errors import ModelUnavailable
-from generation.hf import evaluating
-from generation.music.engine import MusicGenEngine
-from generation.music.registry import DEBUG_MODEL, ModelRegistry, ModelSpec, is_local_source
+from generation.music.acestep import AceStepEngine, AceStepSampler
+from generation.music.engine import MusicEngine
+from generation.music.musicgen import MusicGenEngine
+from generation.music.registry import BUILT_IN_CODE, ModelRegistry, ModelSpec, is_local_source
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,14 @@ CUDA_BUDGET_SHARE = 0.8
 CPU_BUDGET_GIB = 8.0
 
 
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers (each shared tensor once)."""
-    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+def module_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers (each shared tensor once)."""
+    tensors = {id(t): t for m in modules for t in (*m.parameters(), *m.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def engine_bytes(engine: MusicGenEngine) -> int:
-    return module_bytes(engine.model)
+def engine_bytes(engine: MusicEngine) -> int:
+    return module_bytes(*engine.modules())
 
 
 def weights_bytes(source: str) -> int | None:
@@ -70,7 +70,7 @@ def weights_bytes(source: str) -> int | None:
 
     Files in float32 loaded as float16 take half this in memory, so it errs on the big side.
     """
-    if source == DEBUG_MODEL:
+    if source in BUILT_IN_CODE:
         return None
     directory: Path | None = None
     if is_local_source(source):
@@ -93,38 +93,6 @@ def weights_bytes(source: str) -> int | None:
     return None
 
 
-def merge_lora(engine: MusicGenEngine, adapter: str) -> None:
-    """Merge a peft LoRA adapter into ``engine``'s weights, in place (the engine must be a private copy).
-
-    Raises:
-        ModelUnavailable: the adapter cannot be read or does not fit this model.
-    """
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
-
-    try:
-        keys = load_peft_weights(adapter, device="cpu").keys()
-        # Saved from the decoder, keys start "base_model.model.model.decoder."; from the whole model,
-        # "base_model.model.decoder." (or text_encoder.).
-        whole = any(key.startswith(("base_model.model.decoder.", "base_model.model.text_encoder.")) for key in keys)
-        target = engine.model if whole else engine.model.decoder
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            merged = PeftModel.from_pretrained(target, adapter).merge_and_unload()
-        missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
-        if missing:
-            raise ValueError(
-                f"the adapter does not fit this model's {'' if whole else 'decoder '}modules: {missing[0]}"
-            )
-        if whole:
-            engine.model = merged
-        else:
-            engine.model.decoder = merged
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelUnavailable(f"LoRA adapter {adapter!r} could not be applied: {exc}".splitlines()[0][:300]) from exc
-    evaluating(engine.model)
-
-
 def _out_of_memory(exc: BaseException) -> bool:
     while exc is not None:
         if isinstance(exc, torch.OutOfMemoryError):
@@ -135,7 +103,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 @dataclass(slots=True)
 class _Resident:
-    engine: MusicGenEngine
+    engine: MusicEngine
     bytes: int
 
 
@@ -148,6 +116,7 @@ class ModelCache:
         max_resident: at most this many engines resident.
         registry: resolves names; default: built-ins and pass-through only.
         memory_gb: the memory budget in GiB; 0 = automatic (see the module docstring).
+        acestep: how ACE-Step engines sample (steps, guidance, shift).
     """
 
     def __init__(
@@ -158,6 +127,7 @@ class ModelCache:
         max_resident: int = 4,
         registry: ModelRegistry | None = None,
         memory_gb: float = 0.0,
+        acestep: AceStepSampler | None = None,
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
@@ -166,6 +136,7 @@ class ModelCache:
         self.device, self.default, self.max_resident = device, default, max_resident
         self.registry = registry if registry is not None else ModelRegistry()
         self.memory_gb = memory_gb
+        self.acestep = acestep if acestep is not None else AceStepSampler()
         self._engines: OrderedDict[str, _Resident] = OrderedDict()
         self._sizes: dict[str, int] = {}  # bytes measured at earlier loads, to make room before a reload
         self._load_s: dict[str, float] = {}  # seconds the last load of each model took (model affinity's switch cost)
@@ -184,9 +155,10 @@ class ModelCache:
             registry=registry if registry is not None else ModelRegistry(settings.model_registry_file),
             memory_gb=settings.model_memory_gb,
             max_resident=settings.model_max_resident,
+            acestep=AceStepSampler(settings.acestep_steps, settings.acestep_guidance, settings.acestep_shift),
         )
 
-    def get(self, name: str | None) -> MusicGenEngine:
+    def get(self, name: str | None) -> MusicEngine:
         """Return the engine for ``name`` (None: the default), loading it and evicting others as needed.
 
         Raises:
@@ -245,7 +217,7 @@ class ModelCache:
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _resident(self, key: str) -> MusicGenEngine | None:
+    def _resident(self, key: str) -> MusicEngine | None:
         with self._lock:
             hit = self._engines.get(key)
             if hit is None:
@@ -304,7 +276,7 @@ class ModelCache:
                 return None
         return weights_bytes(spec.source)
 
-    def _load(self, spec: ModelSpec) -> MusicGenEngine:
+    def _load(self, spec: ModelSpec) -> MusicEngine:
         try:
             return self._load_once(spec)
         except ModelUnavailable as exc:
@@ -314,13 +286,17 @@ class ModelCache:
         self.clear()
         return self._load_once(spec)
 
-    def _load_once(self, spec: ModelSpec) -> MusicGenEngine:
+    def _load_once(self, spec: ModelSpec) -> MusicEngine:
         if spec.kind != "lora":
-            engine = MusicGenEngine.load(spec.source, device=self.device)
+            engine = self._load_engine(spec)
         else:
-            base = self.registry.base_of(spec)
             # A fresh copy of the base: merging rewrites its weights, and the resident base must stay as it is.
-            engine = MusicGenEngine.load(base.source, device=self.device)
-            merge_lora(engine, spec.source)
+            engine = self._load_engine(self.registry.base_of(spec))
+            engine.apply_lora(spec.source)
         engine.name = spec.name  # what jobs record as the model they ran: the name asked for
         return engine
+
+    def _load_engine(self, spec: ModelSpec) -> MusicEngine:
+        if spec.engine == "acestep":
+            return AceStepEngine.load(spec.source, device=self.device, settings=self.acestep)
+        return MusicGenEngine.load(spec.source, device=self.device)

@@ -1,10 +1,11 @@
-"""The model registry: which MusicGen models a worker can run, by short name, and where their weights are.
+"""The model registry: which music models a worker can run, by short name, on which engine, and where their weights are.
 
 Three layers, looked up in this order, make one registry:
 
-1. **Built-ins** (:data:`BUILTINS`): Meta's official checkpoints (``small`` → ``facebook/musicgen-small``,
-   ..., ``stereo-melody``) and ``debug``, the tiny random model of ``generation/tiny.py``. They cannot
-   be removed, and no custom entry may take their names.
+1. **Built-ins** (:data:`BUILTINS`): Meta's official MusicGen checkpoints (``small`` → ``facebook/musicgen-small``,
+   ..., ``stereo-melody``; CC-BY-NC), ACE-Step 1.5's diffusers checkpoints (``acestep``, ``acestep-base``; MIT),
+   and ``debug`` / ``debug-acestep``, tiny random models built in code. They cannot be removed, and no custom
+   entry may take their names.
 2. **Database rows** (``registered_models``, ``storage/model_registry.py``): what admins add from Discord.
 3. **The JSON file** (``settings.model_registry_file``): entries added with :meth:`ModelRegistry.register`
    (CLI, scripts), written atomically; edits by other processes are picked up on the next lookup.
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from beatforge.engines import ENGINE_NAMES, capabilities
 from generation.errors import ModelUnavailable
 from storage.files import atomic_write_text
 
@@ -53,8 +55,13 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
 
 META_LICENCE = "CC-BY-NC 4.0 (non-commercial)"
-#: ``generation.music.tiny.DEBUG_MODEL``, repeated so that this module never imports torch.
+ACESTEP_LICENCE = "MIT"
+#: ``generation.music.tiny.DEBUG_MODEL`` and ``generation.music.acestep_tiny.DEBUG_ACESTEP``, repeated so that
+#: this module never imports torch.
 DEBUG_MODEL = "debug"
+DEBUG_ACESTEP = "debug-acestep"
+#: Sources that are built in code, not read from a directory or the Hub.
+BUILT_IN_CODE = (DEBUG_MODEL, DEBUG_ACESTEP)
 _FILE_VERSION = 1
 _UNREAD = object()
 
@@ -69,6 +76,7 @@ class ModelSpec:
 
     ``source`` is a Hugging Face id or a local directory; for a ``lora``, the adapter (its base model
     is ``base``, a registry name). ``melody``: takes a melody (chroma) input; ``stereo``: two channels.
+    ``engine``: what runs it (``beatforge.engines``); a lora's is its base's.
     """
 
     name: str
@@ -79,8 +87,11 @@ class ModelSpec:
     description: str = ""
     melody: bool = False
     stereo: bool = False
+    engine: str = "musicgen"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINE_NAMES:
+            raise RegistryError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {self.engine!r}")
         if self.kind not in MODEL_KINDS:
             raise RegistryError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {self.kind!r}")
         if (self.kind == "lora") != (self.base is not None):
@@ -101,6 +112,7 @@ class ModelSpec:
             description=str(get("description", "") or ""),
             melody=bool(get("melody", False)),
             stereo=bool(get("stereo", False)),
+            engine=str(get("engine", "musicgen") or "musicgen"),
         )
 
     def to_data(self) -> dict[str, Any]:
@@ -119,7 +131,18 @@ def _official(name: str, params: str, *, melody: bool = False, stereo: bool = Fa
     )
 
 
-#: The official checkpoints and the debug model, by registry name.
+def _acestep(name: str, variant: str, repo: str, what: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source=f"ACE-Step/acestep-v15-{repo}-diffusers",
+        licence=ACESTEP_LICENCE,
+        description=f"ACE-Step 1.5 XL {variant} (diffusers), {what}; tempo, key and metre as controls, 48 kHz stereo",
+        stereo=True,
+        engine="acestep",
+    )
+
+
+#: The official checkpoints and the debug models, by registry name.
 BUILTINS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -131,11 +154,21 @@ BUILTINS: dict[str, ModelSpec] = {
         _official("stereo-medium", "1.5B", stereo=True),
         _official("stereo-large", "3.3B", stereo=True),
         _official("stereo-melody", "1.5B", melody=True, stereo=True),
+        _acestep("acestep", "turbo", "xl-turbo", "8 steps, guidance distilled in"),
+        _acestep("acestep-base", "base", "xl-base", "more steps with guidance, more variety"),
         ModelSpec(
             name=DEBUG_MODEL,
             source=DEBUG_MODEL,
             licence="none needed (random weights built in code)",
             description="tiny random MusicGen for tests and CI: noise-like audio, no download",
+        ),
+        ModelSpec(
+            name=DEBUG_ACESTEP,
+            source=DEBUG_ACESTEP,
+            licence="none needed (random weights built in code)",
+            description="tiny random ACE-Step for tests and CI: noise-like audio, no download",
+            stereo=True,
+            engine="acestep",
         ),
     )
 }
@@ -157,7 +190,17 @@ def _ad_hoc(name: str) -> ModelSpec:
     if official is not None:  # facebook/musicgen-small: the built-in's facts, under the name asked for
         return replace(official, name=name)
     where = "a local directory" if is_local_source(name) else "a Hugging Face id"
-    return ModelSpec(name=name, source=name, licence="unknown", description=f"unregistered: {where}")
+    # a diffusers pipeline directory is an ACE-Step model; anything else is taken for MusicGen
+    engine = "acestep" if (Path(name).expanduser() / "model_index.json").is_file() else "musicgen"
+    return ModelSpec(name=name, source=name, licence="unknown", description=f"unregistered: {where}", engine=engine)
+
+
+def _marker(spec: ModelSpec) -> str:
+    """The file that makes a directory a model of ``spec``'s kind and engine."""
+    if spec.kind == "lora":
+        # peft's adapters (MusicGen) or diffusers' save_lora_weights (ACE-Step)
+        return "adapter_config.json" if spec.engine == "musicgen" else "pytorch_lora_weights.safetensors"
+    return "config.json" if spec.engine == "musicgen" else "model_index.json"
 
 
 class ModelRegistry:
@@ -307,19 +350,19 @@ class ModelRegistry:
             raise RegistryError(f"lora {spec.name!r}: base model {spec.base!r} is not registered")
         if base.kind == "lora":
             raise RegistryError(f"lora {spec.name!r}: base {spec.base!r} is itself a lora")
-        return replace(spec, melody=base.melody, stereo=base.stereo)
+        return replace(spec, melody=base.melody, stereo=base.stereo, engine=base.engine)
 
     @staticmethod
     def _check_source(spec: ModelSpec) -> None:
-        if spec.source == DEBUG_MODEL and spec.kind != "lora":
+        if spec.source in BUILT_IN_CODE and spec.kind != "lora":
             return
         if is_local_source(spec.source):
             directory = Path(spec.source).expanduser()
-            marker = "adapter_config.json" if spec.kind == "lora" else "config.json"
+            marker = _marker(spec)
             if not directory.is_dir():
                 raise RegistryError(f"{spec.name!r}: source directory {spec.source} does not exist")
             if not (directory / marker).is_file():
-                what = "a peft adapter (save_pretrained)" if spec.kind == "lora" else "a Hugging Face model"
+                what = f"a {'LoRA adapter' if spec.kind == 'lora' else 'model'} for {capabilities(spec.engine).label}"
                 raise RegistryError(f"{spec.name!r}: {spec.source} has no {marker}, so it is not {what}")
         elif not looks_like_hf_id(spec.source):
             raise RegistryError(

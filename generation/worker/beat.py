@@ -11,12 +11,13 @@ from typing import Any
 
 from beatforge.bounds import DISCORD_UPLOAD_LIMIT
 from beatforge.contract import ArtifactKind, AudioMeta, BeatParams, CompactMeta, JobProgress, JobRequest
+from beatforge.engines import refusal
 from generation.audio.formats import encode_compact
 from generation.audio.io import read_audio, write_wav
 from generation.audio.signal import Samples, resample
 from generation.errors import AudioParameterError, GenerationError
 from generation.loops.export import analyse
-from generation.music.engine import GeneratedAudio
+from generation.music.engine import GeneratedAudio, items_for
 from generation.prompts.enhance import EnhancedPrompt, enhance_prompt
 from generation.worker.cover import add_cover
 from generation.worker.loop import add_loop
@@ -35,8 +36,16 @@ async def generate_beat(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
 async def _beat(run: JobRun[BeatParams]) -> bool:
     models = run.context.models
     engine = await asyncio.to_thread(models.get, run.params.model)
+    spec = models.registry.get(engine.name)
+    # the bot refused these before queueing when it knew the model; a job queued before a model switch gets here
+    reason = refusal(
+        spec.engine, model=engine.name, duration_s=run.params.duration_s, remix=run.params.remix_from is not None
+    )
+    if reason is not None:
+        raise GenerationError(reason)
     prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
     melody = await _input_audio(run, run.params.melody, engine.sample_rate)
+    remix = await _input_audio(run, run.params.remix_from, engine.sample_rate)
     if not await run.mark_running(engine.name):
         return False
     enhanced = None
@@ -45,14 +54,14 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
         enhanced = await asyncio.to_thread(enhance_prompt, run.params, client=run.context.llm)
     takes = await run.context.batcher.generate(
         engine,
-        engine.items_for(run.params, prompt=prompt, melody=melody, text=enhanced.text if enhanced else None),
+        items_for(run.params, prompt=prompt, melody=melody, remix=remix, text=enhanced.text if enhanced else None),
         sampling=run.params.sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
     )
     take = _Take(
         model=engine.name,
-        licence=models.registry.get(engine.name).licence,  # the provenance line on the result
+        licence=spec.licence,  # the provenance line on the result
         continued_s=round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
         of=len(takes),
         enhanced=enhanced,
@@ -66,7 +75,7 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
 
 
 async def _input_audio(run: JobRun[BeatParams], source: str | None, sample_rate: int) -> Samples | None:
-    """Audio a job uses (a take to continue, an upload to continue or follow), at the model's sample rate.
+    """Audio a job uses (a take to continue or remix, an upload to continue or follow), at the model's sample rate.
 
     With s3 the file may have been sent to the bot or made on another worker: it is fetched (checked against what
     the bucket stored) into this worker's folder first; with local storage it is simply there.

@@ -114,7 +114,10 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
     covers = CoverMaker(settings, device=device)
     await publish_models(
         redis,
-        [ModelInfo(s.name, s.kind, s.licence, s.description, s.melody, s.stereo, s.base) for s in registry.list()],
+        [
+            ModelInfo(s.name, s.kind, s.licence, s.description, s.melody, s.stereo, s.base, s.engine)
+            for s in registry.list()
+        ],
         default=settings.default_model,
     )
     kinds = set(served_kinds(settings))  # a CPU worker loads no MusicGen and no cover model

@@ -45,8 +45,10 @@ def test_generate_refuses_bad_input_and_missing_models(tmp_path: Path, capsys: p
     out = tmp_path / "beat.wav"
     assert main(["generate", "   ", "--model", "debug", "--out", str(out)]) == 2
     assert "prompt is empty" in capsys.readouterr().err
+    assert main(["generate", "x", "--model", "debug", "--duration", "299", "--out", str(out)]) == 2
+    assert "duration must be at most 240" in capsys.readouterr().err
     assert main(["generate", "x", "--model", "debug", "--duration", "199", "--out", str(out)]) == 2
-    assert "duration must be at most 120" in capsys.readouterr().err
+    assert "debug (MusicGen) makes beats of up to 120 s; 199 s is too long for it." in capsys.readouterr().err
     assert main(["generate", "x", "--model", "/nowhere", "--out", str(out)]) == 1
     assert "model directory /nowhere does not exist" in capsys.readouterr().err
     assert not out.exists()

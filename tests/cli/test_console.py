@@ -91,7 +91,7 @@ def test_progress_bar_stays_off_where_nobody_watches(capsys: pytest.CaptureFixtu
 def test_verbose_lets_info_through_in_human_form(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*GENERATE, "--verbose", "--out", "beat.wav"]) == 0
     out, err = capsys.readouterr()
-    assert "beatforge: info: model loaded (generation.music.engine) model=debug" in err
+    assert "beatforge: info: model loaded (generation.music.musicgen) model=debug" in err
     assert not _json_lines(err) and out.startswith("wrote beat.wav")
 
 

@@ -25,7 +25,8 @@ from beatforge.contract import BeatParams
 from cli.main import main
 from generation.errors import GenerationError
 from generation.music.audiocraft_import import AudiocraftImportError, import_audiocraft
-from generation.music.engine import GeneratedAudio, MusicGenEngine
+from generation.music.engine import GeneratedAudio, generate
+from generation.music.musicgen import MusicGenEngine
 from generation.music.tiny import build_tiny_musicgen, save_tiny_musicgen
 
 _LAYER_PARTS = {
@@ -130,7 +131,7 @@ def _wider_lm(seed: int = 1) -> MusicgenForConditionalGeneration:
 
 def _generate(directory: Path, prompt: str) -> GeneratedAudio:
     """One second through the real engine (``generate`` returns the takes, or one take in older versions)."""
-    result = MusicGenEngine.load(str(directory)).generate(BeatParams(prompt=prompt, duration_s=1.0, seed=3))
+    result = generate(MusicGenEngine.load(str(directory)), BeatParams(prompt=prompt, duration_s=1.0, seed=3))
     return result[0] if isinstance(result, list) else result
 
 

@@ -17,7 +17,8 @@ from beatforge.contract import BeatParams, JobStatus, SamplingParams
 from beatforge.queue import enqueue_job
 from generation.errors import GenerationError
 from generation.music.batcher import Batcher
-from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
+from generation.music.engine import GeneratedAudio, GenerationItem
+from generation.music.musicgen import MusicGenEngine
 from generation.worker.settings import create_worker
 from storage import jobs
 

@@ -10,8 +10,9 @@ import pytest
 from beatforge.contract import BeatParams, SamplingParams
 from generation.errors import GenerationCancelled, GenerationError, MelodyUnsupported, ModelUnavailable
 from generation.music.chroma import melody_chroma
-from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
+from generation.music.engine import GeneratedAudio, GenerationItem, generate
 from generation.music.model_cache import ModelCache
+from generation.music.musicgen import MusicGenEngine
 from generation.music.sampling import take_seed
 from generation.music.tiny import save_tiny_musicgen, save_tiny_musicgen_melody
 
@@ -26,7 +27,7 @@ def _params(**overrides: object) -> BeatParams:
 
 
 def _one(engine: MusicGenEngine, params: BeatParams, **kwargs: object) -> GeneratedAudio:
-    (audio,) = engine.generate(params, **kwargs)  # type: ignore[arg-type]
+    (audio,) = generate(engine, params, **kwargs)  # type: ignore[arg-type]
     return audio
 
 
@@ -53,7 +54,7 @@ def test_same_seed_same_audio_and_other_seed_other_audio(engine: MusicGenEngine)
 
 def test_progress_counts_every_decoding_step(engine: MusicGenEngine) -> None:
     seen: list[tuple[int, int]] = []
-    engine.generate(_params(duration_s=1.0), on_progress=lambda done, total: seen.append((done, total)))
+    generate(engine, _params(duration_s=1.0), on_progress=lambda done, total: seen.append((done, total)))
     total = engine.decoding_steps(1.0)
     assert seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= total - 1
@@ -68,7 +69,7 @@ def test_should_stop_cancels_between_steps(engine: MusicGenEngine) -> None:
         return calls >= 5
 
     with pytest.raises(GenerationCancelled):
-        engine.generate(_params(duration_s=10.0), should_stop=stop)
+        generate(engine, _params(duration_s=10.0), should_stop=stop)
     assert calls == 5  # stopped at the fifth step, not after 500
 
 
@@ -92,7 +93,7 @@ def test_model_cache_loads_once_and_evicts_least_recent(tiny_model_dir: Path) ->
 
 
 def test_takes_are_batched_each_reproducible_alone(engine: MusicGenEngine) -> None:
-    takes = engine.generate(_params(takes=3))
+    takes = generate(engine, _params(takes=3))
     assert [t.seed for t in takes] == [11, take_seed(11, 1), take_seed(11, 2)] and len({t.seed for t in takes}) == 3
     for take in takes:
         alone = _one(engine, _params(seed=take.seed))
@@ -157,7 +158,7 @@ def test_stereo_models_make_stereo_takes_of_any_length(tmp_path: Path) -> None:
     engine = MusicGenEngine.load(str(save_tiny_musicgen(tmp_path / "stereo", audio_channels=2)))
     engine.window_s, engine.context_s = 2.0, 1.0
     assert (engine.audio_channels, engine.num_codebooks, engine.delay) == (2, 8, 3)
-    takes = engine.generate(_params(duration_s=3.0, takes=2))
+    takes = generate(engine, _params(duration_s=3.0, takes=2))
     assert [t.samples.shape for t in takes] == [(2, 96_000), (2, 96_000)]
     assert np.abs(takes[0].samples[0] - takes[0].samples[1]).mean() > 1e-4  # two channels, not one copied
     extended = _one(engine, _params(duration_s=1.0), prompt=takes[0].samples[:, :32_000])
@@ -199,7 +200,7 @@ def test_melody_models_follow_the_melody(tmp_path: Path) -> None:
 
 def test_a_melody_for_a_model_without_one_is_refused(engine: MusicGenEngine) -> None:
     with pytest.raises(MelodyUnsupported, match="cannot follow a melody; choose a melody model"):
-        engine.generate(_params(), melody=_tone(440.0))
+        generate(engine, _params(), melody=_tone(440.0))
 
 
 def test_long_batches_decode_in_groups_with_the_same_result(
@@ -207,7 +208,7 @@ def test_long_batches_decode_in_groups_with_the_same_result(
 ) -> None:
     items = [GenerationItem("a", 1, 1.0), GenerationItem("b", 2, 1.0), GenerationItem("c", 3, 1.0)]
     whole = engine.generate_batch(items, sampling=SamplingParams(), fade_out_s=0.0)
-    monkeypatch.setattr("generation.music.engine.DECODE_FRAMES", 60)  # one 50-frame row per EnCodec call
+    monkeypatch.setattr("generation.music.musicgen.DECODE_FRAMES", 60)  # one 50-frame row per EnCodec call
     grouped = engine.generate_batch(items, sampling=SamplingParams(), fade_out_s=0.0)
     for a, b in zip(whole, grouped, strict=True):
         np.testing.assert_allclose(a.samples, b.samples, atol=1e-5)

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.config import Settings
 from beatforge.contract import ErrorCode, JobStatus, PackMeta, PackParams
 from beatforge.queue import enqueue_job
-from generation.music.engine import GeneratedAudio, GenerationItem, MusicGenEngine
+from generation.music.engine import GeneratedAudio, GenerationItem
+from generation.music.musicgen import MusicGenEngine
 from generation.worker.settings import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore

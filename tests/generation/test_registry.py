@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from transformers import MusicgenForConditionalGeneration
 
 from beatforge.config import Settings
+from beatforge.engines import licence_terms
 from generation.errors import ModelUnavailable
 from generation.music import model_cache as models_module
-from generation.music.engine import MusicGenEngine
 from generation.music.model_cache import GIB, ModelCache, engine_bytes, module_bytes
+from generation.music.musicgen import MusicGenEngine
 from generation.music.registry import (
     META_LICENCE,
     ModelRegistry,
@@ -70,13 +71,36 @@ def _registry(tmp_path: Path, tiny_model_dir: Path) -> ModelRegistry:
 def test_builtins_are_the_official_checkpoints_and_debug() -> None:
     registry = ModelRegistry()
     names = ["small", "medium", "large", "melody", "stereo-small", "stereo-medium", "stereo-large", "stereo-melody"]
-    assert registry.names() == [*names, "debug"]
+    assert registry.names() == [*names, "acestep", "acestep-base", "debug", "debug-acestep"]
     for name in names:
         spec = registry.get(name)
         assert spec.source == f"facebook/musicgen-{name}" and spec.kind == "base" and spec.licence == META_LICENCE
         assert spec.stereo == name.startswith("stereo") and spec.melody == name.endswith("melody")
+        assert spec.engine == "musicgen" and not licence_terms(spec.licence).commercial
+    for name, repo in (("acestep", "xl-turbo"), ("acestep-base", "xl-base")):
+        spec = registry.get(name)
+        assert spec.source == f"ACE-Step/acestep-v15-{repo}-diffusers" and spec.engine == "acestep" and spec.stereo
+        assert licence_terms(spec.licence).line == "MIT: you may use this commercially"
     debug = registry.get("debug")
     assert debug.source == DEBUG_MODEL and debug.kind == "base" and "random" in debug.licence
+    assert registry.get("debug-acestep").engine == "acestep"
+
+
+def test_an_ace_step_lora_runs_on_its_base_engine_and_a_diffusers_directory_is_ace_step(tmp_path: Path) -> None:
+    adapter = tmp_path / "house"
+    adapter.mkdir()
+    (adapter / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    registry = ModelRegistry(tmp_path / "models.json")
+    stored = registry.register(ModelSpec(name="house", source=str(adapter), kind="lora", base="acestep"))
+    assert stored.engine == "acestep" and stored.stereo
+    with pytest.raises(RegistryError, match="LoRA adapter for MusicGen"):
+        registry.register(ModelSpec(name="house2", source=str(adapter), kind="lora", base="small"))
+    pipeline = tmp_path / "pipeline"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text("{}")
+    assert registry.get(str(pipeline)).engine == "acestep"
+    with pytest.raises(RegistryError, match="engine must be one of musicgen, acestep"):
+        ModelSpec(name="x", source="a/b", engine="jukebox")
 
 
 def test_directories_and_hub_ids_pass_through(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -171,6 +195,7 @@ def test_the_file_persists_and_other_instances_see_changes(tmp_path: Path, tiny_
         "description": "",
         "melody": False,
         "stereo": False,
+        "engine": "musicgen",
     }
     second = ModelRegistry(tmp_path / "models.json")
     assert second.get("tiny") == first.get("tiny")

@@ -135,7 +135,7 @@ def test_vocabularies_are_the_strings_stored_and_sent() -> None:
         "audio", "audio_compact", "cover", "loop", "metadata", "preview", "midi", "stems", "stems_preview", "pack",
         "pack_preview",
     ]  # fmt: skip
-    assert [r.value for r in Relation] == ["reroll", "extend", "edit", "loop", "midi", "cover"]
+    assert [r.value for r in Relation] == ["reroll", "extend", "edit", "loop", "midi", "cover", "remix"]
     assert JobKind("beat") is JobKind.BEAT and JobKind.BEAT == "beat"
 
 
@@ -207,7 +207,7 @@ def test_clean_prompt(raw: str, expected: str) -> None:
         ({"prompt": "\x00\x01"}, "prompt is empty"),
         ({"prompt": "x" * 5000}, "prompt is 5000 characters long; the limit is 500"),
         ({"duration_s": 0.5}, "duration must be at least 1"),
-        ({"duration_s": 121}, "duration must be at most 120"),
+        ({"duration_s": 241}, "duration must be at most 240"),
         ({"takes": 5}, "takes must be at most 4"),
         ({"takes": 0}, "takes must be at least 1"),
         ({"sampling": {"temperature": 0}}, "sampling.temperature must be at least 0.05"),
