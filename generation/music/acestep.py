@@ -177,7 +177,10 @@ class AceStepEngine:
         elif first.remix is not None:
             kwargs |= self._remix(rows)
             new_s = first.remix.shape[-1] / self.sample_rate
-        audio = self._pipeline(rows, first.controls, new_s, progress, kwargs)
+        # the pipeline makes ceil(seconds x 25) latent frames: a remix's latents already have their count
+        frames = kwargs["latents"].shape[1] if "latents" in kwargs else None
+        seconds = (frames - 0.5) / self.pipeline.latents_per_second if frames else new_s
+        audio = self._pipeline(rows, first.controls, seconds, progress, kwargs)
         n = round(new_s * self.sample_rate)
         out = [fit_length(np.clip(a, -1.0, 1.0), n) for a in audio]
         if first.prompt is not None:
@@ -213,7 +216,10 @@ class AceStepEngine:
         """SDEdit: each row's audio latents, noised (its own seed) to ``remix_strength`` on the flow, and the
         sampler's schedule from that point on."""
         strength = float(rows[0].remix_strength)
-        audio = self._tensor(np.stack([self._channels(r.remix) for r in rows if r.remix is not None]))
+        sources = [self._channels(r.remix) for r in rows if r.remix is not None]
+        hop = round(self.sample_rate / self.pipeline.latents_per_second)  # samples per latent frame
+        whole = -(-sources[0].shape[-1] // hop) * hop  # the VAE encodes whole frames only
+        audio = self._tensor(np.stack([fit_length(s, whole) for s in sources]))
         vae = self.pipeline.vae
         clean = vae.encode(audio.to(vae.dtype)).latent_dist.mean.transpose(1, 2)
         noise = torch.stack(

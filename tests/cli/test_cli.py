@@ -19,6 +19,7 @@ from beatforge.config import get_settings
 from cli.main import main
 from generation.audio.io import write_wav
 from generation.audio.signal import clock
+from generation.music.sampling import take_seed
 from tests.support.chat_server import ChatServer
 from tests.support.synth import render_beat
 
@@ -244,6 +245,23 @@ def test_generate_metadata_says_what_made_the_beat(tmp_path: Path, capsys: pytes
     assert (metadata["file"], metadata["format"], metadata["bpm_target"]) == ("b.flac", "flac", 140)
     assert (metadata["duration_s"], metadata["sample_rate"], metadata["channels"]) == (1.5, 32_000, 1)
     assert {"bpm", "key"} <= metadata.keys()  # detected when the audio has them; the debug model makes noise
+
+
+def test_generate_on_ace_step_sets_tempo_key_and_metre_and_says_the_beat_may_be_sold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "lofi piano", "--model", "debug-acestep", "--duration", "2", "--seed", "5", "--takes", "2"]
+    args += ["--bpm", "120", "--key", "a minor", "--time-signature", "3", "--json", "--out", str(tmp_path / "b.wav")]
+    assert main(args) == 0
+    for name in ("b.wav", "b-take2.wav"):
+        info = sf.info(tmp_path / name)
+        assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 96_000)
+    metadata = json.loads((tmp_path / "b.json").read_text())
+    assert (metadata["bpm_target"], metadata["key_target"], metadata["time_signature"]) == (120, "A minor", 3)
+    assert metadata["model"] == "debug-acestep" and metadata["licence_terms"].endswith("use it as you like")
+    assert [json.loads(line)["seed"] for line in capsys.readouterr().out.splitlines()] == [5, take_seed(5, 1)]
+    assert main([*args[:3], "debug-acestep", "--duration", "241", "--out", str(tmp_path / "c.wav")]) == 2
+    assert "duration must be at most 240" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("llm", [False, True])

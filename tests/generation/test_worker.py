@@ -389,3 +389,26 @@ async def test_without_the_midi_model_midi_jobs_fail_with_the_reason_and_beats_s
     assert midi.status is JobStatus.FAILED and midi.error_code is ErrorCode.MODEL_UNAVAILABLE
     assert midi.error == "MIDI transcription needs basic-pitch" and midi.artifacts == ()
     assert beat.status is JobStatus.DONE, beat.error
+
+
+async def test_a_remix_on_ace_step_keeps_the_takes_length_and_says_it_may_be_sold(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    parent = await _finished_beat(settings, sessions, np.zeros((1, 48_000), np.float32) + 0.1)  # 1.5 s at 32 kHz
+    async with sessions() as session:
+        audio_path = (await jobs.get_job(session, parent)).artifacts[0].path
+    remix = {"remix_from": audio_path, "remix_strength": 0.6, "duration_s": 1.5, "key": "C minor", "bpm": 90}
+    job_id = await _queue(sessions, arq_redis, model="debug-acestep", **remix)
+    too_long = await _queue(sessions, arq_redis, duration_s=200)  # MusicGen, queued as if the bot had not checked
+    cannot = await _queue(sessions, arq_redis, remix_from=audio_path, remix_strength=0.5)  # MusicGen cannot remix
+    await _run(settings, arq_redis)
+    async with sessions() as session:
+        job, long_job, musicgen_remix = [await jobs.get_job(session, i) for i in (job_id, too_long, cannot)]
+    assert job.status is JobStatus.DONE, job.error
+    assert job.resolved_model == "debug-acestep"
+    audio = job.artifacts[0]
+    assert audio.meta is not None and audio.meta["licence"] == "none needed (random weights built in code)"
+    info = sf.info(ArtifactStore(settings.artifact_dir).resolve(audio.path))
+    assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 72_000)
+    assert long_job.status is JobStatus.FAILED and "makes beats of up to 120 s" in (long_job.error or "")
+    assert musicgen_remix.status is JobStatus.FAILED and "cannot remix audio" in (musicgen_remix.error or "")
