@@ -15,6 +15,8 @@ MIN_DURATION_S: Final = 1.0
 #: longer than its 30-second window window by window (generation/music/musicgen.py).
 MAX_DURATION_S: Final = 240.0
 WINDOW_S: Final = 30.0
+#: The most audio a loop is cut from: what every engine can make (MusicGen's longest beat).
+LOOP_SOURCE_MAX_S: Final = 120.0
 MAX_TAKES: Final = 4
 MAX_SEED: Final = 2**31 - 1
 #: The largest job number a command option may carry: Discord declares integer options only up to 2**53, and

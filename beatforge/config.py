@@ -74,8 +74,8 @@ class Settings(BaseSettings):
 
     default_duration_s: float = Field(default=15.0, ge=MIN_DURATION_S, le=MAX_DURATION_S)
     fade_out_s: float = Field(default=0.5, ge=0, le=5)
-    #: Longest audio a beat may continue (extend a take, continue an upload), seconds.
-    continue_max_input_s: float = Field(default=120.0, ge=1, le=600)
+    #: Longest audio a beat may start from (extend or remix a take, continue an upload), seconds.
+    continue_max_input_s: float = Field(default=MAX_DURATION_S, ge=1, le=600)
 
     #: diffusion: draw covers with ``cover_model`` (procedural fallback if it cannot load);
     #: procedural: always the Pillow fallback (CPU-only workers); off: no covers.

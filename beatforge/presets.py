@@ -123,6 +123,10 @@ MOODS: dict[str, Mood] = {
 }  # fmt: skip
 
 
+#: Beats per bar (``BeatParams.time_signature``, what ACE-Step takes) as musicians write the metre.
+METRE_WORDS = {2: "2/4", 3: "3/4", 4: "4/4", 6: "6/8"}
+
+
 def describe_music(
     *,
     prompt: str | None,
@@ -150,5 +154,5 @@ def describe_music(
     if bpm is not None or key is not None:
         text = fit_to_request(text, bpm=bpm, key=key)
     if time_signature is not None:
-        text = f"{text}, {time_signature}/4 time"
+        text = f"{text}, {METRE_WORDS[time_signature]} time"
     return text

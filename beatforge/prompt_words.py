@@ -16,7 +16,7 @@ _TEMPO = re.compile(r"\b\d{2,3}(?:\s*(?:-|–|to)\s*\d{2,3})?\s*(?:bpm|beats (?:
 _KEY = re.compile(
     r"\b(?:in\s+(?:the\s+key\s+of\s+)?)?[A-G](?:#|b|♯|♭)?[\s-]*(?i:major|minor|maj|min)\b(?:\s+(?i:key))?"
 )
-_KEY_FORMAT = re.compile(r"^([A-Ga-g])([#b]?)\s*(?i:(major|minor|maj|min|m))$")
+_KEY_FORMAT = re.compile(r"^([A-Ga-g])([#b]?)\s*(?i:(major|minor|maj|min|m))?$")
 
 
 def names_tempo(text: str) -> bool:
@@ -25,7 +25,8 @@ def names_tempo(text: str) -> bool:
 
 
 def normalize_key(key: str) -> str:
-    """``"a minor"``, ``"F#m"``, ``"Eb maj"`` → ``"A minor"``, ``"F# minor"``, ``"Eb major"``.
+    """``"a minor"``, ``"F#m"``, ``"Eb maj"``, ``"Bb"`` → ``"A minor"``, ``"F# minor"``, ``"Eb major"``,
+    ``"Bb major"`` (a bare note is a major key, as musicians write it).
 
     Raises:
         ValueError: not a key name.
@@ -34,7 +35,7 @@ def normalize_key(key: str) -> str:
     if match is None:
         raise ValueError(f"{key!r} is not a key: write e.g. 'A minor' or 'F# major'")
     note, accidental, quality = match.groups()
-    return f"{note.upper()}{accidental} {'major' if quality.lower() in ('major', 'maj') else 'minor'}"
+    return f"{note.upper()}{accidental} {'major' if (quality or 'maj').lower() in ('major', 'maj') else 'minor'}"
 
 
 def fit_to_request(prompt: str, *, bpm: int | None, key: str | None = None) -> str:

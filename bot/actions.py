@@ -3,7 +3,7 @@
 A job button's press arrives in ``JobActions.press`` (the bot registers it with ``bot.buttons.answer_presses``),
 which picks the action by the button's ``ButtonAction`` in a ``match`` that the type checker proves covers every
 action: no action is found by a name in a string. /cover and /midi on a beat run the same actions as their
-buttons.
+buttons, and /remix the 🎛 button's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from beatforge.contract import JobParams, Relation
 from bot import params
 from bot.buttons import ButtonAction, JobButton, cancel_view
 from bot.errors import NotYours, UserFacingError
-from bot.forms import EditedSettings, EditForm, ExtendForm
+from bot.forms import EditedSettings, EditForm, ExtendForm, RemixForm, RemixSettings
 from bot.jobs import JobService
 from bot.messages import label, queued_text
 from bot.status import StatusBoard
@@ -46,6 +46,8 @@ class JobActions:
                 await self.toggle_keep(interaction, job_id)
             case ButtonAction.EXTEND:
                 await self.extend(interaction, job_id, take)
+            case ButtonAction.REMIX:
+                await self.open_remix(interaction, job_id, take)
             case ButtonAction.EDIT:
                 await self.edit(interaction, job_id)
             case ButtonAction.CANCEL:
@@ -90,6 +92,28 @@ class JobActions:
             await self._submit(answer, params.extend(original, take, seconds), original, Relation.EXTEND)
 
         await interaction.response.send_modal(ExtendForm(max_seconds=limits.max_duration_s, on_submit=submitted))
+
+    async def open_remix(self, interaction: discord.Interaction, beat_id: int, take: int = 1) -> None:
+        """🎛 opens a form for the new style and the strength; submitting it queues the remix."""
+        original = await self._finished_beat(interaction, beat_id, take)
+
+        async def submitted(answer: discord.Interaction, remix: RemixSettings) -> None:
+            await self._remix_of(answer, original, take, prompt=remix.prompt, strength=remix.strength)
+
+        await interaction.response.send_modal(RemixForm(on_submit=submitted))
+
+    async def remix(
+        self, interaction: discord.Interaction, beat_id: int, take: int = 1, *, prompt: str, strength: float
+    ) -> None:
+        """/remix: the form's settings typed as options."""
+        original = await self._finished_beat(interaction, beat_id, take)
+        await self._remix_of(interaction, original, take, prompt=prompt, strength=strength)
+
+    async def _remix_of(
+        self, interaction: discord.Interaction, original: JobView, take: int, *, prompt: str, strength: float
+    ) -> None:
+        p = params.remix(original, take, prompt=prompt, strength=strength)
+        await self._submit(interaction, p, original, Relation.REMIX)
 
     async def edit(self, interaction: discord.Interaction, beat_id: int) -> None:
         """📝 opens the beat's settings in a form; submitting it queues a beat made from the edited ones."""

@@ -82,6 +82,7 @@ class ButtonAction(StrEnum):
     COVER = "cover"
     KEEP = "keep"
     EXTEND = "extend"
+    REMIX = "remix"
     EDIT = "edit"
     CANCEL = "cancel"
 
@@ -101,6 +102,7 @@ LOOKS: dict[ButtonAction, Look] = {
     ButtonAction.COVER: Look("New cover", "🖼️"),
     ButtonAction.KEEP: Look("Keep", "⭐"),
     ButtonAction.EXTEND: Look("Extend", "⏩", per_take=True),
+    ButtonAction.REMIX: Look("Remix", "🎛️", per_take=True),
     ButtonAction.EDIT: Look("Edit", "📝"),
     ButtonAction.CANCEL: Look("Cancel", "❌"),
 }
@@ -134,9 +136,9 @@ class JobButton(
 
 A = ButtonAction
 #: A beat with one take: everything in two rows.
-ONE_TAKE_ROWS = ((A.REROLL, A.LOOP, A.MIDI, A.COVER, A.KEEP), (A.EXTEND, A.EDIT))
+ONE_TAKE_ROWS = ((A.REROLL, A.LOOP, A.MIDI, A.COVER, A.KEEP), (A.EXTEND, A.REMIX, A.EDIT))
 #: A beat with several takes: a row for the beat, then a row per take.
-BEAT_ROW, TAKE_ROW = (A.REROLL, A.COVER, A.KEEP, A.EDIT), (A.LOOP, A.MIDI, A.EXTEND)
+BEAT_ROW, TAKE_ROW = (A.REROLL, A.COVER, A.KEEP, A.EDIT), (A.LOOP, A.MIDI, A.EXTEND, A.REMIX)
 #: Under a loop, MIDI or cover: acting on the beat it came from.
 PARENT_ROW = (A.LOOP, A.MIDI, A.COVER)
 
@@ -144,7 +146,7 @@ PARENT_ROW = (A.LOOP, A.MIDI, A.COVER)
 def result_view(job: JobView) -> discord.ui.View | None:
     """The buttons under a result.
 
-    A beat gets re-roll, new cover, keep and edit, and loop / MIDI / extend for each take (one row per
+    A beat gets re-roll, new cover, keep and edit, and loop / MIDI / extend / remix for each take (one row per
     take when there are several). A loop, MIDI or cover gets keep for itself and the loop / MIDI / cover
     buttons of the beat it came from; an uploaded file's MIDI has no beat, so only keep.
     """

@@ -1,4 +1,4 @@
-"""The forms (modals) behind ⏩ Extend and 📝 Edit: pre-filled from the beat, read and checked on submit.
+"""The forms (modals) behind ⏩ Extend, 🎛 Remix and 📝 Edit: pre-filled from the beat, read and checked on submit.
 
 A form only reads what was typed; what happens next is the ``on_submit`` its opener passes in
 (``bot.actions.JobActions``), so a form knows nothing of queueing.
@@ -23,10 +23,13 @@ FORM_TIMEOUT_S = 15 * 60
 class _Form(discord.ui.Modal):
     """A modal whose validation errors reach the user as a private message (modals bypass the tree's handler)."""
 
-    def field(self, text: str, **options: Any) -> discord.ui.TextInput[Any]:
-        """Add a labelled text input and return it (its ``value`` is read on submit)."""
+    def field(self, text: str, description: str | None = None, **options: Any) -> discord.ui.TextInput[Any]:
+        """Add a labelled text input and return it (its ``value`` is read on submit).
+
+        Discord shows a label of at most 45 characters; ``description`` (at most 100) says more under it.
+        """
         text_input: discord.ui.TextInput[Any] = discord.ui.TextInput(**options)
-        self.add_item(discord.ui.Label(text=text, component=text_input))
+        self.add_item(discord.ui.Label(text=text, description=description, component=text_input))
         return text_input
 
     # discord.py's Modal.on_error drops the item argument of BaseView.on_error; this matches Modal's.
@@ -108,3 +111,40 @@ class ExtendForm(_Form, title="Extend this take"):
     async def on_submit(self, interaction: discord.Interaction, /) -> None:
         seconds = _number(self.seconds.value, "Seconds to add", low=MIN_DURATION_S, high=self.max_seconds)
         await self.submitted(interaction, seconds)
+
+
+#: How far a remix moves from its take when the user does not say (0: unchanged, 1: only the new words count).
+DEFAULT_REMIX_STRENGTH = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RemixSettings:
+    prompt: str
+    strength: float
+
+
+class RemixForm(_Form, title="Remix this take"):
+    """🎛: the new words and how far from the take to go; the take's length, tempo, key and metre are kept."""
+
+    def __init__(self, *, on_submit: Callable[[discord.Interaction, RemixSettings], Awaitable[None]]) -> None:
+        super().__init__(timeout=FORM_TIMEOUT_S)
+        self.submitted = on_submit
+        self.prompt = self.field(
+            "New style",
+            "What it should become, e.g. orchestral film score with strings.",
+            style=discord.TextStyle.paragraph,
+            max_length=PROMPT_MAX_CHARS,
+        )
+        self.strength = self.field(
+            "Strength (0-1)",
+            "0 keeps the take as it is, 1 follows only the new words.",
+            default=f"{DEFAULT_REMIX_STRENGTH:g}",
+            max_length=5,
+        )
+
+    def settings(self) -> RemixSettings:
+        strength = _number(self.strength.value, "Strength", low=0.0, high=1.0)
+        return RemixSettings(prompt=self.prompt.value, strength=strength)
+
+    async def on_submit(self, interaction: discord.Interaction, /) -> None:
+        await self.submitted(interaction, self.settings())

@@ -39,7 +39,9 @@ from beatforge.contract import (
     PackParams,
     Relation,
 )
-from beatforge.fleet import read_models
+from beatforge.engines import capabilities
+from beatforge.engines import refusal as engine_refusal
+from beatforge.fleet import ModelInfo, read_models
 from beatforge.log import log_context
 from beatforge.queue import QueueError, enqueue_job, queue_for
 from bot.access import Actor
@@ -62,6 +64,29 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 #: An attachment to download once the interaction is deferred, and where to store it.
 Upload = tuple[discord.Attachment, str]
+
+
+def model_refusal(params: BeatParams, info: ModelInfo, models: Sequence[ModelInfo]) -> str | None:
+    """Why ``info``'s model cannot make this beat, saying what to do instead; None when it can.
+
+    ``models``: every model the workers reported (a refused melody names those that can follow one).
+    """
+    if params.melody is not None and not info.melody:
+        melody_models = ", ".join(m.name for m in models if m.melody) or "none is registered"
+        return (
+            f"The model `{info.name}` can't follow a melody. Melody models: {melody_models} "
+            "(an admin can switch with `/admin model use`)."
+        )
+    reason = engine_refusal(
+        info.engine, model=info.name, duration_s=params.duration_s, remix=params.remix_from is not None
+    )
+    longest = capabilities(info.engine).max_duration_s
+    if reason is not None and params.duration_s > longest:
+        reason += (
+            f" Ask for {longest:g} s or less, or an admin can switch to a model that makes longer beats "
+            "(`/admin model list`, `/admin model use`)."
+        )
+    return reason
 
 
 class JobService:
@@ -165,23 +190,31 @@ class JobService:
             )
             raise UserFacingError(reason)
 
-    async def _check_melody_model(self, params: BeatParams) -> None:
-        """Refuse a melody for a model that cannot follow one before the upload is fetched (when workers
-        have said what their models can do)."""
-        if params.melody is None:
+    async def check_model(self, params: BeatParams) -> None:
+        """Refuse, before anything is fetched or queued, a beat its model cannot make: a melody on a model that
+        cannot follow one, a length past its engine's longest, a remix on an engine that cannot remix.
+
+        The model is judged by what the workers reported; until one has (or while redis cannot say), or for a
+        model they did not list, nothing is refused here: the worker checks the job again before it runs.
+
+        Raises:
+            UserFacingError: why not, naming what can.
+        """
+        try:
+            reported = await read_models(self.redis)
+        except RedisError as exc:
+            log.warning("could not read the models to check a beat against", extra={"error": str(exc)})
             return
-        reported = await read_models(self.redis)
         if reported is None:
             return
         name = model_of(params, reported, self.settings)
-        models = reported[0]
-        info = next((m for m in models if m.name == name), None)
-        if info is not None and not info.melody:
-            melody_models = ", ".join(m.name for m in models if m.melody) or "none is registered"
-            raise UserFacingError(
-                f"The model `{name}` can't follow a melody. Melody models: {melody_models} "
-                "(an admin can switch with `/admin model use`)."
-            )
+        info = next((m for m in reported[0] if m.name == name), None)
+        if info is None:
+            return
+        reason = model_refusal(params, info, reported[0])
+        if reason is not None:
+            log.info("beat refused by its model", extra={"model": name, "engine": info.engine})
+            raise UserFacingError(reason)
 
     def check_upload(self, file: discord.Attachment) -> str:
         """Refuse what the worker cannot use before downloading it; returns where the upload will be stored."""
@@ -240,7 +273,7 @@ class JobService:
             await self.check_limits(user_id=interaction.user.id, guild=guild, params=params)
             if isinstance(params, BeatParams):
                 params = with_server_model(params, guild)
-                await self._check_melody_model(params)
+                await self.check_model(params)
             elif isinstance(params, PackParams):
                 params = with_server_model(params, guild)
             if not interaction.response.is_done():

@@ -24,6 +24,7 @@ from beatforge.contract import (
     PackMeta,
     PackParams,
 )
+from beatforge.engines import ENGINES, licence_terms
 from beatforge.presets import MOODS, STYLES
 from bot.eta import humanize
 from storage.jobs import JobView
@@ -222,16 +223,15 @@ def seeds_text(job: JobView) -> str:
     return f"`{seeds[0] if seeds else job.params.seed}`"
 
 
-_NON_COMMERCIAL = re.compile(r"non[- ]?commercial|\bNC\b", re.IGNORECASE)
-
-
 def licence_text(licence: str | None) -> str:
-    """What the model's weights licence means for the user's beat, in plain words."""
-    if not licence or licence.strip().lower() == "unknown":
-        return "licence of the model's weights unknown: check the model's terms before any commercial use"
-    if _NON_COMMERCIAL.search(licence):
-        return f"weights licensed {licence}: this beat may not be sold or used commercially"
-    return f"weights licensed {licence}"
+    """What the model's weights licence lets the user do with the beat, in one plain line (one reading of
+    licences for the bot, the worker and the CLI: ``beatforge.engines.licence_terms``)."""
+    return licence_terms(licence or "").line
+
+
+def engine_limits_text() -> str:
+    """Each engine's longest beat ("MusicGen up to 120 s, ACE-Step 1.5 up to 240 s"), from the engines' table."""
+    return ", ".join(f"{caps.label} up to {caps.max_duration_s:g} s" for caps in ENGINES.values())
 
 
 def provenance_text(job: JobView) -> str:
@@ -242,7 +242,12 @@ def provenance_text(job: JobView) -> str:
         licence = takes[0].licence if takes else None
         seeds = [str(take.seed) for take in takes if take.seed is not None] or [str(job.params.seed)]
         seed = f"seeds {', '.join(seeds)}" if len(seeds) > 1 else f"seed {seeds[0]}"
-        return f"Made by `{job.model_name or 'default'}` ({licence_text(licence)}) · {seed} · {prompt}"
+        made = f"Made by `{job.model_name or 'default'}` ({licence_text(licence)}) · {seed} · {prompt}"
+        if isinstance(job.params, BeatParams) and job.params.remix_from is not None:
+            # The audio it re-imagines came from another model (MusicGen cannot remix), under that model's licence.
+            source = f"beat #{job.parent_id}" if job.parent_id is not None else "another beat"
+            made += f" · remixed from {source}: that beat's licence applies too"
+        return made
     if job.kind is JobKind.COVER:
         cover = _meta(job, ArtifactKind.COVER, CoverMeta)
         if cover is None or cover.source == "procedural" or not cover.model:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from beatforge.bounds import MAX_SEED, PROMPT_MAX_CHARS
+from beatforge.bounds import MAX_DURATION_S, MAX_SEED, PROMPT_MAX_CHARS
 from beatforge.contract import (
     ArtifactKind,
     AudioMeta,
@@ -25,6 +25,7 @@ from beatforge.contract import (
 )
 from beatforge.presets import MOODS, STYLES
 from bot.errors import UserFacingError
+from storage.artifacts import ArtifactRecord
 from storage.jobs import JobView
 
 M = TypeVar("M", bound=BaseModel)
@@ -101,12 +102,48 @@ def midi(original: JobView, take: int, *, stems: bool) -> MidiParams:
     )
 
 
+def _take_audio(original: JobView, take: int) -> ArtifactRecord:
+    return [a for a in original.artifacts if a.kind is ArtifactKind.AUDIO][take - 1]
+
+
+def take_seconds(original: JobView, take: int) -> float:
+    """How long a take is: the beat's new seconds, after the audio it continued when it was an extend."""
+    continued = AudioMeta.model_validate(_take_audio(original, take).meta or {}).continued_s
+    return beat_of(original).duration_s + (continued or 0.0)
+
+
+def remix(original: JobView, take: int, *, prompt: str, strength: float) -> BeatParams:
+    """One take re-imagined in new words, as long as the take, at its tempo, key and metre.
+
+    It names no model: the server's (or the worker's default) runs it, not the one that made the take, which
+    may be an engine that cannot remix; the refusal before queueing says so when the chosen one cannot either.
+    """
+    p = beat_of(original)
+    seconds = take_seconds(original, take)
+    if seconds > MAX_DURATION_S:
+        raise UserFacingError(
+            f"Take {take} of beat #{original.id} is {seconds:g} s long; a remix can be at most {MAX_DURATION_S:g} s."
+        )
+    return validated(
+        BeatParams,
+        prompt=prompt,
+        title=p.title,
+        duration_s=seconds,
+        bpm=p.bpm,
+        key=p.key,
+        time_signature=p.time_signature,
+        remix_from=_take_audio(original, take).path,
+        remix_strength=strength,
+        seed=new_seed(),
+    )
+
+
 def extend(original: JobView, take: int, seconds: float) -> BeatParams:
     """``seconds`` more of one take, on the model that made it: one take, no loop, no melody.
 
     An ✨ enhanced take is continued from the very prompt it was made from, not from a newly written one.
     """
-    audio = [a for a in original.artifacts if a.kind is ArtifactKind.AUDIO][take - 1]
+    audio = _take_audio(original, take)
     used = AudioMeta.model_validate(audio.meta or {}).prompt_used
     words: dict[str, object] = {"prompt": used, "style": None, "mood": None, "enhance": False}
     update = {
@@ -117,15 +154,21 @@ def extend(original: JobView, take: int, seconds: float) -> BeatParams:
         "takes": 1,
         "loop": None,
         "melody": None,
+        "remix_from": None,  # an extend of a remix continues the remix's own audio
+        "remix_strength": None,
         "model": original.model_name,
     }
-    return beat_of(original).model_copy(update=update)
+    # Validated as a whole, so no mix of settings the contract forbids reaches the queue.
+    return validated(BeatParams, **{**beat_of(original).model_dump(), **update})
 
 
 def edit(
     original: JobView, *, prompt: str, presets: str, duration_s: float, bpm: int | None, seed: int | None
 ) -> BeatParams:
-    """The 📝 form's settings, with the beat's title, takes and sampling, on the model that made it."""
+    """The 📝 form's settings, with the beat's title, takes, sampling, key and metre, on the model that made it.
+
+    (The form holds Discord's most of five inputs already, so key and metre are kept rather than edited.)
+    """
     style, mood = parse_presets(presets)
     p = beat_of(original)
     return validated(
@@ -140,5 +183,7 @@ def edit(
         takes=p.takes,
         sampling=p.sampling,
         enhance=p.enhance,
+        key=p.key,
+        time_signature=p.time_signature,
         model=original.model_name,
     )

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from beatforge.bounds import (
     LOOP_MAX_S,
     LOOP_MIN_S,
+    LOOP_SOURCE_MAX_S,
     MAX_BPM,
     MAX_DURATION_S,
     MAX_LOOP_BARS,
@@ -36,6 +37,8 @@ AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Take = Annotated[int, Field(ge=1, le=MAX_TAKES)]
 TimeSignature = Literal[2, 3, 4, 6]
+#: A key ("A minor"), spelled one way whatever the user typed ("a min", "Am": ``normalize_key``).
+Key = Annotated[str, Field(max_length=12), AfterValidator(normalize_key)]
 UploadPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^uploads/[\w.-]+$")]
 ArtifactPath = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(uploads|\d+)/[\w.-]+$")]
 
@@ -63,7 +66,7 @@ class LoopParams(Frozen):
             wanted = self.max_duration_s + margin
         else:
             wanted = WINDOW_S
-        return min(MAX_DURATION_S, max(MIN_DURATION_S, wanted))
+        return min(LOOP_SOURCE_MAX_S, max(MIN_DURATION_S, wanted))
 
     @model_validator(mode="after")
     def _consistent(self) -> LoopParams:
@@ -121,19 +124,14 @@ class BeatParams(_Described):
     #: ✨ Have the LLM (or, without one, the presets) turn the words into a detailed prompt before generating;
     #: the prompt used is recorded with each take (``AudioMeta.prompt_used``).
     enhance: bool = False
-    #: A key ("A minor"), spelled one way (``normalize_key``): conditioning on ACE-Step, words for MusicGen.
-    key: str | None = Field(default=None, max_length=12)
+    #: Conditioning on ACE-Step, words for MusicGen.
+    key: Key | None = None
     #: Beats per bar (2, 3, 4 or 6): conditioning on ACE-Step, words for MusicGen.
     time_signature: TimeSignature | None = None
     #: /remix: audio (a finished take) re-imagined in this beat's words, keeping ``remix_strength`` of it away
     #: from the original (0: unchanged, 1: only the words count). Engines that can remix only.
     remix_from: ArtifactPath | None = None
     remix_strength: float | None = Field(default=None, ge=0.0, le=1.0)
-
-    @field_validator("key")
-    @classmethod
-    def _key_spelled_one_way(cls, key: str | None) -> str | None:
-        return normalize_key(key) if key is not None else None
 
     @model_validator(mode="after")
     def _one_source_audio(self) -> BeatParams:
@@ -203,17 +201,12 @@ class PackParams(_Described):
 
     count: int = Field(ge=1, le=MAX_PACK_LOOPS)
     bpm: int = Field(ge=MIN_BPM, le=MAX_BPM)
-    #: A key every prompt names ("A minor"), spelled one way (``normalize_key``).
-    key: str | None = Field(default=None, max_length=12)
+    #: A key every prompt names.
+    key: Key | None = None
     seed: Annotated[int, Field(ge=0, le=MAX_SEED - MAX_PACK_LOOPS)]
     model: str | None = Field(default=None, min_length=1, max_length=300)
     #: Four bars by default: a loop a producer can drop into a song, generated with a short margin around it.
     loop: LoopParams = LoopParams(bars=4)
-
-    @field_validator("key")
-    @classmethod
-    def _key_spelled_one_way(cls, key: str | None) -> str | None:
-        return normalize_key(key) if key is not None else None
 
     @model_validator(mode="after")
     def _loops_at_the_pack_tempo(self) -> PackParams:

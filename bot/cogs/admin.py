@@ -24,13 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
+from beatforge.engines import capabilities, licence_terms
 from beatforge.fleet import ModelInfo, WorkerInfo, read_models
 from beatforge.queue import queue_names
 from bot.access import is_admin
 from bot.errors import UserFacingError
 from bot.jobs import JobService
 from bot.limits import Limits, effective_limits
-from bot.messages import fit, label
+from bot.messages import engine_limits_text, fit, label
 from bot.options import JobNumber
 from storage import guilds
 from storage.guilds import GuildSettings
@@ -66,8 +67,14 @@ _NUMERIC_LIMITS: dict[str, tuple[str, float, float, str]] = {
 }
 
 
+def model_terms(info: ModelInfo) -> str:
+    """Its engine and what its licence allows: "ACE-Step 1.5 · MIT: you may use this commercially"."""
+    return f"{capabilities(info.engine).label} · {licence_terms(info.licence).line}"
+
+
 def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None) -> str:
-    """The model list: each model's kind, licence and description, marking the server's and the default."""
+    """The model list: each model's engine, kind, what its licence allows and its description, marking the server's
+    and the default."""
     if models is None:
         server = f" This server is set to `{current}`." if current else ""
         return f"No worker has reported its models yet (none has started since redis was last cleared).{server}"
@@ -78,7 +85,7 @@ def models_text(models: tuple[list[ModelInfo], str] | None, current: str | None)
         extras = [flag for flag, on in (("melody", m.melody), ("stereo", m.stereo)) if on]
         extras += [f"on `{m.base}`"] if m.base else []
         head = f"• `{m.name}`" + (f" — **{', '.join(marks)}**" if marks else "")
-        details = " · ".join([m.kind, m.licence, *extras])
+        details = " · ".join([model_terms(m), m.kind, *extras])
         lines.append(f"{head}\n  {details} — {m.description}")
     if current and current not in {m.name for m in available}:
         lines.append(
@@ -101,7 +108,8 @@ def limits_text(limits: Limits, guild: GuildSettings, heading: str) -> str:
             heading,
             f"• jobs per hour per user: **{limits.jobs_per_hour}** ({source(guild.jobs_per_hour)})",
             f"• jobs at once per user: **{limits.concurrent_jobs}** ({source(guild.concurrent_jobs)})",
-            f"• longest beat: **{limits.max_duration_s:g} s** ({source(guild.max_duration_s)})",
+            f"• longest beat: **{limits.max_duration_s:g} s** ({source(guild.max_duration_s)}; the model's own "
+            f"limit also applies: {engine_limits_text()})",
             f"• loops in one pack: **{limits.max_pack_loops}** ({source(guild.max_pack_loops)})",
             f"• who can re-roll a result: **{reroll}** ({source(guild.everyone_can_reroll)})",
         ]
@@ -238,7 +246,9 @@ class Admin(commands.Cog):
             unchecked = (
                 "\n⚠️ No worker has reported its models yet, so the name could not be checked." if models is None else ""
             )
-            text = f"✅ New beats on this server use `{choice}`.{unchecked}"
+            info = next((m for m in models[0] if m.name == choice), None) if models else None
+            about = f" ({model_terms(info)})" if info else ""
+            text = f"✅ New beats on this server use `{choice}`{about}.{unchecked}"
         await interaction.response.send_message(text, ephemeral=True)
 
     @model_use.autocomplete("name")
@@ -271,7 +281,7 @@ class Admin(commands.Cog):
         Args:
             jobs_per_hour: Most jobs one user may start in an hour.
             concurrent_jobs: Most jobs one user may have queued or running at once.
-            max_duration: Longest beat in seconds (1-120).
+            max_duration: Longest beat in seconds; each model's own most applies too (`/styles` lists them).
             everyone_can_reroll: Whether anyone (not only the requester and admins) may re-roll a result.
             pack_loops: Most loops one /pack may hold.
             reset: Go back to the bot's defaults for all of these.

@@ -1,7 +1,8 @@
-"""/beat, /loop, /cover and /midi: turn the options into a job's parameters and hand them to the job service.
+"""/beat, /loop, /pack, /cover, /midi and /remix: turn the options into a job's parameters for the job service.
 
 The pipeline (limits, answering within Discord's 3 seconds, recording, queueing, the status line) is the
-service's (``bot/jobs.py``); /cover and /midi on a beat run the same actions as their buttons (``bot/actions.py``).
+service's (``bot/jobs.py``); /cover, /midi and /remix on a beat run the same actions as their buttons
+(``bot/actions.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from beatforge.bounds import (
 )
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, LoopParams, MidiParams, PackParams
-from beatforge.presets import MOODS, STYLES
+from beatforge.engines import ENGINES
+from beatforge.presets import METRE_WORDS, MOODS, STYLES
 from bot.actions import JobActions
 from bot.errors import UserFacingError
+from bot.forms import DEFAULT_REMIX_STRENGTH
 from bot.jobs import JobService, Upload
 from bot.options import BeatNumber
 from bot.params import new_seed, validated
@@ -40,6 +43,11 @@ if TYPE_CHECKING:
 STYLE_CHOICES = [app_commands.Choice(name=s.label, value=s.key) for s in STYLES.values()]
 MOOD_CHOICES = [app_commands.Choice(name=m.label, value=m.key) for m in MOODS.values()]
 FORMAT_CHOICES = [app_commands.Choice(name=f, value=f) for f in ("wav", "flac", "ogg", "mp3")]
+TIME_SIGNATURE_CHOICES = [app_commands.Choice(name=name, value=beats) for beats, name in METRE_WORDS.items()]
+#: Discord shows at most 100 characters of an option's help; the limits come from the engines' table.
+DURATION_HELP = "Seconds, default 15. The most depends on the model: " + ", ".join(
+    f"{caps.label} {caps.max_duration_s:g} s" for caps in ENGINES.values()
+)
 
 
 class Generate(commands.Cog):
@@ -49,6 +57,8 @@ class Generate(commands.Cog):
     @app_commands.command(name="beat")
     @app_commands.guild_only()
     @app_commands.choices(style=STYLE_CHOICES, mood=MOOD_CHOICES)
+    @app_commands.choices(time_signature=TIME_SIGNATURE_CHOICES)
+    @app_commands.describe(duration=DURATION_HELP)
     async def beat(
         self,
         interaction: discord.Interaction,
@@ -62,6 +72,8 @@ class Generate(commands.Cog):
         takes: app_commands.Range[int, 1, MAX_TAKES] = 1,
         melody: discord.Attachment | None = None,
         enhance: bool = False,
+        key: app_commands.Range[str, 1, 12] | None = None,
+        time_signature: int | None = None,
     ) -> None:
         """Turn a sentence into a beat, with cover art.
 
@@ -69,13 +81,14 @@ class Generate(commands.Cog):
             prompt: What it should sound like, e.g. "dark psychedelic trap, 808s". Optional with a style.
             style: A style preset blended with your words.
             mood: A mood preset (sets tempo, key and register words).
-            duration: Length in seconds (1-120, default 15; past 30 s it is made in windows).
             bpm: Target tempo in beats per minute.
             seed: Same seed + prompt + model = the same beat. Leave empty for a surprise.
             title: A title to set on the cover.
             takes: How many versions to make at once (1-4), each with its own seed.
             melody: An audio file whose melody the beat should follow (needs a melody model).
             enhance: ✨ Turn a short idea into a detailed prompt (instruments, tempo, key, mood) first.
+            key: A key, e.g. "A minor" or "F#m": set exactly on ACE-Step models, asked for in words on MusicGen.
+            time_signature: Beats per bar: set exactly on ACE-Step models, asked for in words on MusicGen.
         """
         if prompt is None and style is None:
             raise UserFacingError("Describe the beat in `prompt`, pick a `style`, or both.")
@@ -95,6 +108,8 @@ class Generate(commands.Cog):
             bpm=bpm,
             melody=melody_path,
             enhance=enhance,
+            key=key,
+            time_signature=time_signature,
             duration_s=self.settings.default_duration_s if duration is None else duration,
             seed=new_seed() if seed is None else seed,
         )
@@ -235,6 +250,31 @@ class Generate(commands.Cog):
         params = validated(MidiParams, prompt=file.filename[:200], stems=stems, upload=upload)
         uploads: list[Upload] = [(file, upload)]
         await self.jobs.submit(interaction, params, await self.jobs.guild(interaction.guild_id), uploads=uploads)
+
+    @app_commands.command(name="remix")
+    @app_commands.guild_only()
+    async def remix(
+        self,
+        interaction: discord.Interaction,
+        beat: BeatNumber,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
+        strength: app_commands.Range[float, 0.0, 1.0] = DEFAULT_REMIX_STRENGTH,
+        take: app_commands.Range[int, 1, MAX_TAKES] = 1,
+    ) -> None:
+        """Re-imagine one of your beats in a new style, keeping its length, tempo and key (ACE-Step models).
+
+        Args:
+            beat: The beat's number (shown as "Beat #N").
+            prompt: What it should become, e.g. "orchestral film score with strings".
+            strength: How far from the beat to go: 0 keeps it as it is, 1 follows only your words (default 0.5).
+            take: Which take of the beat (default 1).
+        """
+        # Discord enforces the ranges in its own client only; a crafted payload reaches us unchecked.
+        if not 0.0 <= strength <= 1.0:
+            raise UserFacingError(f"strength must be between 0 and 1, not {strength:g}.")
+        if not 1 <= take <= MAX_TAKES:
+            raise UserFacingError(f"take must be between 1 and {MAX_TAKES}, not {take}.")
+        await self.actions.remix(interaction, beat, take, prompt=prompt, strength=strength)
 
 
 async def setup(bot: Beatforge) -> None:

@@ -23,7 +23,7 @@ from bot.buttons import Pressable, answer_presses, stop_answering
 from bot.delivery import Delivery
 from bot.errors import UserFacingError
 from bot.jobs import JobService
-from bot.messages import fit, label, quote_prompt
+from bot.messages import engine_limits_text, fit, label, quote_prompt
 from bot.options import JobNumber
 from storage import jobs
 from storage.jobs import JobView
@@ -42,6 +42,7 @@ RELATIONS: dict[str, str] = {
     Relation.LOOP: "loop",
     Relation.MIDI: "MIDI",
     Relation.COVER: "new cover",
+    Relation.REMIX: "remix",
 }
 STATUS_TEXT = {
     JobStatus.QUEUED: "⏳ queued",
@@ -291,6 +292,10 @@ def styles_text() -> str:
     lines += [f"• **{s.label}** — {s.description}" for s in STYLES.values()]
     lines.append("**Moods** (`mood:`) — each sets a tempo (unless you give one), a mode and a register:")
     lines += [f"• **{m.label}** — ~{m.bpm} bpm, {m.mode}, {m.register}; feels {m.music}" for m in MOODS.values()]
+    lines.append(
+        f"**Length** (`duration:`) — the most depends on the model: {engine_limits_text()}. "
+        "`key:` and `time_signature:` are set exactly on ACE-Step models and asked for in words on MusicGen."
+    )
     return fit(lines)
 
 

@@ -23,7 +23,7 @@ from beatforge.contract import ArtifactKind, JobProgress, JobRequest, PackMeta, 
 from generation.audio.formats import AudioTooLarge, encode_compact
 from generation.errors import AudioParameterError, GenerationCancelled
 from generation.loops.export import LoopFiles, cut_loop, safe_stem
-from generation.music.engine import GeneratedAudio
+from generation.music.engine import GeneratedAudio, items_for
 from generation.prompts.auto import PromptPlan, plan_prompts
 from generation.worker.run import JobRun, run_job
 
@@ -45,7 +45,7 @@ async def _pack(run: JobRun[PackParams]) -> bool:
     beats = [p.beat(i, prompt) for i, prompt in enumerate(plan.prompts)]
     takes = await run.context.batcher.generate(
         engine,
-        [item for beat in beats for item in engine.items_for(beat)],
+        [item for beat in beats for item in items_for(beat)],
         sampling=beats[0].sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,

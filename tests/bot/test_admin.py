@@ -189,11 +189,12 @@ async def test_limits_show_set_refuse_and_reset(
 ) -> None:
     bot, fake = discord_bot
     shown = private_text(await admin(bot, fake, "limits"))
-    assert "jobs per hour per user: **20** (bot default)" in shown and "longest beat: **120 s** (bot default)" in shown
+    assert "jobs per hour per user: **20** (bot default)" in shown and "longest beat: **240 s** (bot default;" in shown
+    assert "MusicGen up to 120 s, ACE-Step 1.5 up to 240 s" in shown  # each engine's own limit
 
     changed = private_text(await admin(bot, fake, "limits", jobs_per_hour=5, max_duration=30, everyone_can_reroll=True))
     assert "jobs per hour per user: **5** (this server)" in changed
-    assert "longest beat: **30 s** (this server)" in changed and "re-roll a result: **anyone**" in changed
+    assert "longest beat: **30 s** (this server;" in changed and "re-roll a result: **anyone**" in changed
     assert "jobs at once per user: **3** (bot default)" in changed
     async with sessions() as session:
         guild = await guilds.get_guild(session, DEFAULT_GUILD_ID)
@@ -205,7 +206,7 @@ async def test_limits_show_set_refuse_and_reset(
     )
 
     # Out of range (Discord's client would stop these; a crafted payload is not) and contradictory requests.
-    assert "max_duration must be between 1 and 120 seconds, not 500" in private_text(
+    assert "max_duration must be between 1 and 240 seconds, not 500" in private_text(
         await admin(bot, fake, "limits", max_duration=500)
     )
     assert "jobs_per_hour must be between 1 and 10000, not 0" in private_text(
@@ -216,7 +217,7 @@ async def test_limits_show_set_refuse_and_reset(
         assert await guilds.get_guild(session, DEFAULT_GUILD_ID) == guild
 
     reset = private_text(await admin(bot, fake, "limits", reset=True))
-    assert "Back to the bot's defaults" in reset and "longest beat: **120 s** (bot default)" in reset
+    assert "Back to the bot's defaults" in reset and "longest beat: **240 s** (bot default;" in reset
     async with sessions() as session:
         assert await guilds.get_guild(session, DEFAULT_GUILD_ID) == guilds.GuildSettings(DEFAULT_GUILD_ID)
         entries = await guilds.audit_log(session, guild_id=DEFAULT_GUILD_ID)

@@ -132,6 +132,9 @@ class Recording(JobActions):
     async def extend(self, interaction: Any, beat_id: int, take: int = 1) -> None:
         self._record("extend", beat_id, take)
 
+    async def open_remix(self, interaction: Any, beat_id: int, take: int = 1) -> None:
+        self._record("open_remix", beat_id, take)
+
     async def edit(self, interaction: Any, beat_id: int) -> None:
         self._record("edit", beat_id)
 
@@ -149,6 +152,7 @@ class Recording(JobActions):
         ("bf:cover:4", ("redraw_cover", (4,))),
         ("bf:keep:4", ("toggle_keep", (4,))),
         ("bf:extend:4:2", ("extend", (4, 2))),
+        ("bf:remix:4:3", ("open_remix", (4, 3))),
         ("bf:edit:4", ("edit", (4,))),
         ("bf:cancel:4", ("cancel", (4,))),
     ],

@@ -179,7 +179,7 @@ async def test_a_finished_pack_posts_its_zip_with_what_it_holds(
     embed = post.json["embeds"][0]
     shown = {f["name"]: f["value"] for f in embed["fields"]}
     assert shown["Loops"] == "3 × 4 bars" and shown["Tempo"] == "100 bpm · A minor"
-    assert "seeds 40-42, one per loop" in shown["Provenance"] and "may not be sold" in shown["Provenance"]
+    assert "seeds 40-42, one per loop" in shown["Provenance"] and "non-commercial use only" in shown["Provenance"]
 
 
 @pytest.mark.timeout(10)

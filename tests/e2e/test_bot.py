@@ -106,7 +106,7 @@ async def test_beat_end_to_end(
     assert cover.filename.endswith(".png") and Image.open(io.BytesIO(cover.data)).size == (64, 64)
     assert followup.json["embeds"][0]["image"]["url"] == f"attachment://{cover.filename}"
     assert custom_ids(followup.json) == [
-        f"bf:{a}:1" for a in ("reroll", "loop", "midi", "cover", "keep", "extend", "edit")
+        f"bf:{a}:1" for a in ("reroll", "loop", "midi", "cover", "keep", "extend", "remix", "edit")
     ]
     audio, rate = sf.read(io.BytesIO(upload.data))
     assert (rate, len(audio)) == (32_000, 5 * 32_000) and audio.std() > 1e-3
@@ -156,7 +156,7 @@ async def test_unloadable_model_is_reported_to_the_user(
         ({"prompt": "\x00\x1b"}, "prompt is empty"),
         ({"prompt": "x" * 5000}, "prompt is 5000 characters long; the limit is 500"),
         ({"prompt": "ok", "duration": 0.5}, "duration must be at least 1"),
-        ({"prompt": "ok", "duration": 121}, "duration must be at most 120"),
+        ({"prompt": "ok", "duration": 241}, "duration must be at most 240"),
         ({"prompt": "ok", "seed": -5}, "seed must be at least 0"),
     ],
 )
@@ -273,7 +273,7 @@ async def test_new_cover_button_queues_a_cover_job_for_the_owner_only(
     beat_id = await _finished_job(settings, sessions, status_message_id=None, user_id=owner)
     posted = await fake.wait_for("POST", CHANNEL_MESSAGES, timeout=5)
     assert custom_ids(posted.json) == [
-        f"bf:{action}:{beat_id}" for action in ("reroll", "loop", "midi", "cover", "keep", "extend", "edit")
+        f"bf:{action}:{beat_id}" for action in ("reroll", "loop", "midi", "cover", "keep", "extend", "remix", "edit")
     ]
     message = fake.messages[int(posted.response["id"])]
 

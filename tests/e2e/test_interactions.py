@@ -229,12 +229,12 @@ async def test_extend_continues_the_chosen_take_by_the_seconds_asked_for(
     beat_id = await finished_beat(settings, sessions, takes=2)
     modal = await open_form(bot, fake, f"bf:extend:{beat_id}:2")
     (label,) = text_inputs(modal)
-    assert label == "Seconds to add (1-120)" and text_inputs(modal)[label]["value"] == "15"
+    assert label == "Seconds to add (1-240)" and text_inputs(modal)[label]["value"] == "15"
 
     bad = await submit_form(bot, fake, modal, {label: "a lot"})
     assert "must be a number" in private_text(bad)
     modal = await open_form(bot, fake, f"bf:extend:{beat_id}:2")
-    assert "between 1 and 120" in private_text(await submit_form(bot, fake, modal, {label: "500"}))
+    assert "between 1 and 240" in private_text(await submit_form(bot, fake, modal, {label: "500"}))
     await settle(bot)
     assert await job_count(sessions) == 1
 
@@ -306,7 +306,7 @@ async def test_several_takes_get_a_row_of_buttons_each(
     rows = [[c["custom_id"] for c in row["components"]] for row in posted.json["components"]]
     assert rows == [
         [f"bf:{a}:{beat_id}" for a in ("reroll", "cover", "keep", "edit")],
-        *([f"bf:{a}:{beat_id}:{take}" for a in ("loop", "midi", "extend")] for take in (1, 2, 3)),
+        *([f"bf:{a}:{beat_id}:{take}" for a in ("loop", "midi", "extend", "remix")] for take in (1, 2, 3)),
     ]
     since = len(fake.requests)
     await press(bot, fake, f"bf:loop:{beat_id}:2", user_id=OWNER)

@@ -105,7 +105,7 @@ async def test_unloadable_model_fails_the_job_with_a_reason(
 @pytest.mark.parametrize(
     ("mutate", "phrase"),
     [
-        (lambda p: p["params"].update(duration_s=500), "duration must be at most 120"),
+        (lambda p: p["params"].update(duration_s=500), "duration must be at most 240"),
         (lambda p: p.update(schema_version=1), "schema_version"),
         (lambda p: p["params"].update(take=2), "parameters.take"),  # another kind's field
         (lambda p: p["params"].update(prompt=""), "prompt is empty"),

@@ -25,7 +25,10 @@ def test_prompts_are_fitted_to_the_request(prompt: str, bpm: int | None, key: st
     assert fit_to_request(prompt, bpm=bpm, key=key) == expected
 
 
-@pytest.mark.parametrize(("key", "expected"), [("a minor", "A minor"), ("F#m", "F# minor"), ("Eb maj", "Eb major")])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("a minor", "A minor"), ("F#m", "F# minor"), ("Eb maj", "Eb major"), ("Bb", "Bb major"), ("c", "C major")],
+)
 def test_keys_are_spelled_one_way(key: str, expected: str) -> None:
     assert normalize_key(key) == expected
 
