@@ -8,7 +8,9 @@ Timed in one run, on the same model object and device, for ``--seconds`` of new 
   pattern) and frames = ceil(seconds x frame rate). It returns decoded audio, so EnCodec's decode is timed;
 * beatforge: ``MusicGenEngine.generate_batch`` with ``SamplingParams()`` (top-k 250, guidance 3) at each of
   ``--batches`` takes per call, one seed per take (``generation.music.sampling.SeededSampler``); a batch of N
-  counts N x seconds of audio.
+  counts N x seconds of audio. Each batch runs with each of ``--decoding``: our own loop
+  (``generation.music.decode``, the engine's default) and transformers' ``generate`` driven by the engine (what
+  the engine did before it, and still does for melody models).
 
 Each row runs one warm-up call, then ``--repeats`` timed ones, row after row in turn, so that a busy spell on a
 shared machine slows every row; the table shows the median. Steps/s is decoding steps per wall-second of one
@@ -45,7 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,15 +55,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the tiny model's pad
 
 import torch
 from transformers import (
-    EncodecConfig,
-    EncodecFeatureExtractor,
     LogitsProcessorList,
-    MusicgenConfig,
-    MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
-    MusicgenProcessor,
     StoppingCriteriaList,
-    T5Config,
 )
 
 from beatforge.contract import SamplingParams
@@ -69,82 +65,9 @@ from bench.machine import busy_cpu_seconds, machine
 from generation.music.engine import GenerationItem
 from generation.music.musicgen import MusicGenEngine
 from generation.music.sampling import SeededSampler
-from generation.music.tiny import _tokenizer, build_tiny_musicgen
+from generation.music.tiny import ARCHS, build_real_arch, build_tiny_musicgen
 
 PROMPT = "lofi hip hop beat, dusty drums, warm bass, mellow piano, 90 bpm"
-#: Decoder width, layers and heads per size (ffn = 4 x width), as transformers' convert_musicgen_transformers.py.
-ARCHS = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
-CODEBOOK_SIZE = 2048  # also the pad / decoder start token, as in the checkpoints
-
-
-def build_real_arch(arch: str, device: str) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
-    """facebook/musicgen-{small,medium}'s architecture with random weights; fp16 + sdpa on CUDA."""
-    hidden, layers, heads = ARCHS[arch]
-    tokenizer = _tokenizer()
-    text = T5Config(  # t5-base, the text encoder of every MusicGen
-        vocab_size=len(tokenizer),
-        d_model=768,
-        d_kv=64,
-        d_ff=3072,
-        num_layers=12,
-        num_heads=12,
-        relative_attention_num_buckets=32,
-        feed_forward_proj="relu",
-    )
-    audio = EncodecConfig(  # facebook/encodec_32khz (convert_encodec_checkpoint_to_pytorch.py, "encodec_32khz")
-        sampling_rate=32_000,
-        audio_channels=1,
-        num_filters=64,
-        upsampling_ratios=[8, 5, 4, 4],
-        codebook_size=CODEBOOK_SIZE,
-        codebook_dim=128,
-        hidden_size=128,
-        num_lstm_layers=2,
-        target_bandwidths=[2.2],
-        normalize=False,
-        use_causal_conv=False,
-        use_conv_shortcut=False,
-        compress=2,
-        residual_kernel_size=3,
-        num_residual_layers=1,
-        norm_type="weight_norm",
-    )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=CODEBOOK_SIZE,
-        max_position_embeddings=2048,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        ffn_dim=4 * hidden,
-        num_codebooks=4,
-        audio_channels=1,
-        pad_token_id=CODEBOOK_SIZE,
-        bos_token_id=CODEBOOK_SIZE,
-        tie_word_embeddings=False,
-    )
-    config = MusicgenConfig(
-        text_encoder=text.to_dict(),
-        audio_encoder=audio.to_dict(),
-        decoder=decoder.to_dict(),
-        decoder_start_token_id=CODEBOOK_SIZE,
-        pad_token_id=CODEBOOK_SIZE,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):  # initialise where it will run: random init of 1.5 B parameters is slow on a CPU
-        model = MusicgenForConditionalGeneration(config)
-    # transformers picks sdpa where a part supports it (EnCodec has no attention): what load()'s "sdpa" asks for
-    assert model.decoder.config._attn_implementation == "sdpa", model.decoder.config._attn_implementation
-    generator = torch.Generator(device=device).manual_seed(0)
-    for name, buffer in model.audio_encoder.named_buffers():  # as tiny.py: a fresh EnCodec's codebooks are zeros
-        if name.endswith("codebook.embed"):
-            buffer.copy_(torch.randn(buffer.shape, generator=generator, device=device))
-    gen = model.generation_config  # what the conversion script sets on the published checkpoints
-    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CODEBOOK_SIZE
-    gen.max_length, gen.do_sample, gen.guidance_scale = int(30 * audio.frame_rate), True, 3.0
-    processor = MusicgenProcessor(
-        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32_000), tokenizer=tokenizer
-    )
-    return model, processor
 
 
 def build(arch: str, device: str) -> MusicGenEngine:
@@ -184,14 +107,15 @@ def plain_row(engine: MusicGenEngine, seconds: float, batch: int) -> Row:
     return Row(f"baseline: plain model.generate, batch {batch}", batch, steps, call)
 
 
-def engine_row(engine: MusicGenEngine, seconds: float, batch: int) -> Row:
+def engine_row(engine: MusicGenEngine, seconds: float, batch: int, decoding: Literal["loop", "generate"]) -> Row:
     sampling = SamplingParams()
 
     def call(repeat: int) -> Any:
+        engine.decoding = decoding
         items = [GenerationItem(PROMPT, 1000 * repeat + i, seconds) for i in range(batch)]
         return engine.generate_batch(items, sampling=sampling)
 
-    label = f"beatforge engine.generate_batch, batch {batch}"
+    label = f"beatforge engine, {'our loop' if decoding == 'loop' else 'generate'}, batch {batch}"
     return Row(label, batch, engine.decoding_steps(seconds), call)
 
 
@@ -276,6 +200,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="seconds per take (10; 5 for real archs on a CPU)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="takes per engine call")
     parser.add_argument("--plain-batches", type=int, nargs="+", default=[1], help="prompts per plain call")
+    parser.add_argument("--decoding", nargs="+", choices=("loop", "generate"), default=["loop", "generate"])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row, after one warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also break one call per row down")
@@ -292,7 +217,7 @@ def main() -> None:
     engine = build(args.arch, args.device)
     built_s = time.perf_counter() - started
     rows = [plain_row(engine, seconds, b) for b in args.plain_batches]
-    rows += [engine_row(engine, seconds, b) for b in args.batches]
+    rows += [engine_row(engine, seconds, b, decoding) for b in args.batches for decoding in args.decoding]
 
     wall, ours, everyone = time.perf_counter(), time.process_time(), busy_cpu_seconds()
     times = interleaved(rows, args.repeats, args.device)

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,7 @@ from generation.errors import (
 )
 from generation.hf import evaluating, on_device, sub_config
 from generation.music.chroma import melody_chroma
+from generation.music.decode import DecodeLoop
 from generation.music.engine import GeneratedAudio, GenerationItem, ProgressCallback, StopCheck
 from generation.music.sampling import SeededSampler
 from generation.music.tiny import DEBUG_MODEL, build_tiny_musicgen
@@ -72,7 +73,8 @@ class _WindowDone(Exception):
 
 
 class _StepHook(StoppingCriteria):
-    """Called by ``generate`` once per decoding step: reports progress, stops early, and keeps the token ids.
+    """Called once per decoding step (by our loop, or by ``generate`` as a stopping criterion): reports progress,
+    stops early, and keeps the token ids.
 
     It ends every window by raising (:class:`_WindowDone`, or :class:`GenerationCancelled` when asked to
     stop): transformers' MusicGen always decodes its codes to audio before returning, which the engine does
@@ -87,6 +89,10 @@ class _StepHook(StoppingCriteria):
         self.window_end = 0  # the value of ``done`` at which the current window is complete
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:  # noqa: ARG002
+        self.step(input_ids)
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+    def step(self, input_ids: torch.Tensor) -> None:
         self.done += 1
         self.ids = input_ids
         if self.should_stop is not None and self.should_stop():
@@ -95,7 +101,6 @@ class _StepHook(StoppingCriteria):
             self.on_progress(min(self.done, self.total), self.total)
         if self.done >= self.window_end:
             raise _WindowDone
-        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class MusicGenEngine:
@@ -108,8 +113,12 @@ class MusicGenEngine:
         device: str,
     ) -> None:
         self.model, self.processor, self.name, self.device = model, processor, name, device
-        #: One generate call's span and the context each later window starts from (tests shrink them).
+        #: One window's span and the context each later window starts from (tests shrink them).
         self.window_s, self.context_s = WINDOW_S, CONTEXT_S
+        #: Decode with our loop (:mod:`generation.music.decode`) or transformers' ``generate`` (the reference, and
+        #: the melody models' way).
+        self.decoding: Literal["loop", "generate"] = "loop"
+        self._loop: DecodeLoop | None = None
 
     @classmethod
     def load(cls, name: str, *, device: str = "cpu") -> MusicGenEngine:
@@ -185,6 +194,7 @@ class MusicGenEngine:
             message = f"LoRA adapter {adapter!r} could not be applied: {exc}".splitlines()[0][:300]
             raise ModelUnavailable(message) from exc
         evaluating(self.model)
+        self._loop = None  # laid out from the weights before the merge
 
     @property
     def _codec(self) -> EncodecModel:
@@ -316,7 +326,7 @@ class MusicGenEngine:
         hook: _StepHook,
         chroma: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One ``generate`` call: ``new_frames`` frames after ``tail`` (codes, (batch, codebooks, frames)).
+        """One window: ``new_frames`` frames after ``tail`` (codes, (batch, codebooks, frames)).
 
         Returns the window's codes, ``tail`` included, shape (batch, codebooks, frames).
         """
@@ -325,17 +335,22 @@ class MusicGenEngine:
         initial = start if tail is None else torch.cat([start, tail.reshape(batch * k, -1)], dim=-1)
         hook.ids, hook.window_end = None, hook.done + new_frames + self.delay
         extra: dict[str, Any] = {"input_features": chroma} if chroma is not None else {}
+        loop = self._decode_loop() if chroma is None else None
         with contextlib.suppress(_WindowDone):  # the normal end of a window, raised by the hook
-            self.model.generate(
-                **text,
-                **extra,
-                decoder_input_ids=initial,
-                do_sample=False,
-                guidance_scale=sampling.guidance_scale if sampling.guidance_scale > 1 else None,
-                max_new_tokens=new_frames + self.delay,
-                logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=StoppingCriteriaList([hook]),
-            )
+            if loop is not None:
+                guided = sampling.guidance_scale > 1
+                loop.run(text, initial, new_frames + self.delay, sampler, guidance=guided, on_step=hook.step)
+            else:
+                self.model.generate(
+                    **text,
+                    **extra,
+                    decoder_input_ids=initial,
+                    do_sample=False,
+                    guidance_scale=sampling.guidance_scale if sampling.guidance_scale > 1 else None,
+                    max_new_tokens=new_frames + self.delay,
+                    logits_processor=LogitsProcessorList([sampler]),
+                    stopping_criteria=StoppingCriteriaList([hook]),
+                )
         assert hook.ids is not None and hook.done == hook.window_end  # every step of the window ran
         # what generate does before decoding: undo the delay pattern, drop the start/pad tokens
         _, mask = self._decoder.build_delay_pattern_mask(
@@ -343,6 +358,14 @@ class MusicGenEngine:
         )
         ids = cast(torch.Tensor, self._decoder.apply_delay_pattern_mask(hook.ids, mask))
         return ids[ids != self.model.generation_config.pad_token_id].reshape(batch, k, -1)
+
+    def _decode_loop(self) -> DecodeLoop | None:
+        """Our loop for this model, built at its first use (and again after a LoRA merge replaced weights)."""
+        if self.decoding != "loop" or not isinstance(self.model, MusicgenForConditionalGeneration):
+            return None
+        if self._loop is None or self._loop.model is not self.model or self._loop.lm is not self.model.decoder:
+            self._loop = DecodeLoop(self.model)
+        return self._loop
 
     def _chroma(self, items: Sequence[GenerationItem], start_s: float) -> torch.Tensor | None:
         """Each item's melody chroma for the window starting ``start_s`` into the new audio (None: no melodies).

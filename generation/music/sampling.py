@@ -34,7 +34,16 @@ def take_seed(seed: int, take: int) -> int:
 
 def uniform(seeds: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
     """One number in (0, 1) per (seed, step, row), from a 32-bit integer hash: pure, vectorised, device-free."""
-    x = (seeds * 0x27D4EB2F + step * 0x165667B1 + rows * 0x61C88647) & _MASK32
+    return _uniform(_stream(seeds, rows), step)
+
+
+def _stream(seeds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The part of the hash's input that is the same at every step (a sampler computes it once)."""
+    return seeds * 0x27D4EB2F + rows * 0x61C88647
+
+
+def _uniform(stream: torch.Tensor, step: int) -> torch.Tensor:
+    x = (stream + step * 0x165667B1) & _MASK32
     for _ in range(2):
         x = ((x ^ (x >> 16)) * _MIX) & _MASK32
     x = x ^ (x >> 16)
@@ -63,21 +72,27 @@ class SeededSampler(LogitsProcessor):
         self.guidance_scale, self.temperature, self.top_k, self.top_p = guidance_scale, temperature, top_k, top_p
         self.seeds = torch.tensor(list(seeds), dtype=torch.int64, device=device).repeat_interleave(num_codebooks)
         self.codebooks = torch.arange(num_codebooks, dtype=torch.int64, device=device).repeat(len(seeds))
+        self._stream = _stream(self.seeds, self.codebooks)
         self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rows = input_ids.shape[0]
+        tokens = self.draw(scores)[:, None]
+        chosen = torch.full_like(scores, IMPOSSIBLE)
+        return chosen.scatter_(1, tokens.repeat(scores.shape[0] // input_ids.shape[0], 1), 0.0)  # type: ignore[return-value]
+
+    def draw(self, scores: torch.Tensor) -> torch.Tensor:
+        """Each row's next token, (rows,), from its scores (rows, vocab), or (2 x rows, vocab) with the conditional
+        rows first when guidance doubled the batch."""
+        rows = self.seeds.shape[0]
         logits = scores.float()
         if logits.shape[0] == 2 * rows:
             cond, uncond = torch.split(logits, rows, dim=0)
             logits = uncond + (cond - uncond) * self.guidance_scale
         probs = torch.softmax(filter_logits(logits / self.temperature, top_k=self.top_k, top_p=self.top_p), dim=-1)
         cdf = probs.double().cumsum(dim=-1)
-        u = uniform(self.seeds, self.step, self.codebooks) * cdf[:, -1]
+        u = _uniform(self._stream, self.step) * cdf[:, -1]
         self.step += 1
-        tokens = torch.searchsorted(cdf, u[:, None]).clamp_(max=probs.shape[-1] - 1)
-        chosen = torch.full_like(scores, IMPOSSIBLE)
-        return chosen.scatter_(1, tokens.repeat(scores.shape[0] // rows, 1), 0.0)  # type: ignore[return-value]
+        return torch.searchsorted(cdf, u[:, None]).clamp_(max=probs.shape[-1] - 1)[:, 0]
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Tensor:

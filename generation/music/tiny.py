@@ -1,9 +1,11 @@
-"""A tiny randomly-initialised MusicGen, built from configs in code (our ``get_pretrained('debug')``).
+"""Randomly-initialised MusicGens, built from configs in code: the tiny one (our ``get_pretrained('debug')``), and
+the real small and medium architectures.
 
 No weights can be downloaded in tests or CI, yet the whole pipeline must run through the real
-transformers code. This model has MusicGen's real architecture (T5 text encoder, 4-codebook
+transformers code. The tiny model has MusicGen's real architecture (T5 text encoder, 4-codebook
 decoder with the delay pattern, EnCodec at 32 kHz / 50 Hz) at a size that decodes hundreds of
-steps per second on a CPU. Its output is noise-like audio, but seed-determined noise.
+steps per second on a CPU. Its output is noise-like audio, but seed-determined noise. The real-size
+ones (:func:`build_real_arch`) are for benches and for checking fast paths at the real shapes.
 """
 
 from __future__ import annotations
@@ -145,3 +147,81 @@ def save_tiny_musicgen_melody(directory: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+#: Decoder width, layers and heads per size (ffn = 4 x width), as transformers' convert_musicgen_transformers.py.
+ARCHS = {"small": (1024, 24, 16), "medium": (1536, 48, 24)}
+CODEBOOK_SIZE = 2048  # also the pad / decoder start token, as in the checkpoints
+
+
+def build_real_arch(arch: str, device: str = "cpu") -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
+    """facebook/musicgen-{small,medium}'s architecture with random weights (speed does not depend on their values).
+
+    The tokenizer is the tiny model's character-level one, the text encoder's vocabulary sized to it.
+    """
+    hidden, layers, heads = ARCHS[arch]
+    tokenizer = _tokenizer()
+    text = T5Config(  # t5-base, the text encoder of every MusicGen
+        vocab_size=len(tokenizer),
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        relative_attention_num_buckets=32,
+        feed_forward_proj="relu",
+    )
+    audio = EncodecConfig(  # facebook/encodec_32khz (convert_encodec_checkpoint_to_pytorch.py, "encodec_32khz")
+        sampling_rate=32_000,
+        audio_channels=1,
+        num_filters=64,
+        upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=CODEBOOK_SIZE,
+        codebook_dim=128,
+        hidden_size=128,
+        num_lstm_layers=2,
+        target_bandwidths=[2.2],
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        compress=2,
+        residual_kernel_size=3,
+        num_residual_layers=1,
+        norm_type="weight_norm",
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=CODEBOOK_SIZE,
+        max_position_embeddings=2048,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        ffn_dim=4 * hidden,
+        num_codebooks=4,
+        audio_channels=1,
+        pad_token_id=CODEBOOK_SIZE,
+        bos_token_id=CODEBOOK_SIZE,
+        tie_word_embeddings=False,
+    )
+    config = MusicgenConfig(  # type: ignore[call-arg]  # extra keys, as build_tiny_musicgen
+        text_encoder=text.to_dict(),
+        audio_encoder=audio.to_dict(),
+        decoder=decoder.to_dict(),
+        decoder_start_token_id=CODEBOOK_SIZE,
+        pad_token_id=CODEBOOK_SIZE,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise where it will run: random init of 1.5 B parameters is slow on a CPU
+        model = MusicgenForConditionalGeneration(config)
+    # transformers picks sdpa where a part supports it (EnCodec has no attention): what load()'s "sdpa" asks for
+    assert model.decoder.config._attn_implementation == "sdpa", model.decoder.config._attn_implementation
+    generator = torch.Generator(device=device).manual_seed(0)
+    for name, buffer in model.audio_encoder.named_buffers():  # as tiny.py: a fresh EnCodec's codebooks are zeros
+        if name.endswith("codebook.embed"):
+            buffer.copy_(torch.randn(buffer.shape, generator=generator, device=device))
+    gen = model.generation_config  # what the conversion script sets on the published checkpoints
+    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CODEBOOK_SIZE
+    gen.max_length, gen.do_sample, gen.guidance_scale = int(30 * audio.frame_rate), True, 3.0
+    processor = MusicgenProcessor(  # type: ignore[no-untyped-call]
+        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32_000), tokenizer=tokenizer
+    )
+    return model, processor
