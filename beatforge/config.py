@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=16, ge=1, le=64)
 
     default_duration_s: float = Field(default=15.0, ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    #: Once this many seconds of a MusicGen beat exist, they are posted on its status message while the rest is
+    #: made (0: no preview). Beats no longer than this, and extensions, get none.
+    preview_s: float = Field(default=5.0, ge=0, le=30)
     fade_out_s: float = Field(default=0.5, ge=0, le=5)
     #: Longest audio a beat may start from (extend or remix a take, continue an upload), seconds.
     continue_max_input_s: float = Field(default=MAX_DURATION_S, ge=1, le=600)

@@ -40,6 +40,8 @@ class StatusBoard:
         #: When each job's command started answering (monotonic seconds), for ``answering``.
         self.answer_started: dict[int, float] = {}
         self.answer_grace_s = ANSWER_GRACE_S
+        #: Jobs whose status message carries the first seconds of their beat (taken off with the result).
+        self.previewed: set[int] = set()
 
     def track(self, job_id: int, interaction: discord.Interaction) -> None:
         """The job's status line will be ``interaction``'s answer: edit and follow up through it while it lives."""
@@ -83,11 +85,18 @@ class StatusBoard:
         self.interactions.pop(job_id, None)
         self.shown.pop(job_id, None)
         self.answer_started.pop(job_id, None)
+        self.previewed.discard(job_id)
         self.budget.forget(job_id)
 
-    async def edit(self, job: JobView, content: str) -> None:
+    async def edit(self, job: JobView, content: str, *, preview: discord.File | None = None) -> None:
+        """Edit the status line; ``preview`` attaches the beat's first seconds, which the final edit takes off."""
+        finished = job.status in (JobStatus.DONE, JobStatus.FAILED)
         # a finished job's status loses its ❌ Cancel button; while it waits or runs the button stays
-        extras: dict[str, Any] = {"view": None} if job.status in (JobStatus.DONE, JobStatus.FAILED) else {}
+        extras: dict[str, Any] = {"view": None} if finished else {}
+        if preview is not None:
+            extras["attachments"] = [preview]
+        elif finished and job.id in self.previewed:  # the result replaces the preview
+            extras["attachments"] = []
         interaction = self.live(job.id)
         if interaction is not None:
             await interaction.edit_original_response(content=content, **extras)
@@ -95,6 +104,8 @@ class StatusBoard:
             channel = self.client.get_partial_messageable(job.channel_id)
             await channel.get_partial_message(job.status_message_id).edit(content=content, **extras)
         self.shown[job.id] = content
+        if preview is not None:
+            self.previewed.add(job.id)
 
     async def show(self, job: JobView, content: str) -> None:
         """Edit the job's status line to ``content`` unless it shows that already, or the edit budget says not now

@@ -29,11 +29,12 @@ from beatforge.contract.params import (
     parse_params,
 )
 from beatforge.contract.text import clean_prompt, explain
-from beatforge.contract.wire import PROGRESS_KEY, PROGRESS_TTL_S, JobProgress, JobRequest
+from beatforge.contract.wire import PREVIEW_KEY, PROGRESS_KEY, PROGRESS_TTL_S, JobProgress, JobRequest
 
 __all__ = [
     "JOB_FUNCTIONS",
     "PARAMS_BY_KIND",
+    "PREVIEW_KEY",
     "PROGRESS_KEY",
     "PROGRESS_TTL_S",
     "SCHEMA_VERSION",

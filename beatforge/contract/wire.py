@@ -17,6 +17,9 @@ from beatforge.contract.params import JobParams
 PROGRESS_KEY = "beatforge:progress:{job_id}"
 #: How long a progress key outlives its last update, so stale keys clean themselves up.
 PROGRESS_TTL_S = 3600
+#: The first seconds of a beat being made (an OGG file), while the rest is made: ``JobProgress.preview`` says it is
+#: there. In redis, not the artifact store, so the bot can read it whichever machine made it.
+PREVIEW_KEY = "beatforge:preview:{job_id}"
 
 #: A kind's parameters; unparametrized, ``JobRequest`` holds any kind's (what the bot enqueues).
 P = TypeVar("P", bound=JobParams)
@@ -39,6 +42,8 @@ class JobProgress(Frozen):
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)
+    #: The first seconds of take 1 are under ``PREVIEW_KEY`` (``BEATFORGE_PREVIEW_S``), for the status message.
+    preview: bool = False
 
     @property
     def percent(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.contract import JobStatus
+from beatforge.contract import PREVIEW_KEY, JobStatus
 from beatforge.log import log_context
 from bot.delivery import Delivery
 from bot.messages import progress_text, queued_text, stalled_text
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: How long closing the bot waits for the watcher's current tick, and then for deliveries in flight, to finish.
 SHUTDOWN_WAIT_S = 10.0
+#: Under a status line that carries the first seconds of its beat (``BEATFORGE_PREVIEW_S``).
+PREVIEW_LINE = "\n🎧 The first seconds, while the rest is made:"
 #: Finished jobs read per tick (the due ones, oldest first); more than can start, as some may wait for an answer.
 UNDELIVERED_BATCH = 20
 
@@ -181,10 +184,32 @@ class JobWatcher(commands.Cog):
             return
         silent_since = discord.utils.utcnow() - timedelta(seconds=self.settings.job_stale_after_s)
         for job in active:
+            text = status_text(job, snapshot, silent_since=silent_since)
+            if job.id in self.status.previewed:
+                text += PREVIEW_LINE
             try:
-                await self.status.show(job, status_text(job, snapshot, silent_since=silent_since))
+                entry = snapshot.entry_for(job.id)
+                progress = entry.progress if entry is not None else None
+                if progress is not None and progress.preview and await self.show_preview(job, text):
+                    continue
+                await self.status.show(job, text)
             except discord.HTTPException as exc:
                 log.warning("status update failed", extra={"job_id": job.id, "error": repr(exc)})
+
+    async def show_preview(self, job: JobView, text: str) -> bool:
+        """Attach the first seconds of the beat to its status line, once: True when this edit was made."""
+        if job.id in self.status.previewed:
+            return False
+        try:
+            data = await self.redis.get(PREVIEW_KEY.format(job_id=job.id))
+        except (RedisError, OSError) as exc:
+            log.warning("could not read a preview", extra={"job_id": job.id, "error": repr(exc)})
+            return False
+        if not data:
+            return False
+        file = discord.File(io.BytesIO(data), filename=f"beatforge-{job.id}-preview.ogg")
+        await self.status.edit(job, text + PREVIEW_LINE, preview=file)
+        return True
 
 
 async def setup(bot: Beatforge) -> None:

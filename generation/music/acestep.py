@@ -40,7 +40,7 @@ from generation.errors import (
     ModelUnavailable,
 )
 from generation.music.acestep_tiny import DEBUG_ACESTEP, build_tiny_acestep
-from generation.music.engine import Controls, GeneratedAudio, GenerationItem, ProgressCallback, StopCheck
+from generation.music.engine import Controls, GeneratedAudio, GenerationItem, Preview, ProgressCallback, StopCheck
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class AceStepEngine:
         fade_out_s: float = 0.5,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        preview: Preview | None = None,  # noqa: ARG002 - a diffusion's audio appears all at once, at its end
     ) -> list[GeneratedAudio]:
         """Every item, one pipeline call per group of items that share length, controls and source audio shape.
 

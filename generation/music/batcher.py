@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beatforge.contract import SamplingParams
-from generation.music.engine import GeneratedAudio, GenerationItem, MusicEngine
+from generation.music.engine import GeneratedAudio, GenerationItem, MusicEngine, Preview
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,28 @@ class _Request:
     items: list[GenerationItem]
     on_progress: ProgressCallback | None
     should_stop: Callable[[], bool] | None
+    #: The first seconds of the request's first take, early (``Preview.seconds`` is the same for every request).
+    preview: Preview | None = None
     future: asyncio.Future[list[GeneratedAudio]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+def _previews(batch: list[_Request]) -> Preview | None:
+    """One preview for the batch that hands each request that asked its first take's first seconds (a beat no
+    longer than that gets none, though a longer one in its batch makes them)."""
+    seconds = [r.preview.seconds for r in batch if r.preview is not None]
+    if not seconds:
+        return None
+
+    def deliver(audio: list[GeneratedAudio]) -> None:
+        start = 0
+        for r in batch:
+            if r.preview is not None and r.items[0].duration_s > r.preview.seconds:
+                r.preview.deliver([audio[start]])
+            start += len(r.items)
+
+    return Preview(min(seconds), deliver)
 
 
 class Batcher:
@@ -55,8 +74,9 @@ class Batcher:
         sampling: SamplingParams,
         on_progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        preview: Preview | None = None,
     ) -> list[GeneratedAudio]:
-        request = _Request(items, on_progress, should_stop)
+        request = _Request(items, on_progress, should_stop, preview)
         if any(i.has_audio for i in items) or len(items) >= self.max_rows:
             await self._run(engine, sampling, [request])
             return await request.future
@@ -102,10 +122,17 @@ class Batcher:
         def stop() -> bool:  # the batch stops only when every job in it wants to
             return all(r.should_stop is not None and r.should_stop() for r in batch)
 
+        preview = _previews(batch)
+
         def work() -> list[GeneratedAudio]:
             with self._gpu:
                 return engine.generate_batch(
-                    items, sampling=sampling, fade_out_s=self.fade_out_s, on_progress=progress, should_stop=stop
+                    items,
+                    sampling=sampling,
+                    fade_out_s=self.fade_out_s,
+                    on_progress=progress,
+                    should_stop=stop,
+                    preview=preview,
                 )
 
         if len(batch) > 1:

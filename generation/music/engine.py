@@ -27,6 +27,15 @@ StopCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """Ask for the first ``seconds`` of every item early, while the rest is made (engines that make audio in
+    order: MusicGen). ``deliver`` runs in the generating thread, once, with one :class:`GeneratedAudio` per item."""
+
+    seconds: float
+    deliver: Callable[[list[GeneratedAudio]], None]
+
+
+@dataclass(frozen=True, slots=True)
 class GeneratedAudio:
     samples: Samples  # float32, shape (channels, n), in [-1, 1]
     sample_rate: int
@@ -130,6 +139,7 @@ class MusicEngine(Protocol):
         fade_out_s: float = 0.5,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        preview: Preview | None = None,
     ) -> list[GeneratedAudio]:
         """Every item together where the engine can; each item's audio is reproducible from its seed.
 

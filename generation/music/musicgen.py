@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -56,7 +56,7 @@ from generation.errors import (
 from generation.hf import evaluating, on_device, sub_config
 from generation.music.chroma import melody_chroma
 from generation.music.decode import DecodeLoop
-from generation.music.engine import GeneratedAudio, GenerationItem, ProgressCallback, StopCheck
+from generation.music.engine import GeneratedAudio, GenerationItem, Preview, ProgressCallback, StopCheck
 from generation.music.sampling import SeededSampler
 from generation.music.tiny import DEBUG_MODEL, build_tiny_musicgen
 
@@ -87,6 +87,9 @@ class _StepHook(StoppingCriteria):
         self.on_progress, self.should_stop = on_progress, should_stop
         self.ids: torch.Tensor | None = None
         self.window_end = 0  # the value of ``done`` at which the current window is complete
+        #: Called with the ids once ``done`` reaches ``preview_at`` (the first window's first seconds are whole).
+        self.preview: Callable[[torch.Tensor], None] | None = None
+        self.preview_at = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:  # noqa: ARG002
         self.step(input_ids)
@@ -99,6 +102,8 @@ class _StepHook(StoppingCriteria):
             raise GenerationCancelled(f"generation was cancelled after {self.done} of {self.total} steps")
         if self.on_progress is not None:
             self.on_progress(min(self.done, self.total), self.total)
+        if self.preview is not None and self.done == self.preview_at:
+            self.preview(input_ids)
         if self.done >= self.window_end:
             raise _WindowDone
 
@@ -263,10 +268,13 @@ class MusicGenEngine:
         fade_out_s: float = 0.5,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
+        preview: Preview | None = None,
     ) -> list[GeneratedAudio]:
         """Generate every item together: to the longest duration, each then cut at its own length.
 
-        Items with audio prompts batch only with prompts of the same length (the caller groups them).
+        Items with audio prompts batch only with prompts of the same length (the caller groups them). A
+        ``preview`` is delivered once the first window holds its seconds of every item (not when continuing
+        audio, which the listener has already, nor for a beat no longer than the preview).
 
         Raises:
             GenerationCancelled: ``should_stop`` returned True between two steps.
@@ -284,6 +292,10 @@ class MusicGenEngine:
         prompt_frames = codes.shape[-1] if codes is not None else 0
         plan = self._window_plan(self.frames(max(i.duration_s for i in items)), prompt_frames)
         hook = _StepHook(sum(new + self.delay for _, new in plan), on_progress, should_stop)
+        preview_frames = self.frames(preview.seconds) if preview is not None else 0
+        if preview is not None and prompt_frames == 0 and 0 < preview_frames < plan[0][1]:
+            hook.preview_at = preview_frames + self.delay
+            hook.preview = lambda ids: preview.deliver(self._preview(items, ids, preview_frames))
         sampler = SeededSampler(
             [i.seed for i in items],
             num_codebooks=self.num_codebooks,
@@ -352,12 +364,29 @@ class MusicGenEngine:
                     stopping_criteria=StoppingCriteriaList([hook]),
                 )
         assert hook.ids is not None and hook.done == hook.window_end  # every step of the window ran
-        # what generate does before decoding: undo the delay pattern, drop the start/pad tokens
+        return self._codes(initial, hook.ids)
+
+    def _codes(self, initial: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """What generate does before decoding: undo the delay pattern, drop the start/pad tokens. ``ids`` may stop
+        short of the window's end: the codebooks' last, still incomplete frames are dropped with the pads.
+
+        Returns codes (batch, codebooks, frames).
+        """
+        start = int(self.model.generation_config.decoder_start_token_id)
         _, mask = self._decoder.build_delay_pattern_mask(
-            cast(torch.LongTensor, initial), pad_token_id=int(start[0, 0].item()), max_length=hook.ids.shape[-1]
+            cast(torch.LongTensor, initial), pad_token_id=start, max_length=ids.shape[-1]
         )
-        ids = cast(torch.Tensor, self._decoder.apply_delay_pattern_mask(hook.ids, mask))
-        return ids[ids != self.model.generation_config.pad_token_id].reshape(batch, k, -1)
+        ids = cast(torch.Tensor, self._decoder.apply_delay_pattern_mask(ids, mask))  # type: ignore[no-untyped-call]
+        codes = ids[ids != self.model.generation_config.pad_token_id]
+        return codes.reshape(initial.shape[0] // self.num_codebooks, self.num_codebooks, -1)
+
+    def _preview(self, items: Sequence[GenerationItem], ids: torch.Tensor, frames: int) -> list[GeneratedAudio]:
+        """The first ``frames`` of every item, decoded, from the first window's ids so far."""
+        start = ids[:, :1]  # the decoder start token, the window's only start when it continues nothing
+        audio = self._decode(self._codes(start, ids)[..., :frames])
+        return [
+            GeneratedAudio(np.clip(a, -1.0, 1.0), self.sample_rate, i.seed) for a, i in zip(audio, items, strict=True)
+        ]
 
     def _decode_loop(self) -> DecodeLoop | None:
         """Our loop for this model, built at its first use (and again after a LoRA merge replaced weights)."""

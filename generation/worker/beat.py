@@ -17,7 +17,7 @@ from generation.audio.io import read_audio, write_wav
 from generation.audio.signal import Samples, resample
 from generation.errors import AudioParameterError, GenerationError
 from generation.loops.export import analyse
-from generation.music.engine import GeneratedAudio, items_for
+from generation.music.engine import GeneratedAudio, Preview, items_for
 from generation.prompts.enhance import EnhancedPrompt, enhance_prompt
 from generation.worker.cover import add_cover
 from generation.worker.loop import add_loop
@@ -58,6 +58,7 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
         sampling=run.params.sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
+        preview=Preview(preview_s, run.progress.on_preview) if (preview_s := run.context.settings.preview_s) else None,
     )
     take = _Take(
         model=engine.name,

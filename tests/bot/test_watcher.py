@@ -12,10 +12,12 @@ from redis.asyncio.connection import AbstractConnection
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from beatforge.contract import PROGRESS_KEY, JobProgress
+from beatforge.config import Settings
+from beatforge.contract import PREVIEW_KEY, PROGRESS_KEY, JobProgress
 from bot.app import Beatforge
 from storage import jobs
-from tests.support.bot import get_job, queued_edit
+from storage.artifacts import ArtifactStore
+from tests.support.bot import ORIGINAL, delivered_job, finish_job, get_job, queued_edit, wav_bytes
 from tests.support.discord_harness import FakeDiscord, dispatch_gateway, settle, slash_command_payload
 
 
@@ -82,3 +84,45 @@ async def test_a_tick_is_one_redis_round_trip_and_the_same_sql_whatever_the_numb
     for job_id in range(2, active + 1):
         assert shown[job_id].startswith(f"⏳ Beat #{job_id} queued — #{job_id} in line")
     assert (await get_job(sessions, 1)).status_message_id is not None
+
+
+async def test_the_first_seconds_go_on_the_status_line_once_and_the_result_takes_them_off(
+    discord_bot: tuple[Beatforge, FakeDiscord],
+    sessions: async_sessionmaker[AsyncSession],
+    arq_redis: ArqRedis,
+    settings: Settings,
+) -> None:
+    bot, fake = discord_bot
+    await bot.watcher.finish()  # this test runs the ticks itself
+    await _queue_beats(bot, fake, 1)
+    async with sessions() as session:
+        await jobs.mark_running(session, 1, resolved_model="tiny")
+    preview = b"OggS preview bytes"
+    await arq_redis.set(PREVIEW_KEY.format(job_id=1), preview)
+    progress = JobProgress(stage="generating", done=3, total=10, preview=True)
+    await arq_redis.set(PROGRESS_KEY.format(job_id=1), progress.model_dump_json())
+
+    since = len(fake.requests)
+    await bot.watcher.tick()
+    (edit,) = [r for r in fake.find("PATCH", ORIGINAL) if r.index >= since]
+    assert [(f.filename, f.data) for f in edit.files] == [("beatforge-1-preview.ogg", preview)]
+    assert edit.json["content"] == "🎶 Beat #1 — generating… 30%\n🎧 The first seconds, while the rest is made:"
+
+    later = JobProgress(stage="generating", done=6, total=10, preview=True)
+    await arq_redis.set(PROGRESS_KEY.format(job_id=1), later.model_dump_json())
+    since = len(fake.requests)
+    await bot.watcher.tick()
+    (edit,) = [r for r in fake.find("PATCH", ORIGINAL) if r.index >= since]
+    assert edit.files == [] and "attachments" not in edit.json  # the preview stays as it is
+    assert edit.json["content"].startswith("🎶 Beat #1 — generating… 60%\n🎧")
+
+    await finish_job(sessions, ArtifactStore(settings.artifact_dir), 1, [("take1.wav", "audio", wav_bytes(32_000), {})])
+    since = len(fake.requests)
+    await bot.watcher.tick()
+    await delivered_job(sessions, 1)
+    final = [
+        r
+        for r in [r for r in fake.find("PATCH", ORIGINAL) if r.index >= since]
+        if r.json and r.json.get("content", "").startswith("✅")
+    ]
+    assert final and final[-1].json["attachments"] == []  # the result replaces the preview

@@ -10,7 +10,7 @@ import pytest
 from beatforge.contract import BeatParams, SamplingParams
 from generation.errors import GenerationCancelled, GenerationError, MelodyUnsupported, ModelUnavailable
 from generation.music.chroma import melody_chroma
-from generation.music.engine import GeneratedAudio, GenerationItem, generate
+from generation.music.engine import GeneratedAudio, GenerationItem, Preview, generate, items_for
 from generation.music.model_cache import ModelCache
 from generation.music.musicgen import MusicGenEngine
 from generation.music.sampling import take_seed
@@ -212,3 +212,32 @@ def test_long_batches_decode_in_groups_with_the_same_result(
     grouped = engine.generate_batch(items, sampling=SamplingParams(), fade_out_s=0.0)
     for a, b in zip(whole, grouped, strict=True):
         np.testing.assert_allclose(a.samples, b.samples, atol=1e-5)
+
+
+def test_the_first_seconds_come_early_once_and_sound_like_the_beats_start(engine: MusicGenEngine) -> None:
+    previews: list[list[GeneratedAudio]] = []
+    steps: list[int] = []
+    seen: list[tuple[int, int]] = []
+
+    def delivered(audio: list[GeneratedAudio]) -> None:
+        previews.append(audio)
+        steps.append(len(seen))  # the steps reported before it came
+
+    preview = Preview(1.0, delivered)
+    items = items_for(_params(duration_s=3.0, takes=2))
+    final = engine.generate_batch(
+        items, sampling=SamplingParams(), fade_out_s=0.0, preview=preview, on_progress=lambda d, t: seen.append((d, t))
+    )
+    (audio,) = previews
+    assert steps == [50 + engine.delay] and seen[-1] == (150 + engine.delay, 150 + engine.delay)
+    assert [a.seed for a in audio] == [i.seed for i in items] and all(a.samples.shape == (1, 32_000) for a in audio)
+    for early, take in zip(audio, final, strict=True):  # EnCodec's last frames differ a little without what follows
+        np.testing.assert_allclose(early.samples[:, :28_000], take.samples[:, :28_000], atol=1e-4)
+    previews.clear()
+    engine.generate_batch(items_for(_params(duration_s=1.0)), sampling=SamplingParams(), preview=preview)
+    engine.generate_batch(
+        items_for(_params(duration_s=2.0), prompt=final[0].samples[:, :16_000]),
+        sampling=SamplingParams(),
+        preview=preview,
+    )
+    assert previews == []  # a beat no longer than the preview, and a continuation, get none

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import (
+    PREVIEW_KEY,
     PROGRESS_KEY,
     BeatParams,
     CoverParams,
@@ -412,3 +413,21 @@ async def test_a_remix_on_ace_step_keeps_the_takes_length_and_says_it_may_be_sol
     assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 72_000)
     assert long_job.status is JobStatus.FAILED and "makes beats of up to 120 s" in (long_job.error or "")
     assert musicgen_remix.status is JobStatus.FAILED and "cannot remix audio" in (musicgen_remix.error or "")
+
+
+async def test_a_beat_publishes_its_first_seconds_while_it_is_made(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
+) -> None:
+    settings = settings.model_copy(update={"preview_s": 1.0})
+    job_id = await _queue(sessions, arq_redis, duration_s=3.0)
+    short = await _queue(sessions, arq_redis, duration_s=1.0)  # no longer than the preview: none
+    await _run(settings, arq_redis)
+    data = await arq_redis.get(PREVIEW_KEY.format(job_id=job_id))
+    assert data is not None
+    audio, rate = sf.read(io.BytesIO(data))
+    assert rate == 32_000 and len(audio) == 32_000 and sf.info(io.BytesIO(data)).format == "OGG"
+    progress = JobProgress.model_validate_json(await arq_redis.get(PROGRESS_KEY.format(job_id=job_id)))
+    assert progress.preview and progress.done == progress.total
+    assert await arq_redis.get(PREVIEW_KEY.format(job_id=short)) is None
+    async with sessions() as session:
+        assert (await jobs.get_job(session, job_id)).status is JobStatus.DONE
