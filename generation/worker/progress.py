@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from beatforge.contract import PREVIEW_KEY, PROGRESS_KEY, PROGRESS_TTL_S, JobProgress
 from generation.audio.formats import encode
+from generation.errors import GenerationError
 from generation.music.engine import GeneratedAudio
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class ProgressPublisher:
     def on_preview(self, audio: list[GeneratedAudio]) -> None:
         """Runs in the generation thread when the first seconds of take 1 exist: an OGG of them for the bot."""
         (take,) = audio
-        data = encode(take.samples, sample_rate=take.sample_rate, fmt="ogg", bitrate_kbps=96)
+        try:
+            data = encode(take.samples, sample_rate=take.sample_rate, fmt="ogg", bitrate_kbps=96)
+        except GenerationError as exc:  # the beat goes on without its preview
+            log.warning("could not encode a preview", extra={"key": self.key, "error": str(exc)})
+            return
         asyncio.run_coroutine_threadsafe(self._publish_preview(data), self.loop)
 
     async def _publish_preview(self, data: bytes) -> None:
