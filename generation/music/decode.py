@@ -109,6 +109,8 @@ class DecodeLoop:
         ids = torch.full((rows, start + steps), -1, dtype=torch.long, device=initial.device)
         ids[:, :start] = prefix
         states, mask = self._text(text, guidance)
+        # a row with no text at all (the unconditional ones) attends evenly to its zero states: nothing, as in
+        # transformers, where its mask is all "masked" and the softmax spreads evenly over them
         mask = (mask | ~mask.any(dim=-1, keepdim=True))[:, None, None, :]
         cross = [self._cross_cache(layer, states) for layer in self.layers]
         cache = self._self_cache(states.shape[0], start + steps, states.dtype, states.device)
