@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Every GPU row of the MusicGen decoding bench (issue 18) in one command, under 8 minutes on an H100/H200:
-# plain generate against the engine's own loop and its generate path, batches 1, 4 and 16, musicgen-small and
-# -medium architectures with random weights (fp16, SDPA). Run from the repository root on the device machine:
-#   bash bench/gpu.sh > $OUT/gpu.txt 2>&1
-# It installs the project first when no venv is there (the device machine starts bare).
+# Every GPU row of the MusicGen decoding bench (issue 18) in one command, meant to take under 8 minutes on an
+# H100/H200: plain generate against the engine's own loop and its generate path, batches 1, 4 and 16, the
+# musicgen-small and -medium architectures with random weights (fp16, SDPA). From the repository root:
+#   bash bench/gpu.sh > "$OUT/gpu.txt" 2>&1
+# The device machine has its own python3 with torch and transformers and reaches no package index: packages it
+# lacks (pydantic and pydantic-settings for beatforge's settings and contract) must be carried as wheels and
+# installed first. Not yet run: no GPU was lent to the session that wrote it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || { python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[worker]'; }
-.venv/bin/python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
-.venv/bin/python bench/engine.py --arch small --device cuda --seconds 10 --batches 1 4 16 --repeats 3
-.venv/bin/python bench/engine.py --arch medium --device cuda --seconds 10 --batches 1 4 --repeats 2
+PY=python3
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+"$PY" -c "import torch, transformers, pydantic, pydantic_settings; assert torch.cuda.is_available(), 'no CUDA device'"
+"$PY" bench/engine.py --arch small --device cuda --seconds 10 --batches 1 4 16 --repeats 3
+"$PY" bench/engine.py --arch medium --device cuda --seconds 10 --batches 1 4 --repeats 2
