@@ -22,6 +22,7 @@ from generation.worker.context import CONTEXT_KEY
 from generation.worker.settings import create_worker
 from storage import jobs
 from storage.jobs import JobView
+from tests.support.arq_job import stop_worker
 
 
 async def _row(sessions: async_sessionmaker[AsyncSession], job_id: int) -> JobView:
@@ -96,15 +97,8 @@ async def test_cancelled_jobs_stop_wherever_they_run_and_waiting_ones_never_star
             assert time.monotonic() - started < 15, "the database's cancel never reached the worker"
             await asyncio.sleep(0.05)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in workers:
-            # a stopped job leaves the worker's running set before arq has recorded its end; closing cancels
-            # what arq still runs, which would end the test in a CancelledError instead of its checks
-            if worker.tasks:
-                await asyncio.wait(list(worker.tasks.values()), timeout=10)
-            await worker.close()
+        for i, worker in enumerate(workers):  # a worker that never started has no polling task
+            await stop_worker(worker, *tasks[i : i + 1])
 
     for job in (first, second, waiting):
         row = await _row(sessions, job.id)

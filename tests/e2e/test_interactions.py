@@ -26,6 +26,7 @@ from generation.audio.io import write_wav
 from generation.worker.settings import create_worker
 from storage import guilds, jobs
 from storage.artifacts import ArtifactStore
+from tests.support.arq_job import stop_worker
 from tests.support.bot import (
     CALLBACK,
     CHANNEL_MESSAGES,
@@ -387,9 +388,7 @@ async def test_cancelling_a_running_beat_stops_generation_and_frees_the_worker(
             await asyncio.sleep(0.05)
         stopped_after = time.monotonic() - cancelled_at
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()
+        await stop_worker(worker, task)
 
     first = await get_job(sessions, queued[0].id)
     assert (first.status, first.error_code, first.artifacts) == (JobStatus.FAILED, ErrorCode.CANCELLED, ())

@@ -16,6 +16,7 @@ from beatforge.queue import enqueue_job
 from generation.worker.affinity import Affinity, Ready, pick
 from generation.worker.settings import create_worker
 from storage import jobs
+from tests.support.arq_job import stop_worker
 
 
 def _ready(name: str, model: str | None, waited_s: float = 0.0) -> Ready:
@@ -114,6 +115,4 @@ async def test_a_real_worker_leaves_a_beat_for_a_peers_model_and_runs_its_own(
         assert await _status(sessions, theirs) is JobStatus.QUEUED
         assert await arq_redis.zscore(settings.queue_name, theirs_queued) is not None
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()
+        await stop_worker(worker, task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from arq.worker import Worker
@@ -34,3 +35,18 @@ async def run_one_job(settings: Settings, x: int) -> int:
         return result
     finally:
         await pool.aclose()
+
+
+async def stop_worker(worker: Worker, *polling: asyncio.Task[None]) -> None:
+    """Stop an in-process worker whose ``main()`` runs in ``polling``: polling first, then what arq still runs is
+    given time to end, then ``close()``.
+
+    A job's row says done (or its worker's running set drops it) a moment before arq has recorded its end;
+    closing in that moment cancels arq's task, and ``close()`` re-raises the CancelledError into the test.
+    """
+    for task in polling:
+        task.cancel()
+    await asyncio.gather(*polling, return_exceptions=True)
+    if worker.tasks:
+        await asyncio.wait(list(worker.tasks.values()), timeout=10)
+    await worker.close()
