@@ -39,7 +39,6 @@ from generation.errors import (
     MelodyUnsupported,
     ModelUnavailable,
 )
-from generation.music.acestep_tiny import DEBUG_ACESTEP, build_tiny_acestep
 from generation.music.engine import Controls, GeneratedAudio, GenerationItem, Preview, ProgressCallback, StopCheck
 
 log = logging.getLogger(__name__)
@@ -73,6 +72,8 @@ class AceStepEngine:
             ModelUnavailable: the weights cannot be found, read or built.
         """
         from diffusers import AceStepPipeline
+
+        from generation.music.acestep_tiny import DEBUG_ACESTEP, build_tiny_acestep
 
         started = time.perf_counter()
         try:

@@ -20,13 +20,20 @@ from beatforge.fleet import read_models
 from bot.app import Beatforge
 from generation.music.acestep_tiny import save_tiny_acestep
 from generation.music.registry import ModelRegistry, ModelSpec
-from tests.e2e.test_interactions import text_inputs
-from tests.support.bot import CALLBACK, CHANNEL_MESSAGES, MANAGE_SERVER, delivered_job, press, private_text
+from tests.support.bot import (
+    CALLBACK,
+    CHANNEL_MESSAGES,
+    MANAGE_SERVER,
+    delivered_job,
+    open_form,
+    press,
+    private_text,
+    submit_form,
+)
 from tests.support.discord_harness import (
     FakeDiscord,
     RecordedRequest,
     dispatch_gateway,
-    modal_submit_payload,
     settle,
     slash_command_payload,
 )
@@ -51,15 +58,8 @@ async def _command(bot: Beatforge, fake: FakeDiscord, name: str, options: dict[s
 
 
 async def _form(bot: Beatforge, fake: FakeDiscord, custom_id: str, values: dict[str, str]) -> None:
-    opened = await press(bot, fake, custom_id)
-    assert opened.json["type"] == 9, opened.json  # a modal
-    await settle(bot)
-    modal = opened.json["data"]
-    inputs = text_inputs(modal)
-    payload = modal_submit_payload(modal["custom_id"], {inputs[label]["custom_id"]: v for label, v in values.items()})
-    since = len(fake.requests)
-    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
-    assert (await fake.wait_for("POST", CALLBACK, since=since, timeout=5)).json["type"] == 5  # deferred: queued
+    submitted = await submit_form(bot, fake, await open_form(bot, fake, custom_id), values)
+    assert submitted.json["type"] == 5  # deferred: queued
 
 
 async def _result(fake: FakeDiscord, since: int) -> tuple[RecordedRequest, dict[str, str]]:

@@ -7,6 +7,7 @@ per-take buttons, and the /beat options that go with them (style without prompt,
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from generation.audio.io import write_wav
 from generation.worker.settings import create_worker
 from storage import guilds, jobs
 from storage.artifacts import ArtifactStore
+from tests.support import bot as bot_support
 from tests.support.arq_job import stop_worker
 from tests.support.bot import (
     CALLBACK,
@@ -38,15 +40,14 @@ from tests.support.bot import (
     press,
     private_text,
     queued_edit,
+    text_inputs,
     wav_bytes,
 )
 from tests.support.discord_harness import (
     DEFAULT_GUILD_ID,
     DEFAULT_USER_ID,
     FakeDiscord,
-    RecordedRequest,
     dispatch_gateway,
-    modal_submit_payload,
     reaction_add_payload,
     settle,
     slash_command_payload,
@@ -81,24 +82,6 @@ async def finished_beat(
     audio = [(f"take{n}.wav", "audio", wav_bytes(32_000), {"seed": 9 + n, "take": n}) for n in range(1, takes + 1)]
     await finish_job(sessions, ArtifactStore(settings.artifact_dir), job_id, audio, delivered=delivered)
     return job_id
-
-
-def text_inputs(modal: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A modal's text inputs by label, wherever discord.py nests them."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == 18 and node["component"]["type"] == 4:  # a Label around a text input
-                found[node["label"]] = node["component"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(modal["components"])
-    return found
 
 
 # -- 🔁 re-roll ------------------------------------------------------------------------------------------------
@@ -203,24 +186,8 @@ async def test_keep_toggles_a_keeper_privately(
 
 # -- ⏩ extend and 📝 edit -------------------------------------------------------------------------------------
 
-
-async def open_form(bot: Beatforge, fake: FakeDiscord, custom_id: str) -> dict[str, Any]:
-    opened = await press(bot, fake, custom_id, user_id=OWNER)
-    assert opened.json["type"] == 9, opened.json  # MODAL
-    await settle(bot)  # discord.py registers the modal after the callback returns
-    return dict(opened.json["data"])
-
-
-async def submit_form(
-    bot: Beatforge, fake: FakeDiscord, modal: dict[str, Any], values: dict[str, str]
-) -> RecordedRequest:
-    inputs = text_inputs(modal)
-    since = len(fake.requests)
-    payload = modal_submit_payload(
-        modal["custom_id"], {inputs[label]["custom_id"]: value for label, value in values.items()}, user_id=OWNER
-    )
-    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
-    return await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
+open_form = functools.partial(bot_support.open_form, user_id=OWNER)
+submit_form = functools.partial(bot_support.submit_form, user_id=OWNER)
 
 
 async def test_extend_continues_the_chosen_take_by_the_seconds_asked_for(

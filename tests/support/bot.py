@@ -26,10 +26,13 @@ from tests.support.discord_harness import (
     DEFAULT_CHANNEL_ID,
     DEFAULT_GUILD_ID,
     DEFAULT_MEMBER_PERMISSIONS,
+    DEFAULT_USER_ID,
     FakeDiscord,
     RecordedRequest,
     component_payload,
     dispatch_gateway,
+    modal_submit_payload,
+    settle,
 )
 
 # -- routes, as FakeDiscord records them ---------------------------------------------------------------------
@@ -182,3 +185,52 @@ async def delivered_job(sessions: async_sessionmaker[AsyncSession], job_id: int,
         if time.monotonic() > deadline:
             raise AssertionError(f"job #{job_id} was never marked delivered: {job}")
         await asyncio.sleep(0.05)
+
+
+# -- forms (modals) ---------------------------------------------------------------------------------------------
+
+
+def text_inputs(modal: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A modal's text inputs by label, wherever discord.py nests them."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == 18 and node["component"]["type"] == 4:  # a Label around a text input
+                found[node["label"]] = node["component"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(modal["components"])
+    return found
+
+
+async def open_form(
+    bot: discord.Client, fake: FakeDiscord, custom_id: str, *, user_id: int = DEFAULT_USER_ID
+) -> dict[str, Any]:
+    """Press a button that opens a form; the form (modal) as the bot sent it."""
+    opened = await press(bot, fake, custom_id, user_id=user_id)
+    assert opened.json["type"] == 9, opened.json  # MODAL
+    await settle(bot)  # discord.py registers the modal after the callback returns
+    return dict(opened.json["data"])
+
+
+async def submit_form(
+    bot: discord.Client,
+    fake: FakeDiscord,
+    modal: dict[str, Any],
+    values: dict[str, str],
+    *,
+    user_id: int = DEFAULT_USER_ID,
+) -> RecordedRequest:
+    """Submit a form with ``values`` by label; the bot's answer to the interaction."""
+    inputs = text_inputs(modal)
+    since = len(fake.requests)
+    payload = modal_submit_payload(
+        modal["custom_id"], {inputs[label]["custom_id"]: value for label, value in values.items()}, user_id=user_id
+    )
+    dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    return await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
