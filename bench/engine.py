@@ -9,8 +9,10 @@ Timed in one run, on the same model object and device, for ``--seconds`` of new 
 * beatforge: ``MusicGenEngine.generate_batch`` with ``SamplingParams()`` (top-k 250, guidance 3) at each of
   ``--batches`` takes per call, one seed per take (``generation.music.sampling.SeededSampler``); a batch of N
   counts N x seconds of audio. Each batch runs with each of ``--decoding``: our own loop
-  (``generation.music.decode``, the engine's default) and transformers' ``generate`` driven by the engine (what
-  the engine did before it, and still does for melody models).
+  (``generation.music.decode``) with shapes growing with the window (``loop``, the engine's default on a CPU),
+  in static shapes (``static``), or replayed as CUDA graphs (``graphs``, the default on a GPU); and
+  transformers' ``generate`` driven by the engine (what the engine did before it, and still does for melody
+  models).
 
 Each row runs one warm-up call, then ``--repeats`` timed ones, row after row in turn, so that a busy spell on a
 shared machine slows every row; the table shows the median. Steps/s is decoding steps per wall-second of one
@@ -107,7 +109,16 @@ def plain_row(engine: MusicGenEngine, seconds: float, batch: int) -> Row:
     return Row(f"baseline: plain model.generate, batch {batch}", batch, steps, call)
 
 
-def engine_row(engine: MusicGenEngine, seconds: float, batch: int, decoding: Literal["loop", "generate"]) -> Row:
+Decoding = Literal["loop", "static", "graphs", "generate"]
+LABELS: dict[Decoding, str] = {
+    "loop": "our loop",
+    "static": "our loop, static shapes",
+    "graphs": "our loop, CUDA graphs",
+    "generate": "generate",
+}
+
+
+def engine_row(engine: MusicGenEngine, seconds: float, batch: int, decoding: Decoding) -> Row:
     sampling = SamplingParams()
 
     def call(repeat: int) -> Any:
@@ -115,7 +126,7 @@ def engine_row(engine: MusicGenEngine, seconds: float, batch: int, decoding: Lit
         items = [GenerationItem(PROMPT, 1000 * repeat + i, seconds) for i in range(batch)]
         return engine.generate_batch(items, sampling=sampling)
 
-    label = f"beatforge engine, {'our loop' if decoding == 'loop' else 'generate'}, batch {batch}"
+    label = f"beatforge engine, {LABELS[decoding]}, batch {batch}"
     return Row(label, batch, engine.decoding_steps(seconds), call)
 
 
@@ -193,6 +204,25 @@ def profile(rows: list[Row], engine: MusicGenEngine, device: str) -> None:
         print(f"  {'rest of generate / engine':28} {(total - parts) * 1000:9.1f} ms {(total - parts) / total:6.1%}")
 
 
+def bound(engine: MusicGenEngine, device: str) -> str:
+    """The weight-read bound: a step reads every decoder weight once, so no step is faster than the decoder's bytes
+    over the device's memory bandwidth (measured here as a large copy: bytes read plus bytes written per second)."""
+    decoder = sum(p.numel() * p.element_size() for p in engine.model.decoder.parameters())
+    block = torch.empty(64 * 2**20, dtype=torch.float32, device=device)  # 256 MiB, past any cache
+    target = torch.empty_like(block)
+    target.copy_(block)
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(5):
+        target.copy_(block)
+    sync(device)
+    bandwidth = 5 * 2 * block.numel() * block.element_size() / (time.perf_counter() - started)
+    return (
+        f"decoder weights {decoder / 1e9:.3f} GB; memory bandwidth (a copy) {bandwidth / 1e9:.1f} GB/s; "
+        f"weight-read bound {bandwidth / decoder:.0f} steps/s ({decoder / bandwidth * 1000:.2f} ms/step)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=("tiny", *ARCHS), default="tiny")
@@ -200,7 +230,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="seconds per take (10; 5 for real archs on a CPU)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="takes per engine call")
     parser.add_argument("--plain-batches", type=int, nargs="+", default=[1], help="prompts per plain call")
-    parser.add_argument("--decoding", nargs="+", choices=("loop", "generate"), default=["loop", "generate"])
+    parser.add_argument("--decoding", nargs="+", choices=tuple(LABELS), default=["loop", "generate"])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row, after one warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also break one call per row down")
@@ -230,7 +260,8 @@ def main() -> None:
         f"model: {args.arch} ({params:.0f} M parameters, built in {built_s:.0f} s), {seconds:g} s per take "
         f"= {rows[0].steps} steps at {engine.frame_rate:g} Hz, guidance 3, median of {args.repeats}"
     )
-    header = f"{'audio-s per wall-s':48}"
+    print(bound(engine, args.device))
+    header = f"{'audio-s per wall-s':52}"
     print(f"{header} {'batch':>5} {'median s':>9} {'audio-s/s':>10} {'steps/s':>8} {'vs baseline':>12}")
     base = None
     for row, secs in zip(rows, times, strict=True):
@@ -239,7 +270,7 @@ def main() -> None:
         if base is None:
             base = rate
         print(
-            f"{row.label:48} {row.batch:5d} {median:9.3f} {rate:10.2f} {row.steps / median:8.1f} {rate / base:11.2f}x"
+            f"{row.label:52} {row.batch:5d} {median:9.3f} {rate:10.2f} {row.steps / median:8.1f} {rate / base:11.2f}x"
         )
     if everyone is not None and finished is not None:  # a shared machine's other work slows every row
         others = max(0.0, finished - everyone - ours) / wall

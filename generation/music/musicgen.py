@@ -120,9 +120,12 @@ class MusicGenEngine:
         self.model, self.processor, self.name, self.device = model, processor, name, device
         #: One window's span and the context each later window starts from (tests shrink them).
         self.window_s, self.context_s = WINDOW_S, CONTEXT_S
-        #: Decode with our loop (:mod:`generation.music.decode`) or transformers' ``generate`` (the reference, and
-        #: the melody models' way).
-        self.decoding: Literal["loop", "generate"] = "loop"
+        #: Decode with our loop (:mod:`generation.music.decode`): its shapes growing with the window ("loop", the
+        #: fastest on a CPU), in static shapes ("static"), or replayed as CUDA graphs ("graphs", the default on a
+        #: GPU); or with transformers' ``generate`` (the reference, and the melody models' way).
+        self.decoding: Literal["loop", "static", "graphs", "generate"] = (
+            "graphs" if device.startswith("cuda") else "loop"
+        )
         self._loop: DecodeLoop | None = None
 
     @classmethod
@@ -390,10 +393,12 @@ class MusicGenEngine:
 
     def _decode_loop(self) -> DecodeLoop | None:
         """Our loop for this model, built at its first use (and again after a LoRA merge replaced weights)."""
-        if self.decoding != "loop" or not isinstance(self.model, MusicgenForConditionalGeneration):
+        if self.decoding == "generate" or not isinstance(self.model, MusicgenForConditionalGeneration):
             return None
-        if self._loop is None or self._loop.model is not self.model or self._loop.lm is not self.model.decoder:
-            self._loop = DecodeLoop(self.model)
+        mode = "dynamic" if self.decoding == "loop" else self.decoding
+        loop = self._loop
+        if loop is None or loop.model is not self.model or loop.lm is not self.model.decoder or loop.mode != mode:
+            self._loop = DecodeLoop(self.model, mode)
         return self._loop
 
     def _chroma(self, items: Sequence[GenerationItem], start_s: float) -> torch.Tensor | None:
