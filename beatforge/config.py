@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     #: Once this many seconds of a MusicGen beat exist, they are posted on its status message while the rest is
     #: made (0: no preview). Beats no longer than this, and extensions, get none.
     preview_s: float = Field(default=5.0, ge=0, le=30)
+    #: How MusicGen decodes (generation/music/decode.py): auto = CUDA graphs on a GPU, our loop's growing shapes
+    #: on a CPU; loop, static or graphs force one of our loop's ways; generate is transformers' own (the reference).
+    musicgen_decoding: Literal["auto", "loop", "static", "graphs", "generate"] = "auto"
     fade_out_s: float = Field(default=0.5, ge=0, le=5)
     #: Longest audio a beat may start from (extend or remix a take, continue an upload), seconds.
     continue_max_input_s: float = Field(default=MAX_DURATION_S, ge=1, le=600)

@@ -36,6 +36,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -44,7 +45,7 @@ from generation.device import resolve_device
 from generation.errors import ModelUnavailable
 from generation.music.acestep import AceStepEngine, AceStepSampler
 from generation.music.engine import MusicEngine
-from generation.music.musicgen import MusicGenEngine
+from generation.music.musicgen import Decoding, MusicGenEngine
 from generation.music.registry import BUILT_IN_CODE, ModelRegistry, ModelSpec, is_local_source
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class ModelCache:
         registry: resolves names; default: built-ins and pass-through only.
         memory_gb: the memory budget in GiB; 0 = automatic (see the module docstring).
         acestep: how ACE-Step engines sample (steps, guidance, shift).
+        decoding: how MusicGen engines decode (``auto``: the engine's choice for its device).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class ModelCache:
         registry: ModelRegistry | None = None,
         memory_gb: float = 0.0,
         acestep: AceStepSampler | None = None,
+        decoding: Decoding | Literal["auto"] = "auto",
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
@@ -137,6 +140,7 @@ class ModelCache:
         self.registry = registry if registry is not None else ModelRegistry()
         self.memory_gb = memory_gb
         self.acestep = acestep if acestep is not None else AceStepSampler()
+        self.decoding = decoding
         self._engines: OrderedDict[str, _Resident] = OrderedDict()
         self._sizes: dict[str, int] = {}  # bytes measured at earlier loads, to make room before a reload
         self._load_s: dict[str, float] = {}  # seconds the last load of each model took (model affinity's switch cost)
@@ -156,6 +160,7 @@ class ModelCache:
             memory_gb=settings.model_memory_gb,
             max_resident=settings.model_max_resident,
             acestep=AceStepSampler(settings.acestep_steps, settings.acestep_guidance, settings.acestep_shift),
+            decoding=settings.musicgen_decoding,
         )
 
     def get(self, name: str | None) -> MusicEngine:
@@ -299,4 +304,7 @@ class ModelCache:
     def _load_engine(self, spec: ModelSpec) -> MusicEngine:
         if spec.engine == "acestep":
             return AceStepEngine.load(spec.source, device=self.device, settings=self.acestep)
-        return MusicGenEngine.load(spec.source, device=self.device)
+        engine = MusicGenEngine.load(spec.source, device=self.device)
+        if self.decoding != "auto":
+            engine.decoding = self.decoding
+        return engine

@@ -108,6 +108,10 @@ class _StepHook(StoppingCriteria):
             raise _WindowDone
 
 
+#: How the engine decodes: see :attr:`MusicGenEngine.decoding`.
+Decoding = Literal["loop", "static", "graphs", "generate"]
+
+
 class MusicGenEngine:
     def __init__(
         self,
@@ -123,9 +127,7 @@ class MusicGenEngine:
         #: Decode with our loop (:mod:`generation.music.decode`): its shapes growing with the window ("loop", the
         #: fastest on a CPU), in static shapes ("static"), or replayed as CUDA graphs ("graphs", the default on a
         #: GPU); or with transformers' ``generate`` (the reference, and the melody models' way).
-        self.decoding: Literal["loop", "static", "graphs", "generate"] = (
-            "graphs" if device.startswith("cuda") else "loop"
-        )
+        self.decoding: Decoding = "graphs" if device.startswith("cuda") else "loop"
         self._loop: DecodeLoop | None = None
 
     @classmethod

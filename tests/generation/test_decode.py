@@ -10,9 +10,11 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, MusicgenForConditionalGeneration, StoppingCriteria, StoppingCriteriaList
 
+from beatforge.config import Settings
 from beatforge.contract import BeatParams
 from generation.music.decode import DecodeLoop, Mode
 from generation.music.engine import generate, items_for
+from generation.music.model_cache import ModelCache
 from generation.music.musicgen import MusicGenEngine
 from generation.music.sampling import SeededSampler
 from generation.music.tiny import build_real_arch, save_tiny_musicgen
@@ -110,6 +112,12 @@ def test_the_real_small_architecture_gives_generates_tokens(mode: Mode) -> None:
     model = model.eval()
     reference, ours = _both(model, processor, PROMPTS, 24, guidance=3.0, loop=DecodeLoop(model, mode))
     torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def test_the_setting_chooses_how_the_cache_loads_musicgen_decode() -> None:
+    settings = Settings(musicgen_decoding="static")
+    assert ModelCache.from_settings(settings, default="debug").get(None).decoding == "static"  # type: ignore[attr-defined]
+    assert ModelCache(device="cpu", default="debug").get(None).decoding == "loop"  # type: ignore[attr-defined]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
