@@ -18,6 +18,9 @@ WINDOW_S: Final = 30.0
 #: The most audio a loop is cut from: what every engine can make (MusicGen's longest beat).
 LOOP_SOURCE_MAX_S: Final = 120.0
 MAX_TAKES: Final = 4
+#: Best of N (``/beat best_of``): how many takes may be made for CLAP to pick the best ``takes`` of.
+MIN_BEST_OF: Final = 2
+MAX_BEST_OF: Final = 8
 MAX_SEED: Final = 2**31 - 1
 #: The largest job number a command option may carry: Discord declares integer options only up to 2**53, and
 #: SQLite's INTEGER (64-bit signed) would overflow past 2**63 - 1 before any row is even looked for.

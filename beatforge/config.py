@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     #: What this worker serves: ``gpu`` takes ``queue_name`` (every kind, unless ``cpu_queue_name`` is set);
     #: ``cpu`` takes ``cpu_queue_name`` (MIDI and loops) and loads no MusicGen or cover model.
     worker_lane: Literal["gpu", "cpu"] = "gpu"
+    #: What this worker does: ``generate`` (its lane's queue, as above) or ``train``, which takes only
+    #: ``train_queue_name`` (/admin train runs) and loads no generation model (``beatforge worker --roles train``).
+    #: One role per process, since an arq worker serves one queue: run one worker of each to have both.
+    worker_roles: Literal["generate", "train"] = "generate"
+    #: The queue of training runs: only workers with the ``train`` role take them, so a run never holds up beats.
+    train_queue_name: str = "beatforge:train"
+    #: Biggest zip (MiB) /admin train downloads from Discord, and most its files may unpack to (MiB).
+    train_max_upload_mb: float = Field(default=100.0, gt=0, le=2000)
+    train_max_unpacked_mb: float = Field(default=500.0, gt=0, le=20000)
+    #: Optimizer steps of a run when /admin train is not told (each takes ``batch_size`` windows).
+    train_default_steps: int = Field(default=200, ge=1, le=5000)
+    #: Longest a training run may take (seconds): arq's job timeout on ``train`` workers (``job_timeout_s`` is the
+    #: generation workers'). A train worker runs one run at a time.
+    train_job_timeout_s: int = Field(default=6 * 3600, ge=60)
+    #: Seconds of audio per training window (clips are cut into these; a clip shorter than one is refused).
+    train_window_s: float = Field(default=10.0, gt=0, le=30)
+    #: Where trained models are written (``<dir>/<name>``); None = ``models`` beside ``artifact_dir``.
+    train_models_dir: Path | None = None
     #: Model affinity: a GPU worker leaves a beat for a model it has not loaded to a live worker that has it, for as
     #: long as loading the model takes and never longer than this (seconds); 0 = first come, first served.
     affinity_wait_s: float = Field(default=30.0, ge=0, le=3600)
@@ -115,6 +133,12 @@ class Settings(BaseSettings):
     #: bench/RESULTS.md). They are licensed CC BY-NC-SA 4.0: an operator who sells loops may turn them off, and
     #: the signal cues (kick weight, harmonic change) decide alone.
     learned_downbeats: bool = True
+
+    #: A CLAP model (Hugging Face id such as laion/larger_clap_music, a local directory, or ``debug``: a tiny
+    #: random one for tests) that scores how well each take matches its words, shown with every take; it also
+    #: enables ``/beat best_of``. None = off. The bot and the workers read the same setting: the bot refuses
+    #: best_of without it, and a worker loads it once, on its own device, the first time a beat needs it.
+    clap_model: str | None = Field(default=None, min_length=1, max_length=300)
 
     #: Optional S3-compatible copy of loops and their metadata (None = off). Credentials come only
     #: from the AWS_* environment / boto3's usual chain, never from here.
@@ -258,6 +282,8 @@ class Settings(BaseSettings):
             )
         if self.cpu_queue_name is not None and self.cpu_queue_name == self.queue_name:
             raise ValueError("BEATFORGE_CPU_QUEUE_NAME must differ from BEATFORGE_QUEUE_NAME (or be unset)")
+        if self.train_queue_name in (self.queue_name, self.cpu_queue_name):
+            raise ValueError("BEATFORGE_TRAIN_QUEUE_NAME must differ from the generation queues")
         return self
 
     @model_validator(mode="after")

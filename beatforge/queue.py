@@ -75,15 +75,18 @@ CPU_KINDS: frozenset[JobKind] = frozenset({JobKind.LOOP, JobKind.MIDI})
 
 
 def queue_for(settings: Settings, kind: JobKind) -> str:
-    """The arq queue a job of ``kind`` goes to."""
+    """The arq queue a job of ``kind`` goes to (training runs: their own, which only ``train`` workers take)."""
+    if kind is JobKind.TRAIN:
+        return settings.train_queue_name
     if kind in CPU_KINDS and settings.cpu_queue_name is not None:
         return settings.cpu_queue_name
     return settings.queue_name
 
 
 def queue_names(settings: Settings) -> list[str]:
-    """Every queue jobs go to, the GPU one first."""
-    return [settings.queue_name, *([settings.cpu_queue_name] if settings.cpu_queue_name else [])]
+    """Every queue jobs go to, the GPU one first, the training one last."""
+    cpu = [settings.cpu_queue_name] if settings.cpu_queue_name else []
+    return [settings.queue_name, *cpu, settings.train_queue_name]
 
 
 def served_kinds(settings: Settings) -> list[JobKind]:
@@ -93,7 +96,9 @@ def served_kinds(settings: Settings) -> list[JobKind]:
 
 
 def served_queue(settings: Settings) -> str:
-    """The queue a worker of ``settings.worker_lane`` takes jobs from."""
+    """The queue a worker of ``settings.worker_lane`` (and ``worker_roles``) takes jobs from."""
+    if settings.worker_roles == "train":
+        return settings.train_queue_name
     if settings.worker_lane == "cpu" and settings.cpu_queue_name is not None:
         return settings.cpu_queue_name
     return settings.queue_name

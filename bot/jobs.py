@@ -62,6 +62,11 @@ log = logging.getLogger(__name__)
 
 #: What the worker can decode (libsndfile); anything else is refused before it is downloaded.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+#: Why best of N is refused: the bot reads the same CLAP setting as the workers that would rank the takes.
+BEST_OF_NEEDS_CLAP = (
+    "`best_of` needs a CLAP model to score the takes against your words, and none is set up here (an admin sets "
+    "BEATFORGE_CLAP_MODEL). Use `takes` to get several versions without ranking them."
+)
 #: An attachment to download once the interaction is deferred, and where to store it.
 Upload = tuple[discord.Attachment, str]
 
@@ -169,6 +174,7 @@ class JobService:
     async def check_limits(self, *, user_id: int, guild: GuildSettings | None, params: JobParams) -> None:
         """Refuse a new job before anything is recorded or queued, when it would break a limit.
 
+        Best of N needs a CLAP model to rank the takes (``BEATFORGE_CLAP_MODEL``, the workers' setting too).
         Per user (owners exempt): the beat's length against the server's maximum, jobs queued in the last hour,
         jobs queued or running at once; the server's own choices (``/admin limits``) override the bot's
         settings. For everyone: the whole queue's cap, so a flood cannot grow the wait without bound.
@@ -177,6 +183,8 @@ class JobService:
             UserFacingError: the refusal, written for the user, saying when they can try again.
         """
         settings, now = self.settings, datetime.now(UTC)
+        if isinstance(params, BeatParams) and params.best_of is not None and settings.clap_model is None:
+            raise UserFacingError(BEST_OF_NEEDS_CLAP)
         async with self.sessions() as session:
             activity = await jobs.user_activity(session, user_id=user_id, since=now - HOUR)
             waiting = await jobs.count_jobs(session, status=JobStatus.QUEUED)

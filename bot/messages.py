@@ -23,6 +23,7 @@ from beatforge.contract import (
     MidiParams,
     PackMeta,
     PackParams,
+    TrainParams,
 )
 from beatforge.engines import ENGINES, licence_terms
 from beatforge.presets import MOODS, STYLES
@@ -49,6 +50,8 @@ def label(job: JobView) -> str:
         return f"MIDI #{job.id} of {source}"
     if job.kind is JobKind.PACK:
         return f"Pack #{job.id}"
+    if isinstance(job.params, TrainParams):
+        return f"Training #{job.id} of `{job.params.name}`"
     return f"Beat #{job.id}"
 
 
@@ -96,9 +99,31 @@ def progress_text(job: JobView, progress: JobProgress | None) -> str:
         return f"🎨 {label(job)} — drawing the cover…"
     if progress.stage == "saving":
         return f"💾 {label(job)} — saving…"
+    if progress.stage == "training":
+        return training_text(job, progress)
     eta = f", about {max(1, round(progress.eta_s))} s left" if progress.eta_s is not None else ""
     retry = " (the worker restarted, retrying)" if job.attempts > 1 else ""
     return f"🎶 {label(job)} — generating… {progress.percent}%{eta}{retry}"
+
+
+def training_text(job: JobView, progress: JobProgress) -> str:
+    """A training run's status: "🧠 Training #3 of `lofi` — step 40/200 · loss 3.21 · ~2 min left"."""
+    parts = [f"step {progress.done}/{progress.total}"]
+    parts += [f"loss {progress.loss:.2f}"] if progress.loss is not None else []
+    if progress.eta_s is not None and progress.done < progress.total:
+        parts.append("under a minute left" if progress.eta_s < 60 else f"~{humanize(progress.eta_s)} left")
+    return f"🧠 {label(job)} — {' · '.join(parts)}"
+
+
+def train_line(job: JobView) -> str | None:
+    """A finished training run: the model's name and how to switch to it."""
+    p = job.params
+    if not isinstance(p, TrainParams):
+        return None
+    return (
+        f"🧠 Model `{p.name}` is trained ({p.steps} steps on `{p.base}`) and registered. "
+        f"Switch this server to it with `/admin model use {p.name}`."
+    )
 
 
 def stalled_text(job: JobView) -> str:
@@ -191,7 +216,7 @@ def pack_line(job: JobView) -> str | None:
     return "\n".join(lines)
 
 
-_HEADS = {JobKind.COVER: "🖼️", JobKind.LOOP: "➰", JobKind.MIDI: "🎹", JobKind.PACK: "📦"}
+_HEADS = {JobKind.COVER: "🖼️", JobKind.LOOP: "➰", JobKind.MIDI: "🎹", JobKind.PACK: "📦", JobKind.TRAIN: "🧠"}
 
 
 def result_headline(job: JobView) -> str:
@@ -204,7 +229,7 @@ def result_headline(job: JobView) -> str:
 def result_text(job: JobView) -> str:
     """The message text of a result: the headline and the kind's summary; the details are in the embed."""
     lines = [result_headline(job)]
-    extras = (enhanced_line(job), loop_line(job), midi_line(job), pack_line(job), cover_note(job))
+    extras = (enhanced_line(job), loop_line(job), midi_line(job), pack_line(job), cover_note(job), train_line(job))
     lines += [extra for extra in extras if extra]
     return "\n".join(lines)
 
@@ -221,6 +246,26 @@ def seeds_text(job: JobView) -> str:
     if len(seeds) > 1:
         return "\n".join(f"take {number}: `{seed}`" for number, seed in enumerate(seeds, start=1))
     return f"`{seeds[0] if seeds else job.params.seed}`"
+
+
+def text_match_text(job: JobView) -> str | None:
+    """Each take's CLAP text-match score (higher: closer to the words), and "best K of N" for a best-of-N beat;
+    None when no take has a score (no CLAP model, or a result from before scores existed)."""
+    takes = _takes(job)
+    if not any(take.text_match is not None for take in takes):
+        return None
+
+    def score(take: AudioMeta) -> str:
+        return f"{take.text_match:.2f}" if take.text_match is not None else "not scored"
+
+    if len(takes) == 1:
+        lines = [f"text match {score(takes[0])}"]
+    else:
+        lines = [f"take {number}: text match {score(take)}" for number, take in enumerate(takes, start=1)]
+    best_of = takes[0].best_of
+    if best_of is not None:
+        lines.append(f"best {len(takes)} of {best_of}" + (", best first" if len(takes) > 1 else ""))
+    return "\n".join(lines)
 
 
 def licence_text(licence: str | None) -> str:
@@ -262,6 +307,8 @@ def provenance_text(job: JobView) -> str:
         terms = licence_text(pack.licence if pack else None)
         model = job.model_name or "default"
         return f"Made by `{model}` ({terms}) · seeds {first}-{last}, one per loop · use case {prompt}"
+    if isinstance(job.params, TrainParams):
+        return f"Trained from `{job.params.base}` on your clips: its licence applies to the new model too."
     if job.parent_id is not None:
         return f"Made from beat #{job.parent_id}: its model's licence applies (see that beat's result) · {prompt}"
     return "Made from your upload: the MIDI carries the same rights as that audio."
@@ -287,6 +334,8 @@ def result_embed(job: JobView) -> discord.Embed:
         if audio.key:
             embed.add_field(name="Key", value=audio.key)
         embed.add_field(name="Duration", value=f"{p.duration_s:g} s" + (" more" if p.continue_from else ""))
+        if (scores := text_match_text(job)) is not None:
+            embed.add_field(name="Text match (CLAP)", value=scores)
     elif isinstance(p, CoverParams):
         embed.add_field(name="Cover seed", value=f"`{p.seed}`")
     elif isinstance(p, PackParams):

@@ -68,7 +68,7 @@ def parse_presets(text: str) -> tuple[str | None, str | None]:
 
 
 def reroll(original: JobView) -> BeatParams:
-    """Same settings, on the model that made it, with a new seed."""
+    """Same settings (best of N included), on the model that made it, with a new seed."""
     return beat_of(original).model_copy(update={"seed": new_seed(), "model": original.model_name})
 
 
@@ -152,6 +152,7 @@ def extend(original: JobView, take: int, seconds: float) -> BeatParams:
         "duration_s": seconds,
         "seed": new_seed(),
         "takes": 1,
+        "best_of": None,  # one continuation of the chosen take
         "loop": None,
         "melody": None,
         "remix_from": None,  # an extend of a remix continues the remix's own audio
@@ -165,7 +166,8 @@ def extend(original: JobView, take: int, seconds: float) -> BeatParams:
 def edit(
     original: JobView, *, prompt: str, presets: str, duration_s: float, bpm: int | None, seed: int | None
 ) -> BeatParams:
-    """The 📝 form's settings, with the beat's title, takes, sampling, key and metre, on the model that made it.
+    """The 📝 form's settings, with the beat's title, takes (and best of N), sampling, key and metre, on the model
+    that made it.
 
     (The form holds Discord's most of five inputs already, so key and metre are kept rather than edited.)
     """
@@ -181,6 +183,7 @@ def edit(
         seed=new_seed() if seed is None else seed,
         title=p.title,
         takes=p.takes,
+        best_of=p.best_of,
         sampling=p.sampling,
         enhance=p.enhance,
         key=p.key,

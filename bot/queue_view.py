@@ -79,7 +79,7 @@ def _work(key: str, job: JobView | None, default_model: str, default_duration_s:
         return Work(key, JobKind.BEAT, default_model, default_duration_s)
     model = job.model_name or default_model
     if isinstance(job.params, BeatParams):
-        return Work(key, job.kind, model, job.params.duration_s, job.params.takes)
+        return Work(key, job.kind, model, job.params.duration_s, job.params.generated_takes)
     if isinstance(job.params, PackParams):  # its generation dominates: sized as a beat with a take per loop
         p = job.params
         return Work(key, JobKind.BEAT, model, p.loop.generation_seconds(p.bpm), p.count)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 from beatforge.config import Settings, get_settings
 from beatforge.log import setup_logging
-from cli import cover, generate, loops, midi, models, ops, serve
+from cli import cover, eval, generate, loops, midi, models, ops, serve, train
 from cli.console import add_output_flags, cli_logging, output_of
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 # In the order `beatforge --help` lists them; each module registers its parsers and the function that runs them.
-GROUPS = (generate, cover, loops, midi, models, serve, ops)
+GROUPS = (generate, cover, loops, midi, models, train, eval, serve, ops)
 
 # The long-running services log as production expects (JSON lines, BEATFORGE_LOG_LEVEL), whatever the flags say.
 SERVICES = frozenset({"bot", "worker"})

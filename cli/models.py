@@ -8,10 +8,11 @@ from pathlib import Path
 
 from beatforge.config import Settings
 from cli.console import output_of, result
+from cli.train import add_register_command
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _settings: Settings) -> None:
-    model = commands.add_parser("model", help="MusicGen models: import checkpoints")
+    model = commands.add_parser("model", help="MusicGen models: import checkpoints, register trained ones")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     imp = model_commands.add_parser("import-audiocraft", help="convert an audiocraft-trained MusicGen and register it")
     imp.add_argument("checkpoint", type=Path, help="state_dict.bin / checkpoint.th, or audiocraft's export folder")
@@ -20,6 +21,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _set
     imp.add_argument("--compression", type=Path, help="audiocraft EnCodec checkpoint (default: the base's EnCodec)")
     imp.add_argument("--out", type=Path, help="directory to write (default: <artifact_dir>/../models/NAME)")
     imp.set_defaults(run=run_import_audiocraft)
+    add_register_command(model_commands)
 
 
 def run_import_audiocraft(args: argparse.Namespace, settings: Settings) -> int:

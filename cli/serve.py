@@ -16,6 +16,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], _set
     worker.add_argument(
         "--check", action="store_true", help="exit 0 if a worker on this machine reported itself lately (healthcheck)"
     )
+    worker.add_argument(
+        "--roles",
+        choices=("generate", "train"),
+        help="what this worker does: generate (beats, covers, loops, MIDI, packs; the default) or train "
+        "(/admin train runs, from their own queue); default: BEATFORGE_WORKER_ROLES",
+    )
     worker.set_defaults(run=run_worker)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -35,8 +41,15 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(check_worker(settings))
     from generation.worker.settings import create_worker
 
-    create_worker(settings).run()
+    create_worker(with_roles(args, settings)).run()
     return 0
+
+
+def with_roles(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings a ``beatforge worker`` runs with: ``--roles`` wins over ``BEATFORGE_WORKER_ROLES``."""
+    if args.roles is None:
+        return settings
+    return settings.model_validate({**settings.model_dump(), "worker_roles": args.roles})
 
 
 async def check_worker(settings: Settings) -> int:

@@ -501,6 +501,22 @@ async def list_active(session: AsyncSession, *, shards: Shards | None = None) ->
     return [_view(r) for r in rows]
 
 
+async def active_of_kind(session: AsyncSession, *, guild_id: int, kind: JobKind) -> JobView | None:
+    """The server's oldest queued or running job of ``kind`` (one training run per server at a time), or None."""
+    row = await session.scalar(
+        select(Generation)
+        .where(
+            Generation.guild_id == guild_id,
+            Generation.kind == kind,
+            Generation.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        )
+        .order_by(Generation.id)
+        .limit(1)
+        .options(selectinload(Generation.artifacts))
+    )
+    return _view(row) if row is not None else None
+
+
 async def count_jobs(session: AsyncSession, *, status: JobStatus | None = None) -> int:
     query = select(func.count()).select_from(Generation)
     if status is not None:

@@ -43,6 +43,8 @@ class ModelRow:
     added_at: datetime
     #: The engine that runs it (``beatforge.engines.ENGINE_NAMES``).
     engine: str = "musicgen"
+    #: The server it was trained for (/admin train), which alone may pick it; None: every server.
+    guild_id: int | None = None
 
 
 def _row(row: RegisteredModel) -> ModelRow:
@@ -58,6 +60,7 @@ def _row(row: RegisteredModel) -> ModelRow:
         added_by=row.added_by,
         added_at=row.added_at,
         engine=row.engine,
+        guild_id=row.guild_id,
     )
 
 
@@ -80,6 +83,7 @@ async def add_model(
     melody: bool = False,
     stereo: bool = False,
     engine: str = "musicgen",
+    guild_id: int | None = None,
 ) -> ModelRow:
     """Add a model, recording who (a Discord user id) added it and when.
 
@@ -102,6 +106,7 @@ async def add_model(
         stereo=stereo,
         engine=engine,
         added_by=added_by,
+        guild_id=guild_id,
     )
     session.add(row)
     try:
@@ -110,6 +115,14 @@ async def add_model(
         await session.rollback()
         raise ModelAlreadyRegistered(name) from exc
     return _row(row)
+
+
+async def other_servers_models(session: AsyncSession, guild_id: int) -> set[str]:
+    """The names of models trained for servers other than ``guild_id``: that server may not pick them."""
+    rows = await session.scalars(
+        select(RegisteredModel.name).where(RegisteredModel.guild_id.is_not(None), RegisteredModel.guild_id != guild_id)
+    )
+    return set(rows)
 
 
 async def remove_model(session: AsyncSession, name: str) -> bool:

@@ -156,6 +156,9 @@ class RegisteredModel(Base):
     )
     added_by: Mapped[int | None] = mapped_column(BigInteger, comment="Discord user id of the admin who added it")
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    guild_id: Mapped[int | None] = mapped_column(
+        BigInteger, comment="the server it was trained for (/admin train); null: every server"
+    )
 
 
 class GuildConfig(Base):

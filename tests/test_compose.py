@@ -25,6 +25,7 @@ def test_the_default_services_run_without_the_scale_profile() -> None:
     default = {name for name, s in services.items() if "profiles" not in s}
     assert default == {"redis", "migrate", "bot", "worker"}
     assert {name for name, s in services.items() if s.get("profiles") == ["scale"]} == SCALE
+    assert {name for name, s in services.items() if s.get("profiles") == ["train"]} == {"worker-train"}
     for name in default:
         for dependency, condition in (services[name].get("depends_on") or {}).items():
             # A default service may wait for a profile's service only where compose may skip it.
@@ -42,3 +43,13 @@ def test_the_cpu_worker_is_a_valid_cpu_lane_once_env_names_the_cpu_queue() -> No
     assert (environment["BEATFORGE_WORKER_LANE"], environment["BEATFORGE_DEVICE"]) == ("cpu", "cpu")
     settings = Settings(_env_file=None, worker_lane="cpu", cpu_queue_name="beatforge:cpu")  # type: ignore[call-arg]
     assert settings.worker_lane == "cpu"
+
+
+def test_the_training_worker_takes_only_training_runs() -> None:
+    service = _services()["worker-train"]
+    assert service["command"] == ["beatforge", "worker", "--roles", "train"]
+    assert (
+        service["environment"]["BEATFORGE_DATABASE_URL"]
+        == _services()["worker"]["environment"]["BEATFORGE_DATABASE_URL"]
+    )
+    assert service["volumes"] == _services()["worker"]["volumes"]  # the models it writes, where generation reads

@@ -16,6 +16,7 @@ from beatforge.contract.artifacts import AudioMeta, CompactMeta, CoverMeta, Loop
 from beatforge.contract.base import SCHEMA_VERSION
 from beatforge.contract.kinds import JOB_FUNCTIONS, ArtifactKind, ErrorCode, JobKind, JobStatus, Relation
 from beatforge.contract.params import (
+    MAX_TRAIN_STEPS,
     PARAMS_BY_KIND,
     AudioFormat,
     BeatParams,
@@ -26,6 +27,7 @@ from beatforge.contract.params import (
     MidiParams,
     PackParams,
     SamplingParams,
+    TrainParams,
     parse_params,
 )
 from beatforge.contract.text import clean_prompt, explain
@@ -33,6 +35,7 @@ from beatforge.contract.wire import PREVIEW_KEY, PROGRESS_KEY, PROGRESS_TTL_S, J
 
 __all__ = [
     "JOB_FUNCTIONS",
+    "MAX_TRAIN_STEPS",
     "PARAMS_BY_KIND",
     "PREVIEW_KEY",
     "PROGRESS_KEY",
@@ -61,6 +64,7 @@ __all__ = [
     "PackParams",
     "Relation",
     "SamplingParams",
+    "TrainParams",
     "clean_prompt",
     "explain",
     "parse_params",

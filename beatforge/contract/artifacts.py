@@ -42,6 +42,11 @@ class AudioMeta(_Meta):
     prompt_used: str | None = None
     prompt_source: Literal["llm", "template"] | None = None
     prompt_note: str | None = None
+    #: How well the take matches its words: the cosine of CLAP's text and audio embeddings, in [-1, 1] (higher
+    #: is closer). None: no CLAP model was configured (or it failed), or recorded before scores existed.
+    text_match: float | None = Field(default=None, ge=-1, le=1)
+    #: Best of N: how many takes were made for this beat, of which the best were kept (None: all were kept).
+    best_of: int | None = None
 
 
 class CompactMeta(_Meta):

@@ -20,6 +20,7 @@ class JobKind(StrEnum):
     LOOP = "loop"  # a seamless loop cut from a take of an existing beat
     MIDI = "midi"  # MIDI files (and stems) from a take of a beat or from an uploaded file
     PACK = "pack"  # a zip of loops for a use case, each from its own written prompt
+    TRAIN = "train"  # a model fine-tuned on a server's uploaded clips (/admin train), on the training queue
 
     @property
     def function(self) -> str:
@@ -35,6 +36,7 @@ JOB_FUNCTIONS: Final[Mapping[JobKind, str]] = MappingProxyType(
         JobKind.LOOP: "cut_loop",
         JobKind.MIDI: "transcribe_midi",
         JobKind.PACK: "make_pack",
+        JobKind.TRAIN: "train_model",
     }
 )
 

@@ -17,12 +17,14 @@ from beatforge.bounds import (
     LOOP_MAX_S,
     LOOP_MIN_S,
     LOOP_SOURCE_MAX_S,
+    MAX_BEST_OF,
     MAX_BPM,
     MAX_DURATION_S,
     MAX_LOOP_BARS,
     MAX_PACK_LOOPS,
     MAX_SEED,
     MAX_TAKES,
+    MIN_BEST_OF,
     MIN_BPM,
     MIN_DURATION_S,
     WINDOW_S,
@@ -113,6 +115,9 @@ class BeatParams(_Described):
     bpm: int | None = Field(default=None, ge=MIN_BPM, le=MAX_BPM)
     #: How many takes to generate together, each with its own seed derived from ``seed`` (take 1 uses ``seed``).
     takes: int = Field(default=1, ge=1, le=MAX_TAKES)
+    #: Best of N: make this many takes in the one batched call (seeds as for ``takes``), score each against the
+    #: words with CLAP, and keep the ``takes`` that match best, best first. None: every take made is kept.
+    best_of: int | None = Field(default=None, ge=MIN_BEST_OF, le=MAX_BEST_OF)
     sampling: SamplingParams = SamplingParams()
     #: Audio to continue (a finished take, or an upload), relative to the artifact store: the result is that
     #: audio followed by ``duration_s`` new seconds.
@@ -140,6 +145,17 @@ class BeatParams(_Described):
         if (self.remix_from is None) != (self.remix_strength is None):
             raise ValueError("a remix needs both the audio to remix and a strength")
         return self
+
+    @model_validator(mode="after")
+    def _best_of_covers_the_takes(self) -> BeatParams:
+        if self.best_of is not None and self.best_of < self.takes:
+            raise ValueError(f"best_of ({self.best_of}) must be at least takes ({self.takes}): the best are kept")
+        return self
+
+    @property
+    def generated_takes(self) -> int:
+        """How many takes are made: ``best_of`` when set (the best ``takes`` of them are kept), else ``takes``."""
+        return max(self.best_of or 0, self.takes)
 
     @property
     def music_text(self) -> str:
@@ -226,11 +242,33 @@ class PackParams(_Described):
         )
 
 
-JobParams = BeatParams | CoverParams | LoopJobParams | MidiParams | PackParams
+#: Optimizer steps one /admin train run may ask for.
+MAX_TRAIN_STEPS: Final = 5000
+#: A registry name (``generation.music.registry.NAME_PATTERN``, repeated here: the bot never imports generation).
+ModelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+
+
+class TrainParams(_Described):
+    """A training run (/admin train): a LoRA named ``name`` on ``base``, from the clips and captions of an uploaded
+    zip the bot checked and stored (``upload``). ``prompt`` says what it is ("model <name>"), for the shared views.
+    """
+
+    kind: ClassVar[JobKind] = JobKind.TRAIN
+
+    name: ModelName
+    base: str = Field(min_length=1, max_length=300)
+    steps: int = Field(ge=1, le=MAX_TRAIN_STEPS)
+    #: Seeds the adapter's first weights, the batches and the caption dropout.
+    seed: Seed = 0
+    #: The zip, as a path relative to the artifact store (the bot saved it there, like /midi's upload).
+    upload: UploadPath
+
+
+JobParams = BeatParams | CoverParams | LoopJobParams | MidiParams | PackParams | TrainParams
 
 #: Which model a stored job's parameters are, by the job's kind.
 PARAMS_BY_KIND: Final[Mapping[JobKind, type[JobParams]]] = MappingProxyType(
-    {model.kind: model for model in (BeatParams, CoverParams, LoopJobParams, MidiParams, PackParams)}
+    {model.kind: model for model in (BeatParams, CoverParams, LoopJobParams, MidiParams, PackParams, TrainParams)}
 )
 
 

@@ -38,12 +38,16 @@ class JobProgress(Frozen):
     """A progress snapshot the worker writes to redis and the bot turns into message edits."""
 
     schema_version: Literal[2] = SCHEMA_VERSION
-    stage: Literal["loading", "prompting", "generating", "looping", "packing", "transcribing", "drawing", "saving"]
+    stage: Literal[
+        "loading", "prompting", "generating", "looping", "packing", "transcribing", "drawing", "saving", "training"
+    ]
     done: int = Field(ge=0)
     total: int = Field(ge=1)
     eta_s: float | None = Field(default=None, ge=0)
     #: The first seconds of take 1 are under ``PREVIEW_KEY`` (``BEATFORGE_PREVIEW_S``), for the status message.
     preview: bool = False
+    #: A training run's latest loss (stage ``training``: ``done`` and ``total`` are its optimizer steps).
+    loss: float | None = None
 
     @property
     def percent(self) -> int:

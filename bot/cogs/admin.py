@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.bounds import MAX_DURATION_S, MIN_DURATION_S
 from beatforge.config import Settings
-from beatforge.contract import JobStatus
+from beatforge.contract import MAX_TRAIN_STEPS, JobStatus
 from beatforge.engines import capabilities, licence_terms
 from beatforge.fleet import ModelInfo, WorkerInfo, read_models
 from beatforge.queue import queue_names
@@ -33,8 +33,10 @@ from bot.jobs import JobService
 from bot.limits import Limits, effective_limits
 from bot.messages import engine_limits_text, fit, label
 from bot.options import JobNumber
+from bot.training import TrainingRequests
 from storage import guilds
 from storage.guilds import GuildSettings
+from storage.model_registry import other_servers_models
 from storage.stats import OpsStatus, gather_status
 
 if TYPE_CHECKING:
@@ -203,18 +205,31 @@ class Admin(commands.Cog):
         async with self.sessions() as session:
             return await guilds.get_guild(session, guild_id)
 
-    async def _models(self) -> tuple[list[ModelInfo], str] | None:
+    async def _models(self, guild_id: int) -> tuple[list[ModelInfo], str] | None:
+        """The models the workers reported, less those trained for other servers (/admin train)."""
         try:
-            return await read_models(self.redis)
+            models = await read_models(self.redis)
         except RedisError as exc:
             raise UserFacingError("Can't reach the job queue to read the models; try again in a minute.") from exc
+        return await self._ours(models, guild_id)
+
+    async def _ours(
+        self, models: tuple[list[ModelInfo], str] | None, guild_id: int
+    ) -> tuple[list[ModelInfo], str] | None:
+        if models is None:
+            return None
+        async with self.sessions() as session:
+            hidden = await other_servers_models(session, guild_id)
+        return [m for m in models[0] if m.name not in hidden], models[1]
 
     @model.command(name="list")
     async def model_list(self, interaction: discord.Interaction) -> None:
         """Show the models the workers can run, and which one this server uses."""
         assert interaction.guild_id is not None  # interaction_check
         guild = await self._guild(interaction.guild_id)
-        await interaction.response.send_message(models_text(await self._models(), guild.model), ephemeral=True)
+        await interaction.response.send_message(
+            models_text(await self._models(interaction.guild_id), guild.model), ephemeral=True
+        )
 
     @model.command(name="use")
     async def model_use(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 300]) -> None:
@@ -227,7 +242,7 @@ class Admin(commands.Cog):
         name = name.strip()
         if not name:
             raise UserFacingError("Give a model name (see `/admin model list`), or `default`.")
-        models = await self._models()
+        models = await self._models(interaction.guild_id)
         choice: str | None = None if name.lower() == DEFAULT_CHOICE else name
         if choice is not None and models is not None:
             names = [m.name for m in models[0]]
@@ -257,7 +272,7 @@ class Admin(commands.Cog):
         if not is_admin(interaction, self.settings.owner_ids):
             return []
         try:
-            models = await read_models(self.redis)
+            models = await self._ours(await read_models(self.redis), interaction.guild_id or 0)
         except RedisError:
             log.warning("model autocomplete could not read redis")
             return []
@@ -339,6 +354,27 @@ class Admin(commands.Cog):
             )
         await interaction.response.send_message(
             f"🛑 {label(found)} (by <@{found.user_id}>) is cancelled; its status message will say so.", ephemeral=True
+        )
+
+    @admin.command(name="train")
+    async def train(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 64],
+        data: discord.Attachment,
+        steps: app_commands.Range[int, 1, MAX_TRAIN_STEPS] | None = None,
+        base: app_commands.Range[str, 1, 300] | None = None,
+    ) -> None:
+        """Train a model on your own clips (a LoRA), for this server to use.
+
+        Args:
+            name: The new model's name (lowercase letters, digits, . _ -).
+            data: A zip of clips (wav, flac, ogg, mp3), each with a .txt caption beside it.
+            steps: Training steps (more: closer to your clips, longer).
+            base: The MusicGen model to start from (default: the bot's default model).
+        """
+        await TrainingRequests(self.jobs).start(
+            interaction, name=name, data=data, steps=steps, base=base or self.settings.default_model
         )
 
     @admin.command(name="status")

@@ -16,11 +16,13 @@ from discord.ext import commands
 from beatforge.bounds import (
     LOOP_MAX_S,
     LOOP_MIN_S,
+    MAX_BEST_OF,
     MAX_BPM,
     MAX_DURATION_S,
     MAX_PACK_LOOPS,
     MAX_SEED,
     MAX_TAKES,
+    MIN_BEST_OF,
     MIN_BPM,
     MIN_DURATION_S,
     PROMPT_MAX_CHARS,
@@ -74,6 +76,7 @@ class Generate(commands.Cog):
         enhance: bool = False,
         key: app_commands.Range[str, 1, 12] | None = None,
         time_signature: int | None = None,
+        best_of: app_commands.Range[int, MIN_BEST_OF, MAX_BEST_OF] | None = None,
     ) -> None:
         """Turn a sentence into a beat, with cover art.
 
@@ -84,11 +87,12 @@ class Generate(commands.Cog):
             bpm: Target tempo in beats per minute.
             seed: Same seed + prompt + model = the same beat. Leave empty for a surprise.
             title: A title to set on the cover.
-            takes: How many versions to make at once (1-4), each with its own seed.
+            takes: How many versions to post (1-4), each with its own seed; with best_of, the best ones.
             melody: An audio file whose melody the beat should follow (needs a melody model).
             enhance: ✨ Turn a short idea into a detailed prompt (instruments, tempo, key, mood) first.
             key: A key, e.g. "A minor" or "F#m": set exactly on ACE-Step models, asked for in words on MusicGen.
             time_signature: Beats per bar: set exactly on ACE-Step models, asked for in words on MusicGen.
+            best_of: Make this many takes (2-8) and post the one(s) that best match your words (needs CLAP).
         """
         if prompt is None and style is None:
             raise UserFacingError("Describe the beat in `prompt`, pick a `style`, or both.")
@@ -105,6 +109,7 @@ class Generate(commands.Cog):
             mood=mood,
             title=title,
             takes=takes,
+            best_of=best_of,
             bpm=bpm,
             melody=melody_path,
             enhance=enhance,

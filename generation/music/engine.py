@@ -85,14 +85,14 @@ def items_for(
     remix: Samples | None = None,
     text: str | None = None,
 ) -> list[GenerationItem]:
-    """One item per take, each with its derived seed (take 1 keeps ``params.seed``); ``text`` replaces the words
-    the model reads (an ✨ enhanced prompt)."""
+    """One item per take made (``best_of`` of them for a best-of-N beat), each with its derived seed (take 1 keeps
+    ``params.seed``); ``text`` replaces the words the model reads (an ✨ enhanced prompt)."""
     words = params.music_text if text is None else text
     controls = Controls(params.bpm, params.key, params.time_signature)
     strength = params.remix_strength if params.remix_strength is not None else 0.5
     return [
         GenerationItem(words, take_seed(params.seed, i), params.duration_s, prompt, melody, controls, remix, strength)
-        for i in range(params.takes)
+        for i in range(params.generated_takes)
     ]
 
 

@@ -17,11 +17,12 @@ from generation.audio.io import read_audio, write_wav
 from generation.audio.signal import Samples, resample
 from generation.errors import AudioParameterError, GenerationError
 from generation.loops.export import analyse
-from generation.music.engine import GeneratedAudio, Preview, items_for
+from generation.music.engine import Preview, items_for
 from generation.prompts.enhance import EnhancedPrompt, enhance_prompt
 from generation.worker.cover import add_cover
 from generation.worker.loop import add_loop
 from generation.worker.run import JobRun, run_job
+from generation.worker.text_match import ScoredTake, refuse_best_of, scored_takes
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.backends import ArtifactUnavailable
 
@@ -43,6 +44,7 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
     )
     if reason is not None:
         raise GenerationError(reason)
+    refuse_best_of(run.params.best_of, run.context.text_match)  # the bot refused it first, with its own settings
     prompt = await _input_audio(run, run.params.continue_from, engine.sample_rate)
     melody = await _input_audio(run, run.params.melody, engine.sample_rate)
     remix = await _input_audio(run, run.params.remix_from, engine.sample_rate)
@@ -52,13 +54,18 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
     if run.params.enhance:
         await run.progress.publish(JobProgress(stage="prompting", done=0, total=1))
         enhanced = await asyncio.to_thread(enhance_prompt, run.params, client=run.context.llm)
-    takes = await run.context.batcher.generate(
+    # Best of N: no preview, which would show the start of takes that may not be kept.
+    preview_s = run.context.settings.preview_s if run.params.best_of is None else 0
+    made = await run.context.batcher.generate(
         engine,
         items_for(run.params, prompt=prompt, melody=melody, remix=remix, text=enhanced.text if enhanced else None),
         sampling=run.params.sampling,
         on_progress=run.progress.on_step,
         should_stop=run.stop.is_set,
-        preview=Preview(preview_s, run.progress.on_preview) if (preview_s := run.context.settings.preview_s) else None,
+        preview=Preview(preview_s, run.progress.on_preview) if preview_s else None,
+    )
+    takes = await scored_takes(
+        run.context.text_match, run.params.music_text, made, keep=run.params.takes, best_of=run.params.best_of
     )
     take = _Take(
         model=engine.name,
@@ -66,10 +73,11 @@ async def _beat(run: JobRun[BeatParams]) -> bool:
         continued_s=round(prompt.shape[-1] / engine.sample_rate, 2) if prompt is not None else None,
         of=len(takes),
         enhanced=enhanced,
+        best_of=run.params.best_of,
     )
     records: list[ArtifactRecord] = []
-    for number, audio in enumerate(takes, start=1):
-        records += await _save_take(run, take, audio, number=number)
+    for number, scored in enumerate(takes, start=1):
+        records += await _save_take(run, take, scored, number=number)
     run.artifacts[:0] = records  # the takes first, before the loop the first take made
     await add_cover(run, run.params)
     return True
@@ -105,12 +113,13 @@ class _Take:
     of: int
     #: The ✨ prompt every take was made from, or None (the user's own words).
     enhanced: EnhancedPrompt | None
+    #: Best of N: how many takes were made, of which these are the best (None: every take made is delivered).
+    best_of: int | None = None
 
 
-async def _save_take(
-    run: JobRun[BeatParams], take: _Take, audio: GeneratedAudio, *, number: int
-) -> list[ArtifactRecord]:
+async def _save_take(run: JobRun[BeatParams], take: _Take, scored: ScoredTake, *, number: int) -> list[ArtifactRecord]:
     """Write take ``number`` (and its compact copy); the first take also gets the loop the beat asks for."""
+    audio = scored.audio
     params, store, job_id = run.params, run.context.store, run.job_id
     bpm_hint = float(params.bpm) if params.bpm else None
     analysis = await asyncio.to_thread(analyse, audio.samples, sample_rate=audio.sample_rate, bpm_hint=bpm_hint)
@@ -140,6 +149,8 @@ async def _save_take(
         prompt_used=take.enhanced.text if take.enhanced else None,
         prompt_source=take.enhanced.source if take.enhanced else None,
         prompt_note=take.enhanced.note if take.enhanced else None,
+        text_match=scored.text_match,
+        best_of=take.best_of,
         **analysis.to_metadata(),
     )
     record = store.record(job_id, filename, kind=ArtifactKind.AUDIO, meta=meta.model_dump(mode="json"))

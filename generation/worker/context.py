@@ -31,6 +31,7 @@ from generation.music.model_cache import ModelCache
 from generation.music.registry import load_registry
 from generation.prompts.llm import ChatClient
 from generation.worker.liveness import Liveness
+from generation.worker.text_match import TextMatch
 from migrations.runner import upgrade_locked
 from storage.artifacts import ArtifactStore
 from storage.backends import ArtifactBackend, open_backend
@@ -79,6 +80,8 @@ class WorkerContext:
     s3: S3Target | None
     #: Heartbeats for the jobs this worker runs, and the reconciler's regular pass.
     liveness: Liveness
+    #: CLAP: each take's text-match score and best of N (loaded the first time a beat needs it; maybe none).
+    text_match: TextMatch
     #: Jobs run side by side; the diffusion pipeline is not reentrant.
     cover_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -148,6 +151,7 @@ async def _load(settings: Settings, redis: ArqRedis, db: AsyncEngine) -> WorkerC
         pitch=await _load_pitch_tracker(settings) if midi else Unavailable("MIDI jobs run on the CPU workers"),
         s3=s3_target(settings),
         liveness=Liveness(settings, sessions, redis),
+        text_match=TextMatch(settings.clap_model, device=device),
     )
 
 

@@ -22,6 +22,7 @@ from beatforge.contract import ArtifactKind, BeatParams, ErrorCode, JobKind, Job
 from beatforge.fleet import record_speed, speed_key
 from beatforge.log import log_context
 from generation.errors import AudioParameterError, GenerationError
+from generation.music.registry import load_registry
 from generation.worker.context import WorkerContext, worker_context
 from generation.worker.progress import ProgressPublisher
 from storage import jobs
@@ -116,6 +117,7 @@ async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBod
     started = time.monotonic()
     try:
         await run.progress.publish(JobProgress(stage="loading", done=0, total=1))
+        await _know_model(context, getattr(request.params, "model", None))
         if not await body(run):
             log.info("job already finished, skipping re-run", extra={"job_id": job_id})
             return
@@ -149,6 +151,14 @@ async def _run_body(context: WorkerContext, request: JobRequest[P], body: JobBod
         return
     log.info("job done", extra={"job_id": job_id, "artifacts": [a.path for a in run.artifacts]})
     await _record_speed(run, seconds=time.monotonic() - started)
+
+
+async def _know_model(context: WorkerContext, name: str | None) -> None:
+    """A model this worker's registry does not know may have been registered since it started (/admin train):
+    read the database's rows again before the job looks it up."""
+    if name is None or name in context.models.registry:
+        return
+    context.models.registry = await load_registry(context.settings.model_registry_file, context.sessions)
 
 
 async def _fail(context: WorkerContext, job_id: int, code: ErrorCode, message: str) -> None:

@@ -2,7 +2,8 @@
 
 More GPUs means more worker processes on the same redis queue. A worker serves one queue (arq's way), its lane's
 (``BEATFORGE_WORKER_LANE``): GPU work, or CPU work (MIDI, loops) once ``BEATFORGE_CPU_QUEUE_NAME`` splits it off
-(``beatforge.queue.queue_for``); it registers only the functions of the kinds that queue holds.
+(``beatforge.queue.queue_for``); it registers only the functions of the kinds that queue holds. A worker with the
+``train`` role (``BEATFORGE_WORKER_ROLES=train``) serves only the training queue.
 ``beatforge worker`` runs :func:`create_worker`; ``beatforge worker --check`` (the compose healthcheck) reads
 :func:`worker_settings`.
 """
@@ -30,6 +31,7 @@ from generation.worker.loop import cut_loop_job
 from generation.worker.midi import transcribe_midi
 from generation.worker.pack import make_pack
 from generation.worker.presence import PRESENCE_KEY, start_presence
+from generation.worker.train import train_model
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ JOBS: dict[JobKind, WorkerCoroutine] = {
     JobKind.LOOP: cut_loop_job,
     JobKind.MIDI: transcribe_midi,
     JobKind.PACK: make_pack,
+    JobKind.TRAIN: train_model,
 }
 
 
@@ -65,6 +68,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq settings sized for one GPU: one job at a time, few retries, frequent health checks."""
+    training = settings.worker_roles == "train"
     return {
         # the bot enqueues by these names
         "functions": [func(JOBS[kind], name=kind.function) for kind in served_kinds(settings)],
@@ -74,8 +78,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "on_shutdown": shutdown,
         # several beat jobs at once, so the batcher can put them in one generate call (one GPU, one generate
         # at a time: the batcher's lock); covers, loops and MIDI run beside them
-        "max_jobs": settings.worker_max_jobs,
-        "job_timeout": settings.job_timeout_s,
+        "max_jobs": 1 if training else settings.worker_max_jobs,  # a training run has the GPU to itself
+        "job_timeout": settings.train_job_timeout_s if training else settings.job_timeout_s,
         # arq counts a try each time it starts a job, orderly shutdowns included; the tries that matter (workers
         # dying mid-job) are counted on the job's row and enforced by the reconciler (``job_max_tries``)
         "max_tries": settings.job_max_tries + 10,

@@ -85,7 +85,7 @@ async def test_admin_group_is_hidden_from_members_and_guild_only(discord_bot: tu
     assert int(command["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
     assert command["dm_permission"] is False  # guild only
     subcommands = {o["name"]: o for o in command["options"]}
-    assert set(subcommands) == {"model", "limits", "cancel", "audit", "status"}
+    assert set(subcommands) == {"model", "limits", "cancel", "audit", "status", "train"}
     assert {o["name"] for o in subcommands["model"]["options"]} == {"list", "use"}
 
 

@@ -54,7 +54,7 @@ async def test_status_shows_workers_queue_and_jobs_to_admins_only(
     assert "**Workers alive: 1**" in text
     assert "`gpu-a-12` (cuda): **1**/8 jobs running, 9 finished" in text
     assert "GPU 3.0 GiB allocated · 4.0 GiB reserved of 80.0 GiB" in text
-    assert "**Queue**: 1 waiting" in text
+    assert "**Queue** `beatforge:gpu`: 1 waiting\n**Queue** `beatforge:train`: 0 waiting" in text  # training: its own
     assert "**Jobs now**: 1 queued, 0 running" in text
     assert "**Last hour**: 0 done, 1 failed\n• `generation_failed`: 1" in text
 

@@ -24,16 +24,33 @@ from tests.support.synth import render_beat
 CPU_QUEUE = "beatforge:cpu"
 
 
-def test_without_a_cpu_queue_every_kind_is_on_the_one_queue_every_worker_serves(settings: Settings) -> None:
-    assert {queue_for(settings, kind) for kind in JobKind} == {settings.queue_name}
-    assert served_kinds(settings) == list(JobKind) and queue_names(settings) == [settings.queue_name]
+GENERATION_KINDS = [kind for kind in JobKind if kind is not JobKind.TRAIN]
+
+
+def test_without_a_cpu_queue_every_generation_kind_is_on_the_one_queue_every_worker_serves(settings: Settings) -> None:
+    assert {queue_for(settings, kind) for kind in GENERATION_KINDS} == {settings.queue_name}
+    assert served_kinds(settings) == GENERATION_KINDS
+    assert queue_names(settings) == [settings.queue_name, settings.train_queue_name]
+
+
+def test_training_runs_have_their_own_queue_which_only_train_workers_serve(settings: Settings) -> None:
+    trainer = settings.model_copy(update={"worker_roles": "train"})
+    assert queue_for(settings, JobKind.TRAIN) == settings.train_queue_name != settings.queue_name
+    assert served_queue(settings) == settings.queue_name and JobKind.TRAIN not in served_kinds(settings)
+    assert served_queue(trainer) == settings.train_queue_name and served_kinds(trainer) == [JobKind.TRAIN]
+    assert {f.name for f in worker_settings(settings)["functions"]} == {k.function for k in GENERATION_KINDS}
+    assert {f.name for f in worker_settings(trainer)["functions"]} == {"train_model"}
+    assert (worker_settings(trainer)["max_jobs"], worker_settings(trainer)["job_timeout"]) == (1, 6 * 3600)
+    assert worker_settings(settings)["job_timeout"] == settings.job_timeout_s
+    with pytest.raises(ValidationError, match="BEATFORGE_TRAIN_QUEUE_NAME"):
+        Settings(_env_file=None, train_queue_name="beatforge:gpu")  # type: ignore[call-arg]
 
 
 def test_a_cpu_queue_takes_midi_and_loops_and_each_lane_registers_only_its_kinds(settings: Settings) -> None:
     split = settings.model_copy(update={"cpu_queue_name": CPU_QUEUE})
     cpu = split.model_copy(update={"worker_lane": "cpu"})
     assert {kind for kind in JobKind if queue_for(split, kind) == CPU_QUEUE} == {JobKind.LOOP, JobKind.MIDI}
-    assert queue_names(split) == [settings.queue_name, CPU_QUEUE]
+    assert queue_names(split) == [settings.queue_name, CPU_QUEUE, settings.train_queue_name]
     assert (served_queue(split), served_queue(cpu)) == (settings.queue_name, CPU_QUEUE)
     gpu_functions = {f.name for f in worker_settings(split)["functions"]}
     cpu_functions = {f.name for f in worker_settings(cpu)["functions"]}

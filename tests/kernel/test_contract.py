@@ -27,6 +27,7 @@ from beatforge.contract import (
     PackParams,
     Relation,
     SamplingParams,
+    TrainParams,
     clean_prompt,
     explain,
     parse_params,
@@ -47,6 +48,7 @@ UPLOAD = MidiParams(prompt="my track.wav", upload="uploads/ab-my-track.wav")
 PACK = PackParams.model_validate(
     {"prompt": "RPG levels", "count": 8, "bpm": 100, "key": "A minor", "seed": 5, "loop": {"bars": 2, "format": "mp3"}}
 )
+TRAIN = TrainParams(prompt="model house", name="house", base="small", steps=200, upload="uploads/ab-clips.zip")
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,7 @@ def test_every_model_round_trips_through_json(model: BaseModel) -> None:
     assert type(model).model_validate(json.loads(wire)) == model
 
 
-@pytest.mark.parametrize("params", [BEAT, COVER, LOOP, MIDI, UPLOAD, PACK], ids=lambda p: p.kind)
+@pytest.mark.parametrize("params", [BEAT, COVER, LOOP, MIDI, UPLOAD, PACK, TRAIN], ids=lambda p: p.kind)
 def test_stored_parameters_read_back_as_their_kinds_model(params: JobParams) -> None:
     stored = json.loads(json.dumps(params.model_dump(mode="json")))
     assert parse_params(params.kind, stored) == params
@@ -109,7 +111,7 @@ def test_stored_parameters_read_back_as_their_kinds_model(params: JobParams) -> 
 
 
 def test_the_queue_payload_of_any_kind_names_its_own_fields_only() -> None:
-    for params in (BEAT, COVER, LOOP, MIDI, PACK):
+    for params in (BEAT, COVER, LOOP, MIDI, PACK, TRAIN):
         payload = JobRequest[JobParams](job_id=1, params=params).model_dump(mode="json")
         assert payload["schema_version"] == 2 and payload["params"] == params.model_dump(mode="json")
         assert JobRequest[type(params)].model_validate(payload).params == params  # type: ignore[misc]
@@ -125,6 +127,7 @@ def test_each_kind_has_one_job_function() -> None:
             JobKind.LOOP: "cut_loop",
             JobKind.MIDI: "transcribe_midi",
             JobKind.PACK: "make_pack",
+            JobKind.TRAIN: "train_model",
         }
     )
     assert set(PARAMS_BY_KIND) == set(JobKind)
@@ -252,3 +255,12 @@ def test_arqs_failure_result_serialises() -> None:
     assert loads(dumps({"r": JobExecutionFailed("max 2 retries exceeded")})) == {
         "r": "JobExecutionFailed: max 2 retries exceeded"
     }
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"name": "My Model"}, {"name": "../up"}, {"steps": 0}, {"steps": 100_000}, {"upload": "/etc/passwd"}],
+)
+def test_a_training_run_refuses_a_bad_name_step_count_or_upload_path(changes: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TrainParams.model_validate({**TRAIN.model_dump(), **changes})
