@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from beatforge.config import Settings
 from beatforge.contract import BeatParams, PackParams
 from beatforge.fleet import ModelInfo
 from storage.guilds import GuildSettings
+from storage.model_registry import other_servers_models
 
 #: What workers reported: their models and their default (``beatforge.fleet.read_models``), or None.
 Reported = tuple[list[ModelInfo], str] | None
+
+
+async def server_models(sessions: async_sessionmaker[AsyncSession], reported: Reported, guild_id: int) -> Reported:
+    """What workers reported, less the models trained for other servers (/admin train): a server neither lists
+    nor picks another's."""
+    if reported is None:
+        return None
+    async with sessions() as session:
+        hidden = await other_servers_models(session, guild_id)
+    return [m for m in reported[0] if m.name not in hidden], reported[1]
 
 
 def default_model(reported: Reported, settings: Settings) -> str:

@@ -32,11 +32,11 @@ from bot.errors import UserFacingError
 from bot.jobs import JobService
 from bot.limits import Limits, effective_limits
 from bot.messages import engine_limits_text, fit, label
+from bot.model_choice import server_models
 from bot.options import JobNumber
 from bot.training import TrainingRequests
 from storage import guilds
 from storage.guilds import GuildSettings
-from storage.model_registry import other_servers_models
 from storage.stats import OpsStatus, gather_status
 
 if TYPE_CHECKING:
@@ -211,16 +211,7 @@ class Admin(commands.Cog):
             models = await read_models(self.redis)
         except RedisError as exc:
             raise UserFacingError("Can't reach the job queue to read the models; try again in a minute.") from exc
-        return await self._ours(models, guild_id)
-
-    async def _ours(
-        self, models: tuple[list[ModelInfo], str] | None, guild_id: int
-    ) -> tuple[list[ModelInfo], str] | None:
-        if models is None:
-            return None
-        async with self.sessions() as session:
-            hidden = await other_servers_models(session, guild_id)
-        return [m for m in models[0] if m.name not in hidden], models[1]
+        return await server_models(self.sessions, models, guild_id)
 
     @model.command(name="list")
     async def model_list(self, interaction: discord.Interaction) -> None:
@@ -272,7 +263,7 @@ class Admin(commands.Cog):
         if not is_admin(interaction, self.settings.owner_ids):
             return []
         try:
-            models = await self._ours(await read_models(self.redis), interaction.guild_id or 0)
+            models = await server_models(self.sessions, await read_models(self.redis), interaction.guild_id or 0)
         except RedisError:
             log.warning("model autocomplete could not read redis")
             return []

@@ -42,7 +42,8 @@ def delayed(model: MusicgenForConditionalGeneration, codes: torch.Tensor) -> tor
     """
     batch, codebooks, frames = codes.shape
     pad = pad_token(model)
-    start = torch.full((batch * codebooks, 1), pad, dtype=torch.long, device=codes.device)
+    first = int(cast(int, model.generation_config.decoder_start_token_id))  # what generate starts a window with
+    start = torch.full((batch * codebooks, 1), first, dtype=torch.long, device=codes.device)
     ids = torch.cat([start, codes.reshape(batch * codebooks, frames).long()], dim=-1)
     decoder = cast(MusicgenForCausalLM, model.decoder)
     _, pattern = decoder.build_delay_pattern_mask(

@@ -16,9 +16,9 @@ from beatforge.queue import enqueue_job
 from generation.evaluation.clap import ClapScorer, clap_scores
 from generation.music.engine import items_for
 from generation.music.musicgen import MusicGenEngine
-from generation.worker.settings import create_worker
 from storage import jobs
 from storage.jobs import JobView
+from tests.support.arq_job import run_burst
 
 PROMPT = {"prompt": "boom bap, dusty drums", "duration_s": 1.0, "seed": 4}
 
@@ -36,11 +36,7 @@ async def _run_beat(
     async with sessions() as session:
         job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
     await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=beat)
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         return beat, await jobs.get_job(session, job.id)
 

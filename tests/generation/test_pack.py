@@ -23,9 +23,9 @@ from beatforge.contract import ErrorCode, JobStatus, PackMeta, PackParams
 from beatforge.queue import enqueue_job
 from generation.music.engine import GeneratedAudio, GenerationItem
 from generation.music.musicgen import MusicGenEngine
-from generation.worker.settings import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
+from tests.support.arq_job import run_burst
 from tests.support.chat_server import ChatServer
 from tests.support.synth import render_beat
 
@@ -36,11 +36,7 @@ async def _run_pack(
     async with sessions() as session:
         job = await jobs.create_job(session, params=params, user_id=1, user_name="u", guild_id=None, channel_id=None)
     await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params)
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         return await jobs.get_job(session, job.id)
 

@@ -26,7 +26,7 @@ from storage import jobs
 from storage.artifacts import ArtifactStore
 from storage.jobs import JobView
 from storage.model_registry import list_models
-from tests.support.arq_job import stop_worker
+from tests.support.arq_job import run_burst, stop_worker
 
 
 def clips_zip(extra: dict[str, bytes] | None = None) -> bytes:
@@ -59,14 +59,6 @@ async def queue_run(
     queue = queue_for(settings, params.kind)
     await enqueue_job(redis, job_id=job.id, queue_job_id=job.queue_job_id, params=params, queue_name=queue, user_id=9)
     return job.id
-
-
-async def run_burst(settings: Settings, redis: ArqRedis) -> None:
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
 
 
 async def job_of(sessions: async_sessionmaker[AsyncSession], job_id: int) -> JobView:

@@ -38,9 +38,9 @@ from beatforge.contract import (
 from beatforge.queue import enqueue_job
 from generation.audio.io import write_wav
 from generation.errors import ModelUnavailable
-from generation.worker.settings import create_worker
 from storage import jobs
 from storage.artifacts import ArtifactStore
+from tests.support.arq_job import run_burst
 from tests.support.synth import render_beat
 
 
@@ -52,19 +52,11 @@ async def _queue(sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
     return job.id
 
 
-async def _run(settings: Settings, arq_redis: ArqRedis) -> None:
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-
-
 async def test_job_writes_audio_records_it_and_reports_progress(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
 ) -> None:
     job_id = await _queue(sessions, arq_redis)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
 
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
@@ -96,7 +88,7 @@ async def test_unloadable_model_fails_the_job_with_a_reason(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
 ) -> None:
     job_id = await _queue(sessions, arq_redis, model="/models/not-here")
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.MODEL_UNAVAILABLE
@@ -121,7 +113,7 @@ async def test_invalid_payload_fails_the_job_without_running_it(
     payload = JobRequest[BeatParams](job_id=job.id, params=beat).model_dump(mode="json")
     mutate(payload)
     await arq_redis.enqueue_job(JobKind.BEAT.function, payload, _job_id=job.queue_job_id)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job.id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
@@ -145,7 +137,7 @@ async def test_cover_job_draws_a_new_cover_for_a_beat(
             relation=Relation.COVER,
         )
     await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=job.params)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         done = await jobs.get_job(session, job.id)
     assert done.status is JobStatus.DONE and (done.kind, done.parent_id) == (JobKind.COVER, parent.id)
@@ -192,7 +184,7 @@ async def test_loop_job_cuts_whole_bars_with_metadata(
     render = render_beat(bpm=120, bars=6, jitter_ms=3, rng=rng)
     parent = await _finished_beat(settings, sessions, render.samples)
     job_id = await _queue_loop(sessions, arq_redis, parent, LoopParams(bars=4, format="flac"))
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
@@ -214,7 +206,7 @@ async def test_loop_of_audio_without_a_beat_fails_clearly(
 ) -> None:
     parent = await _finished_beat(settings, sessions, np.zeros((1, 32_000 * 5), np.float32))
     job_id = await _queue_loop(sessions, arq_redis, parent, LoopParams())
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
@@ -226,7 +218,7 @@ async def test_a_beat_without_a_steady_pulse_is_delivered_with_the_reason_it_has
 ) -> None:
     """The tiny model makes noise: the loop cannot be cut, but the user still gets the beat, and why."""
     job_id = await _queue(sessions, arq_redis, bpm=120, loop=LoopParams(bars=1).model_dump())
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE
@@ -259,7 +251,7 @@ async def test_midi_job_transcribes_a_finished_beat(
 ) -> None:
     parent = await _finished_beat(settings, sessions, render_beat(bpm=100, bars=4, chords=True, rng=rng).samples)
     job_id = await _queue_midi(sessions, arq_redis, MidiParams(prompt="boom bap drums", seed=3), parent_id=parent)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
@@ -279,7 +271,7 @@ async def test_midi_job_on_an_upload_with_stems(
         sf.write(tmp, render_beat(bpm=90, bars=2, stereo=True, rng=rng).samples.T, 32_000, format="FLAC")
     upload = MidiParams(prompt="my track.wav", stems=True, upload="uploads/a1-my-track.flac")
     job_id = await _queue_midi(sessions, arq_redis, upload)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
@@ -315,7 +307,7 @@ async def test_midi_job_on_a_bad_upload_fails_with_the_reason(
         else:
             write_wav(tmp, np.zeros((1, 8000 * (20 if content == "long" else 3)), np.float32), sample_rate=8000)
     job_id = await _queue_midi(sessions, arq_redis, MidiParams(prompt="upload.wav", upload="uploads/b2-upload.wav"))
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and job.error_code is ErrorCode.INVALID_REQUEST
@@ -329,7 +321,7 @@ async def test_takes_are_separate_files_with_their_own_seeds(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis
 ) -> None:
     job_id = await _queue(sessions, arq_redis, takes=2, duration_s=1.0)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
@@ -347,7 +339,7 @@ async def test_a_beat_can_continue_a_finished_take(
     async with sessions() as session:
         audio_path = (await jobs.get_job(session, parent)).artifacts[0].path
     job_id = await _queue(sessions, arq_redis, continue_from=audio_path, duration_s=1.0)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.DONE, job.error
@@ -363,7 +355,7 @@ async def test_continuing_a_bad_file_fails_with_the_reason(
     with store.writing("uploads", "c3-clip.wav") as tmp:
         tmp.write_bytes(b"not audio")
     job_id = await _queue(sessions, arq_redis, continue_from="uploads/c3-clip.wav")
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
     assert job.status is JobStatus.FAILED and "c3-clip.wav is not a readable audio file" in (job.error or "")
@@ -384,7 +376,7 @@ async def test_without_the_midi_model_midi_jobs_fail_with_the_reason_and_beats_s
         write_wav(tmp, np.zeros((1, 8000), np.float32) + 0.1, sample_rate=8000)
     midi_id = await _queue_midi(sessions, arq_redis, MidiParams(prompt="clip.wav", upload="uploads/d4-clip.wav"))
     beat_id = await _queue(sessions, arq_redis)
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         midi, beat = await jobs.get_job(session, midi_id), await jobs.get_job(session, beat_id)
     assert midi.status is JobStatus.FAILED and midi.error_code is ErrorCode.MODEL_UNAVAILABLE
@@ -402,7 +394,7 @@ async def test_a_remix_on_ace_step_keeps_the_takes_length_and_says_it_may_be_sol
     job_id = await _queue(sessions, arq_redis, model="debug-acestep", **remix)
     too_long = await _queue(sessions, arq_redis, duration_s=200)  # MusicGen, queued as if the bot had not checked
     cannot = await _queue(sessions, arq_redis, remix_from=audio_path, remix_strength=0.5)  # MusicGen cannot remix
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         job, long_job, musicgen_remix = [await jobs.get_job(session, i) for i in (job_id, too_long, cannot)]
     assert job.status is JobStatus.DONE, job.error
@@ -421,7 +413,7 @@ async def test_a_beat_publishes_its_first_seconds_while_it_is_made(
     settings = settings.model_copy(update={"preview_s": 1.0})
     job_id = await _queue(sessions, arq_redis, duration_s=3.0)
     short = await _queue(sessions, arq_redis, duration_s=1.0)  # no longer than the preview: none
-    await _run(settings, arq_redis)
+    await run_burst(settings, arq_redis)
     data = await arq_redis.get(PREVIEW_KEY.format(job_id=job_id))
     assert data is not None
     audio, rate = sf.read(io.BytesIO(data))

@@ -37,6 +37,7 @@ from storage import jobs
 from storage.artifacts import ArtifactRecord, ArtifactStore
 from storage.backends import open_backend
 from storage.jobs import JobView
+from tests.support.arq_job import run_burst
 from tests.support.s3_server import CuttingProxy, MotoServer, deny_writes, raw_client
 from tests.support.synth import render_beat
 
@@ -57,11 +58,7 @@ async def _beat(settings: Settings, sessions: async_sessionmaker[AsyncSession], 
     async with sessions() as session:
         job = await jobs.create_job(session, params=beat, user_id=1, user_name="u", guild_id=None, channel_id=None)
     await enqueue_job(arq_redis, job_id=job.id, queue_job_id=job.queue_job_id, params=beat)
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_burst(settings, arq_redis)
     async with sessions() as session:
         return await jobs.get_job(session, job.id)
 
@@ -179,14 +176,6 @@ async def test_a_loop_on_another_worker_fetches_its_beat_from_the_bucket(
     assert {f"{PREFIX}/{a.path}" for a in done.artifacts} <= set(_keys(moto.url, bucket))
 
 
-async def _run(settings: Settings, arq_redis: ArqRedis) -> None:
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=arq_redis)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-
-
 async def _queue(
     sessions: async_sessionmaker[AsyncSession], arq_redis: ArqRedis, params: JobParams, *, parent_id: int | None = None
 ) -> int:
@@ -228,7 +217,7 @@ async def test_an_extend_on_another_worker_fetches_its_take_from_the_bucket(
     job_id = await _queue(sessions, arq_redis, extend, parent_id=parent.id)
     assert not (settings.artifact_dir / str(parent.id)).exists()  # this worker has never seen the take
 
-    await _run(s3_settings, arq_redis)
+    await run_burst(s3_settings, arq_redis)
 
     async with sessions() as session:
         job = await jobs.get_job(session, job_id)
@@ -256,7 +245,7 @@ async def test_a_midi_upload_the_bot_stored_is_fetched_and_a_missing_one_fails_c
     good = await _queue(sessions, arq_redis, MidiParams(prompt="my track.wav", upload="uploads/a1-my-track.wav"))
     lost = await _queue(sessions, arq_redis, MidiParams(prompt="gone.wav", upload="uploads/b2-gone.wav"))
 
-    await _run(s3_settings, arq_redis)
+    await run_burst(s3_settings, arq_redis)
 
     async with sessions() as session:
         done, failed = await jobs.get_job(session, good), await jobs.get_job(session, lost)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from beatforge.config import Settings
 from beatforge.queue import SERIALIZERS, connect, redis_settings
+from generation.worker.settings import create_worker
 
 
 async def _double(_ctx: dict[str, Any], x: int) -> int:
@@ -50,3 +52,12 @@ async def stop_worker(worker: Worker, *polling: asyncio.Task[None]) -> None:
     if worker.tasks:
         await asyncio.wait(list(worker.tasks.values()), timeout=10)
     await worker.close()
+
+
+async def run_burst(settings: Settings, redis: ArqRedis) -> None:
+    """Run beatforge's own worker, in this process, until its queue is empty."""
+    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False, redis_pool=redis)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
