@@ -66,12 +66,31 @@ class TrainingRequests:
 
     def __init__(self, service: JobService) -> None:
         self.jobs = service
+        # Servers whose run is between its check and its job row (the zip downloading): a second /admin train
+        # in that moment would pass the database check. A server's interactions all reach one process (its
+        # shard's), so a set here closes the gap.
+        self._starting: set[int] = set()
 
     async def start(
         self, interaction: discord.Interaction, *, name: str, data: discord.Attachment, steps: int | None, base: str
     ) -> int:
         """Check, download, check the zip, store it and queue the run; the job's id."""
         assert interaction.guild_id is not None  # /admin is guild-only
+        if interaction.guild_id in self._starting:
+            raise UserFacingError(
+                "A training run for this server is being queued right now: one training run per "
+                "server at a time. Wait for it, or cancel it (❌ on its status)."
+            )
+        self._starting.add(interaction.guild_id)
+        try:
+            return await self._start(interaction, name=name, data=data, steps=steps, base=base)
+        finally:
+            self._starting.discard(interaction.guild_id)
+
+    async def _start(
+        self, interaction: discord.Interaction, *, name: str, data: discord.Attachment, steps: int | None, base: str
+    ) -> int:
+        assert interaction.guild_id is not None
         settings = self.jobs.settings
         params = validated(
             TrainParams,

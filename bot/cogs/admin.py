@@ -192,6 +192,7 @@ class Admin(commands.Cog):
         settings: Settings,
     ) -> None:
         self.jobs, self.sessions, self.redis, self.settings = jobs, sessions, redis, settings
+        self.training = TrainingRequests(jobs)
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         """Every /admin command: refused (privately, by the tree's error handler) unless ``is_admin``."""
@@ -208,10 +209,9 @@ class Admin(commands.Cog):
     async def _models(self, guild_id: int) -> tuple[list[ModelInfo], str] | None:
         """The models the workers reported, less those trained for other servers (/admin train)."""
         try:
-            models = await read_models(self.redis)
+            return await server_models(self.sessions, await read_models(self.redis), guild_id)
         except RedisError as exc:
             raise UserFacingError("Can't reach the job queue to read the models; try again in a minute.") from exc
-        return await server_models(self.sessions, models, guild_id)
 
     @model.command(name="list")
     async def model_list(self, interaction: discord.Interaction) -> None:
@@ -364,7 +364,7 @@ class Admin(commands.Cog):
             steps: Training steps (more: closer to your clips, longer).
             base: The MusicGen model to start from (default: the bot's default model).
         """
-        await TrainingRequests(self.jobs).start(
+        await self.training.start(
             interaction, name=name, data=data, steps=steps, base=base or self.settings.default_model
         )
 

@@ -4,6 +4,7 @@ checks before and after downloading, one run per server, and the run queued on t
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -177,6 +178,24 @@ async def test_a_good_zip_is_queued_on_the_training_queue_once_per_server(
     second = await train(bot, fake, data, name="other")
     assert "Training #1 of `house` is still queued: one training run per server at a time" in private_text(second)
     assert "`/admin cancel 1`" in private_text(second)
+    assert await count_jobs(sessions) == 1
+
+
+async def test_two_runs_asked_for_at_once_queue_one(
+    discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bot, fake = discord_bot
+    since = len(fake.requests)
+    for name in ("house", "other"):  # both dispatched before either is checked: the second must not slip through
+        options = {"name": name, "data": fake.add_attachment("clips.zip", clips_zip()), "steps": 5, "base": "debug"}
+        payload = slash_command_payload("admin", options, bot=bot, subcommand="train", permissions=MANAGE_SERVER)
+        dispatch_gateway(bot, "INTERACTION_CREATE", payload)
+    await wait_for_edit(fake, lambda c: "queued" in c, timeout=5)
+    await settle(bot)
+    answers = [r for r in fake.requests[since:] if re.search(CALLBACK, r.path)]
+    refusals = [a for a in answers if a.json["type"] == 4]  # the other was deferred: its status line follows
+    assert len(answers) == 2 and len(refusals) == 1
+    assert "one training run per server at a time" in private_text(refusals[0])
     assert await count_jobs(sessions) == 1
 
 
