@@ -29,6 +29,7 @@ from generation.audio.signal import Samples, resample
 from generation.errors import ModelUnavailable
 from generation.music.engine import MusicEngine
 from generation.music.musicgen import MusicGenEngine
+from storage.artifacts import sha256_of
 from storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,6 @@ class EncodecEmbedder:
         return out
 
 
-def file_hash(path: Path) -> str:
-    """SHA-256 of the file's bytes: the same audio under another name or folder hits the cache."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class EmbeddingCache:
     """Embeddings on disk as ``<dir>/<embedder>/<sha256 of the audio file>.npy``."""
 
@@ -122,7 +114,7 @@ class EmbeddingCache:
             AudioParameterError: a file is missing or not readable audio (the message names the file).
         """
         folder = self.folder(embedder)
-        keys = [folder / f"{file_hash(p)}.npy" for p in paths]
+        keys = [folder / f"{sha256_of(p)}.npy" for p in paths]
         found: dict[int, Embeddings] = {i: np.load(k) for i, k in enumerate(keys) if k.is_file()}
         missing = [i for i in range(len(paths)) if i not in found]
         self.hits, self.misses = self.hits + len(found), self.misses + len(missing)

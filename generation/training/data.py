@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.artifacts import sha256_of
+
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg"})
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +25,6 @@ class Clip:
     path: Path
     caption: str
     sha256: str
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _metadata(data_dir: Path, problems: list[str]) -> dict[str, str]:
@@ -79,7 +72,7 @@ def find_clips(data_dir: Path) -> tuple[list[Clip], list[str]]:
         if not caption:
             problems.append(f"{rel}: no caption ({beside.name} beside it, or a row in metadata.jsonl / metadata.csv)")
             continue
-        clips.append(Clip(path, caption, file_hash(path)))
+        clips.append(Clip(path, caption, sha256_of(path)))
     named = {str(Path(rel)) for rel in captions}
     found = {str(p.relative_to(data_dir)) for p in files}
     problems += [f"metadata names {rel}, which is not an audio file in the folder" for rel in sorted(named - found)]
