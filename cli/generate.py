@@ -45,6 +45,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], sett
     gen.add_argument("--key", help="key, e.g. 'A minor' or 'F#m' (as --bpm)")
     gen.add_argument("--time-signature", type=int, choices=(2, 3, 4, 6), help="beats per bar (as --bpm)")
     gen.add_argument("--takes", type=int, default=1, help="takes generated together (1-4), each with its own seed")
+    gen.add_argument(
+        "--best-of",
+        type=int,
+        help="make this many takes (2-8) and keep the --takes whose CLAP text match is highest, best first",
+    )
+    gen.add_argument(
+        "--clap",
+        default=settings.clap_model,
+        help="CLAP model for --best-of and the text-match score: HF id, directory or 'debug' (BEATFORGE_CLAP_MODEL)",
+    )
     gen.add_argument("--continue", dest="continue_from", type=Path, help="continue this audio file by --duration s")
     gen.add_argument("--melody", type=Path, help="an audio file whose melody to follow (melody models only)")
     gen.add_argument(
@@ -88,6 +98,7 @@ def _params(args: argparse.Namespace) -> BeatParams:
         key=args.key,
         time_signature=args.time_signature,
         takes=args.takes,
+        best_of=args.best_of,
         sampling=sampling,
     )
 
@@ -110,8 +121,10 @@ def _enhance(params: BeatParams, settings: Settings) -> tuple[BeatParams, dict[s
     return used, {"idea": params.prompt, "prompt_source": enhanced.source, "prompt_note": enhanced.note}
 
 
-def _target(out: str, *, takes: int) -> AudioOut | str:
-    """Where the takes go, or why they cannot go there."""
+def _target(out: str, *, takes: int, best_of: int | None = None, clap: str | None = None) -> AudioOut | str:
+    """Where the takes go, or why they cannot go there (or why the takes cannot be chosen)."""
+    if best_of is not None and not clap:
+        return "--best-of needs a CLAP model to rank the takes: --clap NAME (or BEATFORGE_CLAP_MODEL)"
     target = audio_out(out)
     if isinstance(target, str) or target.is_folder:  # in a folder, names carry the seed
         return target
@@ -126,6 +139,30 @@ def _take_path(out: AudioOut, number: int, *, prompt: str, seed: int) -> Path:
     from generation.loops.export import safe_stem
 
     return out.file(number, name=f"{safe_stem(prompt)}-{seed}")
+
+
+def _best(
+    takes: list[GeneratedAudio], params: BeatParams, clap: str | None, device: str
+) -> list[tuple[GeneratedAudio, float | None]]:
+    """Each take with its CLAP text match (None without a CLAP model); with ``best_of``, only the ``takes`` that
+    match best, best first."""
+    from generation.evaluation.clap import ClapScorer, clap_scores
+
+    if clap is None:
+        return [(take, None) for take in takes]
+
+    scores = clap_scores(ClapScorer.load(clap, device=device), [params.music_text], [t.samples for t in takes],
+                         takes[0].sample_rate)  # fmt: skip
+    scored: list[tuple[GeneratedAudio, float | None]] = list(zip(takes, scores, strict=True))
+    if params.best_of is None:
+        return scored
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # a stable sort: ties keep their order
+    return [scored[i] for i in ranked[: params.takes]]
+
+
+def _ranking(match: float | None, best_of: int | None) -> dict[str, Any]:
+    """The sidecar's CLAP fields: the take's text match, and how many takes it was chosen from (none without CLAP)."""
+    return {} if match is None else {"text_match": round(match, 4), "best_of": best_of}
 
 
 def _metadata(
@@ -176,7 +213,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"beatforge: {explain(exc)}\n")
         return 2
     # Bad input is refused before the model loads (minutes for the big ones), not after the beat is made.
-    target = _target(args.out, takes=params.takes)
+    target = _target(args.out, takes=params.takes, best_of=params.best_of, clap=args.clap)
     if isinstance(target, str):
         sys.stderr.write(f"beatforge: {target}\n")
         return 2
@@ -203,18 +240,19 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             key: resample(samples, rate, engine.sample_rate) for key, (samples, rate) in inputs.items()
         }
         started = time.perf_counter()
-        bar = progress_bar(output_of(args), "generating", audio_s=params.duration_s * params.takes)
+        bar = progress_bar(output_of(args), "generating", audio_s=params.duration_s * params.generated_takes)
         try:
-            takes = generate(engine, params, fade_out_s=settings.fade_out_s, on_progress=bar, **audio_in)
+            made = generate(engine, params, fade_out_s=settings.fade_out_s, on_progress=bar, **audio_in)
         finally:
             if bar is not None:
                 bar.close()
+        scored = _best(made, params, args.clap or None, cache.device)
     except GenerationError as exc:
         sys.stderr.write(f"beatforge: {exc}\n")
         return 1
     taken = round(time.perf_counter() - started, 2)
     licence = cache.registry.get(args.model).licence or None
-    for number, audio in enumerate(takes, start=1):
+    for number, (audio, match) in enumerate(scored, start=1):
         out = _take_path(target, number, prompt=enhanced.get("idea", params.prompt), seed=audio.seed)
         try:
             # encoded in the format the name promises (mp3 at 320 kbps, ogg ~192), never a WAV under another name
@@ -224,7 +262,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             sidecar = None
             if args.metadata:
                 meta = _metadata(params, audio, number=number, model=engine.name, licence=licence, path=out)
-                meta |= enhanced
+                meta |= enhanced | _ranking(match, params.best_of)
                 sidecar = write_metadata(out, meta)
         except GenerationError as exc:  # e.g. mp3 needs ffmpeg where libsndfile cannot write it
             sys.stderr.write(f"beatforge: {exc}\n")
@@ -241,6 +279,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             "sample_rate": audio.sample_rate,
             "channels": int(audio.samples.shape[0]),
             "seconds_taken": taken,
+            **_ranking(match, params.best_of),
         }
         channels = "" if summary["channels"] == 1 else f" {summary['channels']} channels,"
         rate = f"{audio.sample_rate / 1000:g} kHz"

@@ -42,6 +42,24 @@ def test_generate_writes_the_requested_wav(tmp_path: Path) -> None:
     assert (info.samplerate, info.frames) == (32_000, 48_000)
 
 
+def test_generate_best_of_keeps_the_take_clap_scores_highest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["generate", "boom bap, dusty drums", "--model", "debug", "--duration", "1", "--seed", "6"]
+    assert main([*base, "--best-of", "3", "--out", str(tmp_path / "none.wav")]) == 2  # no CLAP model: refused
+    assert "--best-of needs a CLAP model" in capsys.readouterr().err and not (tmp_path / "none.wav").exists()
+    assert main([*base, "--takes", "3", "--clap", "debug", "--out", str(tmp_path / "all.wav")]) == 0
+    capsys.readouterr()
+    made = [json.loads((tmp_path / name).read_text()) for name in ("all.json", "all-take2.json", "all-take3.json")]
+    best = max(made, key=lambda m: m["text_match"])  # each take scored alone, as the ranking must see them
+    assert best["take"] == 3  # with seed 6: not the first take, so keeping takes in order would fail
+    assert main([*base, "--best-of", "3", "--clap", "debug", "--out", str(tmp_path / "best.wav")]) == 0
+    kept = json.loads((tmp_path / "best.json").read_text())
+    assert not (tmp_path / "best-take2.wav").exists()
+    assert (kept["seed"], kept["best_of"]) == (best["seed"], 3)
+    assert kept["text_match"] == pytest.approx(best["text_match"], abs=1e-4)
+
+
 def test_generate_refuses_bad_input_and_missing_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "beat.wav"
     assert main(["generate", "   ", "--model", "debug", "--out", str(out)]) == 2
