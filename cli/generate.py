@@ -146,7 +146,7 @@ def _best(
 ) -> list[tuple[GeneratedAudio, float | None]]:
     """Each take with its CLAP text match (None without a CLAP model); with ``best_of``, only the ``takes`` that
     match best, best first."""
-    from generation.evaluation.clap import ClapScorer, clap_scores
+    from generation.evaluation.clap import ClapScorer, best_first, clap_scores
 
     if clap is None:
         return [(take, None) for take in takes]
@@ -156,8 +156,7 @@ def _best(
     scored: list[tuple[GeneratedAudio, float | None]] = list(zip(takes, scores, strict=True))
     if params.best_of is None:
         return scored
-    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # a stable sort: ties keep their order
-    return [scored[i] for i in ranked[: params.takes]]
+    return [scored[i] for i in best_first(scores, params.takes)]
 
 
 def _ranking(match: float | None, best_of: int | None) -> dict[str, Any]:

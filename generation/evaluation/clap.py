@@ -122,6 +122,11 @@ class ClapScorer:
         return unit
 
 
+def best_first(scores: Sequence[float], keep: int) -> list[int]:
+    """The indices of the ``keep`` highest scores, highest first; ties keep their order (best of N takes)."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])[:keep]
+
+
 def clap_scores(model: ClapScorer, texts: Sequence[str], audios: Sequence[Samples], sample_rate: int) -> list[float]:
     """How well each clip matches its words (cosine of CLAP embeddings, in [-1, 1]); higher is a better match.
 

@@ -181,7 +181,12 @@ class DecodeLoop:
         return ids
 
     def _static(
-        self, rows: int, states: torch.Tensor, length: int, cross: list[tuple[torch.Tensor, torch.Tensor]], mask: Any
+        self,
+        rows: int,
+        states: torch.Tensor,
+        length: int,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor,
     ) -> _Static:
         """The buffers of this shape (made at its first window), holding this window's text."""
         batch = states.shape[0]  # twice the takes with guidance: the rows alone do not say

@@ -115,5 +115,6 @@ async def scored_takes(
     takes = [ScoredTake(audio, score) for audio, score in zip(made, scores, strict=True)]
     if best_of is None:
         return takes
-    ranked = sorted(range(len(takes)), key=lambda i: (-scores[i], i))
-    return [takes[i] for i in ranked[:keep]]
+    from generation.evaluation.clap import best_first
+
+    return [takes[i] for i in best_first(scores, keep)]

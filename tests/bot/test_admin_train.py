@@ -21,7 +21,7 @@ from bot.messages import progress_text, result_text
 from storage import jobs
 from storage.artifacts import ArtifactStore
 from storage.model_registry import add_model
-from tests.support.bot import CALLBACK, EPHEMERAL, MANAGE_SERVER, private_text, wait_for_edit, wav_bytes
+from tests.support.bot import CALLBACK, EPHEMERAL, MANAGE_SERVER, job_count, private_text, wait_for_edit, wav_bytes
 from tests.support.discord_harness import (
     DEFAULT_GUILD_ID,
     DEFAULT_MEMBER_PERMISSIONS,
@@ -82,18 +82,13 @@ async def train(
     return reply
 
 
-async def count_jobs(sessions: async_sessionmaker[AsyncSession]) -> int:
-    async with sessions() as session:
-        return await jobs.count_jobs(session)
-
-
 async def test_a_plain_member_is_refused_before_anything_is_downloaded(
     discord_bot: tuple[Beatforge, FakeDiscord], sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     bot, fake = discord_bot
     reply = await train(bot, fake, clips_zip(), permissions=DEFAULT_MEMBER_PERMISSIONS)
     assert "Only members with Manage Server" in private_text(reply)
-    assert not fake.find("GET", r"^/cdn/") and await count_jobs(sessions) == 0
+    assert not fake.find("GET", r"^/cdn/") and await job_count(sessions) == 0
 
 
 @pytest.mark.parametrize(
@@ -117,7 +112,7 @@ async def test_what_is_wrong_before_downloading_is_refused_privately(
     bot, fake = discord_bot
     reply = await train(bot, fake, clips_zip(), filename=filename, **options)
     assert phrase in private_text(reply)
-    assert not fake.find("GET", r"^/cdn/") and await count_jobs(sessions) == 0
+    assert not fake.find("GET", r"^/cdn/") and await job_count(sessions) == 0
 
 
 async def test_an_oversize_zip_is_refused_by_its_declared_size(
@@ -137,7 +132,7 @@ async def test_an_oversize_zip_is_refused_by_its_declared_size(
     reply = await fake.wait_for("POST", CALLBACK, timeout=3, since=since)
     await settle(bot)
     assert "big.zip is 500.0 MiB; the limit is 100 MiB" in private_text(reply)
-    assert not fake.find("GET", r"^/cdn/") and await count_jobs(sessions) == 0
+    assert not fake.find("GET", r"^/cdn/") and await job_count(sessions) == 0
 
 
 async def test_a_bad_zip_is_refused_with_every_problem_listed(
@@ -153,7 +148,7 @@ async def test_a_bad_zip_is_refused_with_every_problem_listed(
     assert "b.wav: named WAV, but its content is not audio" in text
     assert "../up.txt: a path outside the zip's folder is not allowed" in text
     assert fake.find("GET", r"^/cdn/")  # downloaded, then refused by its content
-    assert await count_jobs(sessions) == 0 and await arq_redis.zcard(bot.settings.train_queue_name) == 0
+    assert await job_count(sessions) == 0 and await arq_redis.zcard(bot.settings.train_queue_name) == 0
     assert not list(ArtifactStore(bot.settings.artifact_dir).resolve("uploads").glob("*.zip"))
 
 
@@ -178,7 +173,7 @@ async def test_a_good_zip_is_queued_on_the_training_queue_once_per_server(
     second = await train(bot, fake, data, name="other")
     assert "Training #1 of `house` is still queued: one training run per server at a time" in private_text(second)
     assert "`/admin cancel 1`" in private_text(second)
-    assert await count_jobs(sessions) == 1
+    assert await job_count(sessions) == 1
 
 
 async def test_two_runs_asked_for_at_once_queue_one(
@@ -196,7 +191,7 @@ async def test_two_runs_asked_for_at_once_queue_one(
     refusals = [a for a in answers if a.json["type"] == 4]  # the other was deferred: its status line follows
     assert len(answers) == 2 and len(refusals) == 1
     assert "one training run per server at a time" in private_text(refusals[0])
-    assert await count_jobs(sessions) == 1
+    assert await job_count(sessions) == 1
 
 
 async def test_the_status_line_shows_step_loss_and_time_left(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -3,9 +3,7 @@ slash command to the posted result, through the bot's real discord.py code paths
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,15 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
-from beatforge.fleet import read_models
 from bot.app import Beatforge
 from generation.music.acestep_tiny import save_tiny_acestep
 from generation.music.registry import ModelRegistry, ModelSpec
 from tests.support.bot import (
-    CALLBACK,
     CHANNEL_MESSAGES,
     MANAGE_SERVER,
+    command,
     delivered_job,
+    models_published,
     open_form,
     press,
     private_text,
@@ -33,28 +31,10 @@ from tests.support.bot import (
 from tests.support.discord_harness import (
     FakeDiscord,
     RecordedRequest,
-    dispatch_gateway,
-    settle,
-    slash_command_payload,
 )
 
 WORKER_TIMEOUT_S = 300
 pytestmark = pytest.mark.slow
-
-
-async def _models_published(redis: ArqRedis) -> None:
-    deadline = time.monotonic() + WORKER_TIMEOUT_S
-    while await read_models(redis) is None:
-        assert time.monotonic() < deadline, "the worker never published its models"
-        await asyncio.sleep(0.2)
-
-
-async def _command(bot: Beatforge, fake: FakeDiscord, name: str, options: dict[str, Any], **kw: Any) -> RecordedRequest:
-    since = len(fake.requests)
-    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload(name, options, bot=bot, **kw))
-    reply = await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
-    await settle(bot)
-    return reply
 
 
 async def _form(bot: Beatforge, fake: FakeDiscord, custom_id: str, values: dict[str, str]) -> None:
@@ -93,14 +73,14 @@ async def test_a_server_on_ace_step_makes_rerolls_extends_edits_and_remixes_beat
     spec = ModelSpec(name="ace", source=str(pipeline), licence="MIT", engine="acestep", stereo=True)
     ModelRegistry(settings.model_registry_file).register(spec)
     start_worker(settings)  # its default stays the tiny MusicGen
-    await _models_published(arq_redis)
+    await models_published(arq_redis, WORKER_TIMEOUT_S)
 
-    switched = await _command(bot, fake, "admin", {"name": "ace"}, subcommand="model use", permissions=MANAGE_SERVER)
+    switched = await command(bot, fake, "admin", {"name": "ace"}, subcommand="model use", permissions=MANAGE_SERVER)
     assert "`ace`" in private_text(switched)
 
     since = len(fake.requests)
     options = {"prompt": "lofi house", "key": "a minor", "time_signature": 3, "bpm": 120, "takes": 2, "duration": 3}
-    await _command(bot, fake, "beat", options)
+    await command(bot, fake, "beat", options)
     posted, fields = await _result(fake, since)
     assert _audio(posted) == [(48_000, 2, 3.0), (48_000, 2, 3.0)]
     assert "MIT: you may use this commercially" in fields["Provenance"]
@@ -144,7 +124,7 @@ async def test_a_server_on_ace_step_makes_rerolls_extends_edits_and_remixes_beat
     assert _audio(posted) == [(48_000, 2, 2.0), (48_000, 2, 2.0)]
 
     since = len(fake.requests)
-    await _command(bot, fake, "remix", {"beat": 1, "prompt": "bright disco", "strength": 0.4, "take": 2})
+    await command(bot, fake, "remix", {"beat": 1, "prompt": "bright disco", "strength": 0.4, "take": 2})
     posted, fields = await _result(fake, since)
     remix = await delivered_job(sessions, 5)
     assert (remix.relation, remix.resolved_model, remix.params.remix_strength) == ("remix", "ace", 0.4)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.config import Settings
 from beatforge.contract import JobStatus
-from beatforge.fleet import read_models
 from bot.app import Beatforge
 from storage import jobs
-from tests.support.bot import CALLBACK, CHANNEL_MESSAGES, MANAGE_SERVER, delivered_job, private_text, wait_for_edit
-from tests.support.discord_harness import FakeDiscord, RecordedRequest, dispatch_gateway, settle, slash_command_payload
+from tests.support.bot import (
+    CHANNEL_MESSAGES,
+    MANAGE_SERVER,
+    command,
+    delivered_job,
+    models_published,
+    private_text,
+    wait_for_edit,
+)
+from tests.support.discord_harness import FakeDiscord
 
 WORKER_TIMEOUT_S = 120
 STEPS = 30
@@ -46,21 +52,6 @@ def clips_zip(count: int = 4, seconds: float = 2.0, rate: int = 32_000) -> bytes
     return buffer.getvalue()
 
 
-async def _command(bot: Beatforge, fake: FakeDiscord, name: str, options: dict[str, Any], **kw: Any) -> RecordedRequest:
-    since = len(fake.requests)
-    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload(name, options, bot=bot, **kw))
-    reply = await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
-    await settle(bot)
-    return reply
-
-
-async def _models_published(redis: ArqRedis) -> None:
-    deadline = time.monotonic() + WORKER_TIMEOUT_S
-    while await read_models(redis) is None:
-        assert time.monotonic() < deadline, "the worker never published its models"
-        await asyncio.sleep(0.2)
-
-
 async def test_a_server_trains_a_model_on_a_training_worker_and_switches_to_it(
     discord_bot: tuple[Beatforge, FakeDiscord],
     settings: Settings,
@@ -71,11 +62,11 @@ async def test_a_server_trains_a_model_on_a_training_worker_and_switches_to_it(
     bot, fake = discord_bot
     settings = settings.model_copy(update={"train_window_s": 0.5})
     start_worker(settings)  # a generation worker: it must leave the run alone
-    await _models_published(arq_redis)
+    await models_published(arq_redis, WORKER_TIMEOUT_S)
 
     attachment = fake.add_attachment("my clips.zip", clips_zip())
     options = {"name": "house", "data": attachment, "steps": STEPS, "base": "debug"}
-    await _command(bot, fake, "admin", options, subcommand="train", permissions=MANAGE_SERVER)
+    await command(bot, fake, "admin", options, subcommand="train", permissions=MANAGE_SERVER)
     await wait_for_edit(fake, lambda c: "Training #1 of `house` queued" in c, timeout=5)
 
     await asyncio.sleep(3)  # the generation worker polls its queue all along
@@ -97,12 +88,12 @@ async def test_a_server_trains_a_model_on_a_training_worker_and_switches_to_it(
     job = await delivered_job(sessions, 1)
     assert job.status is JobStatus.DONE
 
-    switched = await _command(bot, fake, "admin", {"name": "house"}, subcommand="model use", permissions=MANAGE_SERVER)
+    switched = await command(bot, fake, "admin", {"name": "house"}, subcommand="model use", permissions=MANAGE_SERVER)
     assert "New beats on this server use `house`" in private_text(switched)
 
     # the generation worker started before the model existed, and still makes a beat with it
     since = len(fake.requests)
-    await _command(bot, fake, "beat", {"prompt": "soft tone", "duration": 1})
+    await command(bot, fake, "beat", {"prompt": "soft tone", "duration": 1})
     await fake.wait_for("POST", CHANNEL_MESSAGES, since=since, timeout=WORKER_TIMEOUT_S)
     beat = await delivered_job(sessions, 2)
     assert (beat.status, beat.resolved_model) == (JobStatus.DONE, "house")

@@ -15,10 +15,12 @@ from typing import Any
 import discord
 import numpy as np
 import soundfile as sf
+from arq.connections import ArqRedis
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beatforge.contract import ArtifactKind, BeatParams, JobParams, Relation
+from beatforge.fleet import read_models
 from storage import jobs
 from storage.artifacts import ArtifactStore
 from storage.jobs import JobView
@@ -33,6 +35,7 @@ from tests.support.discord_harness import (
     dispatch_gateway,
     modal_submit_payload,
     settle,
+    slash_command_payload,
 )
 
 # -- routes, as FakeDiscord records them ---------------------------------------------------------------------
@@ -234,3 +237,22 @@ async def submit_form(
     )
     dispatch_gateway(bot, "INTERACTION_CREATE", payload)
     return await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
+
+
+async def command(
+    bot: discord.Client, fake: FakeDiscord, name: str, options: dict[str, Any], **kw: Any
+) -> RecordedRequest:
+    """Run a slash command; its first answer (a defer, a message), once the bot has settled."""
+    since = len(fake.requests)
+    dispatch_gateway(bot, "INTERACTION_CREATE", slash_command_payload(name, options, bot=bot, **kw))
+    reply = await fake.wait_for("POST", CALLBACK, since=since, timeout=5)
+    await settle(bot)
+    return reply
+
+
+async def models_published(redis: ArqRedis, timeout: float) -> None:
+    """Wait until a worker has published its models (what /admin model use checks names against)."""
+    deadline = time.monotonic() + timeout
+    while await read_models(redis) is None:
+        assert time.monotonic() < deadline, "the worker never published its models"
+        await asyncio.sleep(0.2)
